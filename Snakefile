@@ -1,0 +1,29 @@
+# brainfuse: BIDS derivatives -> parcellated signals -> Parquet caches -> models per stage and fold
+# -> evaluation -> reports. Rules only wire files to functions in src/brainfuse/.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/fmri.smk"
+include: "workflow/rules/eeg.smk"
+include: "workflow/rules/sc.smk"
+include: "workflow/rules/cache.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        f"{R}/reports/index.html",
+        f"{R}/eval/summary.tsv",
+        f"{R}/dataset_description.json",
+    default_target: True

@@ -1,0 +1,175 @@
+"""Input discovery: one table per modality (BIDS entities + path), from snakebids or the demo layout.
+
+Rules are wired from these tables, so real data and the demo take the same code paths downstream.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+# Entities that can name a sample, in BIDS file-name order; others are fixed by the filters.
+SAMPLE_ENTITIES = ("subject", "session", "task", "acquisition", "run")
+BIDS_KEYS = {"subject": "sub", "session": "ses", "task": "task", "acquisition": "acq", "run": "run"}
+MODALITIES = ("bold", "eeg", "sc")
+DEMO_SPACE = "MNI152NLin6Asym"
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Discovered inputs: for each modality a table with entity columns and a ``path`` column."""
+
+    tables: dict[str, pd.DataFrame]
+    participants: Path
+    roots: dict[str, Path]
+
+    def entities(self, modality: str) -> list[str]:
+        """Entities that vary between this modality's samples (the rule wildcards)."""
+        table = self.tables[modality]
+        return [e for e in SAMPLE_ENTITIES if e in table.columns]
+
+    def lookup(self, modality: str, wildcards) -> str:
+        """Input path of the sample named by ``wildcards``."""
+        table = self.tables[modality]
+        mask = pd.Series(True, index=table.index)
+        for entity in self.entities(modality):
+            mask &= table[entity] == str(getattr(wildcards, entity))
+        hits = table.loc[mask, "path"]
+        if len(hits) != 1:
+            raise LookupError(f"{modality}: {len(hits)} files match {dict(wildcards.items())}")
+        return str(hits.iloc[0])
+
+
+def demo_runs(n_subjects: int) -> dict[str, list[int]]:
+    """Subjects of the demo dataset and their fMRI runs: every fourth subject has two runs."""
+    return {f"{i:02d}": [1, 2] if i % 4 == 0 else [1] for i in range(1, n_subjects + 1)}
+
+
+def demo_paths(root: str | Path, n_subjects: int) -> dict[str, list[str]]:
+    """Every input file the demo generator writes, grouped by modality (declared rule outputs)."""
+    tables = _demo_tables(Path(root), n_subjects)
+    out = {m: tables[m]["path"].tolist() for m in MODALITIES}
+    out["bold_aux"] = [p for b in out["bold"] for p in bold_companions(b).values()]
+    out["eeg_aux"] = [p for e in out["eeg"] for p in eeg_companions(e).values()]
+    out["participants"] = [str(Path(root) / "participants.tsv")]
+    out["ground_truth"] = [str(Path(root) / "ground_truth.json")]
+    return out
+
+
+def _demo_tables(root: Path, n_subjects: int) -> dict[str, pd.DataFrame]:
+    bold, eeg, sc = [], [], []
+    fmriprep, qsirecon = root / "derivatives" / "fmriprep", root / "derivatives" / "qsirecon"
+    for sub, runs in demo_runs(n_subjects).items():
+        for run in runs:
+            name = f"sub-{sub}_task-rest_run-{run}_space-{DEMO_SPACE}_desc-preproc_bold.nii.gz"
+            path = fmriprep / f"sub-{sub}" / "func" / name
+            bold.append({"subject": sub, "task": "rest", "run": str(run), "path": str(path)})
+        eeg_path = root / f"sub-{sub}" / "eeg" / f"sub-{sub}_task-rest_eeg.edf"
+        eeg.append({"subject": sub, "task": "rest", "path": str(eeg_path)})
+        sc_name = f"sub-{sub}_space-T1w_seg-Schaefer100_desc-sift2_relmat.tsv"
+        sc.append({"subject": sub, "path": str(qsirecon / f"sub-{sub}" / "dwi" / sc_name)})
+    return {"bold": pd.DataFrame(bold), "eeg": pd.DataFrame(eeg), "sc": pd.DataFrame(sc)}
+
+
+def discover(config: dict) -> Inputs:
+    """Build the input tables from the config: the demo layout, or snakebids on each input root."""
+    inp = config["input"]
+    if inp["demo"]:
+        root = Path(config["results_dir"]) / "demo_bids"
+        tables = _demo_tables(root, inp.get("demo_subjects", 24))
+        roots = {
+            "bold": root / "derivatives" / "fmriprep",
+            "eeg": root,
+            "sc": root / "derivatives" / "qsirecon",
+        }
+        return Inputs(tables=tables, participants=root / "participants.tsv", roots=roots)
+
+    roots = {
+        m: Path(inp[key])
+        for m, key in (("bold", "fmriprep_dir"), ("eeg", "eeg_dir"), ("sc", "sc_dir"))
+        if inp.get(key)
+    }
+    if not roots:
+        raise ValueError("input: demo is false but none of fmriprep_dir, eeg_dir, sc_dir is set")
+    tables = {}
+    for modality, root in roots.items():
+        tables[modality] = _snakebids_table(root, modality, config)
+    for modality in MODALITIES:
+        tables.setdefault(modality, pd.DataFrame(columns=["subject", "path"]))
+    participants = inp.get("participants")
+    if participants is None:
+        candidates = [r / "participants.tsv" for r in roots.values()]
+        found = [c for c in candidates if c.exists()]
+        if not found:
+            raise FileNotFoundError(
+                f"input.participants is not set and no participants.tsv in {[str(r) for r in roots.values()]}"
+            )
+        participants = found[0]
+    return Inputs(tables=tables, participants=Path(participants), roots=roots)
+
+
+def _snakebids_table(root: Path, modality: str, config: dict) -> pd.DataFrame:
+    from snakebids import generate_inputs
+
+    inp = config["input"]
+    filters = dict(config["filters"].get(modality, {}))
+    wildcards = list(SAMPLE_ENTITIES)
+    if isinstance(filters.get("extension"), list):
+        wildcards.append("extension")  # several formats: the file's own extension picks the reader
+    db_dir = inp.get("pybids_db_dir")
+    dataset = generate_inputs(
+        bids_dir=root,
+        pybids_inputs={modality: {"filters": filters, "wildcards": wildcards}},
+        pybidsdb_dir=str(Path(db_dir) / modality) if db_dir else None,
+        derivatives=modality != "eeg",
+        participant_label=inp.get("participant_label") or None,
+        exclude_participant_label=inp.get("exclude_participant_label") or None,
+        validate=False,
+    )
+    component = dataset[modality]
+    table = pd.DataFrame(component.zip_lists)
+    if table.empty:
+        raise FileNotFoundError(f"no {modality} files under {root} match filters {filters}")
+    table["path"] = [
+        component.path.format(**row) for row in table.to_dict(orient="records")
+    ]
+    table = table.drop(columns=[c for c in table.columns if c == "extension"])
+    keys = [e for e in SAMPLE_ENTITIES if e in table.columns]
+    duplicated = table.duplicated(subset=keys, keep=False)
+    if duplicated.any():
+        raise ValueError(
+            f"{modality}: several files share entities {keys}; narrow filters.{modality}: "
+            f"{table.loc[duplicated, 'path'].tolist()[:4]}"
+        )
+    return table.sort_values(keys).reset_index(drop=True)
+
+
+def _strip_entities(path: str, drop: tuple[str, ...]) -> str:
+    name = Path(path).name
+    stem = name.split("_")
+    kept = [p for p in stem[:-1] if p.split("-")[0] not in drop]
+    return str(Path(path).parent / "_".join(kept))
+
+
+def bold_companions(bold_path: str) -> dict[str, str]:
+    """fMRIPrep files that belong to a preprocessed BOLD run: sidecar, confounds, brain mask."""
+    base = re.sub(r"_desc-preproc_bold\.nii(\.gz)?$", "", bold_path)
+    return {
+        "sidecar": re.sub(r"\.nii(\.gz)?$", ".json", bold_path),
+        "confounds": _strip_entities(bold_path, ("space", "res", "den", "desc"))
+        + "_desc-confounds_timeseries.tsv",
+        "mask": base + "_desc-brain_mask.nii.gz",
+    }
+
+
+def eeg_companions(eeg_path: str) -> dict[str, str]:
+    """BIDS files that belong to an EEG recording: channels, electrodes and the JSON sidecar."""
+    stem = re.sub(r"_eeg\.[A-Za-z]+$", "", eeg_path)
+    return {
+        "channels": stem + "_channels.tsv",
+        "sidecar": stem + "_eeg.json",
+        "electrodes": _strip_entities(eeg_path, ("task", "acq", "run")) + "_electrodes.tsv",
+    }

@@ -1,0 +1,293 @@
+"""Entry points of the Snakemake rules: read inputs, call the domain modules, write outputs atomically.
+
+Each function is one rule's job. A bad input raises :class:`~brainfuse.errors.InputError` inside the
+domain code; here it becomes a recorded exclusion (status and reason in the QC sidecar), so one bad
+subject never stops the others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import atomic
+from .atlas import Atlas, load_atlas
+from .cache import files_hash, pad_time, write_cache
+from .errors import InputError
+from .samples import attach_labels, read_participants, sample_id
+
+log = logging.getLogger("brainfuse")
+
+
+@lru_cache(maxsize=4)
+def _atlas(name: str, path: str | None, labels: str | None, data_dir: str | None) -> Atlas:
+    return load_atlas(name=name, path=path, labels_path=labels, data_dir=data_dir)
+
+
+def atlas_from_config(cfg: dict) -> Atlas:
+    """The atlas named by the config's ``atlas`` section (loaded once per process)."""
+    return _atlas(cfg["name"], cfg.get("path"), cfg.get("labels"), cfg.get("data_dir"))
+
+
+def _qc_record(entities: dict, modality: str, path: str) -> dict:
+    return {"sample_id": sample_id(entities), "modality": modality, "path": path, **entities}
+
+
+# --------------------------------------------------------------------------- fMRI
+
+
+def fmri_run(
+    bold: str,
+    confounds: str,
+    mask: str,
+    sidecar: str,
+    entities: dict,
+    atlas_cfg: dict,
+    params: dict,
+    out_timeseries: str,
+    out_sidecar: str,
+    out_relmat: str,
+    out_coverage: str,
+) -> None:
+    """Parcellate and denoise one BOLD run; write XCP-D style time series, FC and coverage."""
+    from .fmri import denoise, pearson_fc, read_confounds, repetition_time
+    from .parcellate import parcellate
+
+    atlas = atlas_from_config(atlas_cfg)
+    qc = _qc_record(entities, "fmri", bold)
+    names = list(atlas.labels)
+    timeseries = np.zeros((0, atlas.n_nodes), dtype=np.float32)
+    coverage = np.full(atlas.n_nodes, np.nan)
+    try:
+        parcels = parcellate(
+            bold, atlas, mask_path=mask if Path(mask).exists() else None,
+            min_coverage=atlas_cfg.get("min_coverage", 0.5),
+        )
+        coverage = parcels.coverage
+        tr = repetition_time(sidecar, parcels.tr)
+        table = read_confounds(confounds, parcels.timeseries.shape[0])
+        result = denoise(parcels.timeseries, table, tr, params, confounds_path=confounds)
+        timeseries = result.timeseries
+        nan_nodes = [n for n, c in zip(names, coverage, strict=True) if not c >= atlas_cfg.get("min_coverage", 0.5)]
+        qc.update(result.qc, status="included", reason="", tr=tr, warnings=parcels.warnings,
+                  nan_parcels=nan_nodes, n_nan_parcels=len(nan_nodes))
+    except InputError as err:
+        log.warning("excluded %s: %s", err.path, err.reason)
+        qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
+    atomic.write_tsv(out_timeseries, pd.DataFrame(timeseries, columns=names))
+    atomic.write_json(out_sidecar, {**qc, "atlas": atlas.name, "strategy": params.get("strategy")})
+    fc = pearson_fc(timeseries) if len(timeseries) > 2 else np.full((len(names),) * 2, np.nan)
+    atomic.write_tsv(out_relmat, pd.DataFrame(fc, columns=names))
+    atomic.write_tsv(out_coverage, pd.DataFrame({"node": names, "coverage": coverage}))
+
+
+def build_fmri_cache(
+    sidecars: list[str], data: list[str], participants: str, label_cfg: dict,
+    atlas_cfg: dict, config_section: dict, out_cache: str, out_qc: str,
+) -> None:
+    """Join included runs into ``fmri.parquet``: time series (N x T, NaN-padded), FC, node mask."""
+    from .fmri import pearson_fc
+
+    atlas = atlas_from_config(atlas_cfg)
+    records = [json.loads(Path(p).read_text()) for p in sidecars]
+    qc = _label_qc(pd.DataFrame(records), participants, label_cfg)
+    keep = qc["status"] == "included"
+    series = [pd.read_csv(data[i], sep="\t").to_numpy(np.float32).T for i in np.flatnonzero(keep)]
+    table = qc.loc[keep, _id_columns(qc)].reset_index(drop=True)
+    arrays: dict[str, np.ndarray] = {}
+    n = atlas.n_nodes
+    if series:
+        stacked, lengths = pad_time(series)
+        arrays["timeseries"] = stacked
+        arrays["fc"] = np.stack([pearson_fc(s.T) for s in series])
+        arrays["node_mask"] = np.stack([np.all(np.isfinite(s), axis=1) for s in series]).astype(np.uint8)
+        table["n_timepoints"] = lengths
+        table["tr"] = qc.loc[keep, "tr"].astype(float).to_numpy()
+    else:
+        arrays = {"timeseries": np.zeros((0, n, 1)), "fc": np.zeros((0, n, n)), "node_mask": np.zeros((0, n))}
+    meta = _cache_metadata(atlas, "fmri", config_section, [*sidecars, *data])
+    meta["nan_handling"] = (
+        "Parcels with too little coverage are NaN in timeseries and fc; node_mask is 1 for valid nodes. "
+        "Time series are NaN-padded after n_timepoints. Models impute 0 for masked FC entries."
+    )
+    write_cache(out_cache, table, arrays, meta)
+    atomic.write_tsv(out_qc, qc)
+
+
+# --------------------------------------------------------------------------- EEG
+
+
+def eeg_run(
+    eeg: str, channels: str | None, electrodes: str | None, entities: dict, atlas_cfg: dict,
+    params: dict, out_features: str, out_sidecar: str,
+) -> None:
+    """Band power envelopes of one EEG recording into a one-row Parquet file."""
+    from .eeg import process_eeg
+
+    qc = _qc_record(entities, "eeg", eeg)
+    atlas = atlas_from_config(atlas_cfg) if params.get("level") == "source" else None
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        result = process_eeg(
+            eeg, atlas, params,
+            channels_tsv=channels if channels and Path(channels).exists() else None,
+            electrodes_tsv=electrodes if electrodes and Path(electrodes).exists() else None,
+        )
+        arrays = {
+            "envelopes": result.envelopes[None].astype(np.float32),
+            "aec": result.aec[None].astype(np.float32),
+            "band_power": result.band_power[None].astype(np.float32),
+        }
+        qc.update(result.qc, status="included", reason="", level=result.level,
+                  node_names=list(result.node_names), bands=list(result.bands),
+                  envelope_sfreq=result.envelope_sfreq)
+    except InputError as err:
+        log.warning("excluded %s: %s", err.path, err.reason)
+        qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
+    table = pd.DataFrame([{k: str(v) for k, v in entities.items()}])
+    table.insert(0, "sample_id", qc["sample_id"])
+    write_cache(out_features, table if arrays else table.iloc[:0], arrays, {"qc": qc})
+    atomic.write_json(out_sidecar, qc)
+
+
+def build_eeg_cache(
+    sidecars: list[str], data: list[str], participants: str, label_cfg: dict,
+    atlas_cfg: dict, config_section: dict, out_cache: str, out_qc: str,
+) -> None:
+    """Join included recordings into ``eeg.parquet``: envelopes (bands x nodes x T), AEC, power."""
+    from .cache import read_cache
+
+    records = [json.loads(Path(p).read_text()) for p in sidecars]
+    qc = _label_qc(pd.DataFrame(records), participants, label_cfg)
+    keep = np.flatnonzero(qc["status"] == "included")
+    parts = [read_cache(data[i]) for i in keep]
+    nodes = {tuple(p.metadata["qc"]["node_names"]) for p in parts}
+    if len(nodes) > 1:
+        raise ValueError(
+            "EEG recordings have different node sets; use eeg.level: source or one montage"
+        )
+    table = qc.loc[qc["status"] == "included", _id_columns(qc)].reset_index(drop=True)
+    if parts:
+        envelopes, lengths = pad_time([p.arrays["envelopes"][0] for p in parts])
+        arrays = {
+            "envelopes": envelopes,
+            "aec": np.concatenate([p.arrays["aec"] for p in parts]),
+            "band_power": np.concatenate([p.arrays["band_power"] for p in parts]),
+        }
+        table["n_timepoints"] = lengths
+        first = parts[0].metadata["qc"]
+        node_names, bands = first["node_names"], first["bands"]
+        sfreq, level = first["envelope_sfreq"], first["level"]
+    else:
+        arrays, node_names, bands, sfreq, level = {}, [], [], None, None
+    atlas = atlas_from_config(atlas_cfg)
+    meta = _cache_metadata(atlas, "eeg", config_section, [*sidecars, *data])
+    meta.update(node_names=node_names, bands=bands, sampling_rate_hz=sfreq, level=level,
+                nan_handling="envelopes are NaN-padded after n_timepoints")
+    write_cache(out_cache, table, arrays, meta)
+    atomic.write_tsv(out_qc, qc)
+
+
+# --------------------------------------------------------------------------- SC
+
+
+def sc_run(sc_path: str, entities: dict, atlas_cfg: dict, params: dict, out_relmat: str, out_sidecar: str) -> None:
+    """Read, check and normalise one SC matrix; excluded matrices get a reason, not a crash."""
+    from .sc import check_sc, normalise_sc, read_sc
+
+    atlas = atlas_from_config(atlas_cfg)
+    qc = _qc_record(entities, "sc", sc_path)
+    matrix = np.zeros((0, atlas.n_nodes), dtype=np.float32)
+    try:
+        raw = read_sc(sc_path, list(atlas.labels), params.get("mat_key"))
+        qc.update(check_sc(raw, sc_path), status="included", reason="")
+        matrix = normalise_sc(raw, params.get("normalise", "log1p"), params.get("density"))
+    except InputError as err:
+        log.warning("excluded %s: %s", err.path, err.reason)
+        qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
+    atomic.write_tsv(out_relmat, pd.DataFrame(matrix, columns=list(atlas.labels)))
+    atomic.write_json(out_sidecar, qc)
+
+
+def build_sc_cache(
+    sidecars: list[str], data: list[str], participants: str, label_cfg: dict,
+    atlas_cfg: dict, config_section: dict, out_cache: str, out_qc: str,
+) -> None:
+    """Join included subjects' SC into ``sc.parquet``."""
+    atlas = atlas_from_config(atlas_cfg)
+    records = [json.loads(Path(p).read_text()) for p in sidecars]
+    qc = _label_qc(pd.DataFrame(records), participants, label_cfg)
+    keep = np.flatnonzero(qc["status"] == "included")
+    table = qc.iloc[keep][_id_columns(qc)].reset_index(drop=True)
+    mats = [pd.read_csv(data[i], sep="\t").to_numpy(np.float32) for i in keep]
+    n = atlas.n_nodes
+    arrays = {"sc": np.stack(mats) if mats else np.zeros((0, n, n), np.float32)}
+    meta = _cache_metadata(atlas, "sc", config_section, [*sidecars, *data])
+    write_cache(out_cache, table, arrays, meta)
+    atomic.write_tsv(out_qc, qc)
+
+
+# --------------------------------------------------------------------------- shared
+
+
+def _id_columns(qc: pd.DataFrame) -> list[str]:
+    cols = ["sample_id", "subject", "session", "task", "acquisition", "run", "site", "label"]
+    return [c for c in cols if c in qc.columns]
+
+
+def _label_qc(qc: pd.DataFrame, participants: str, label_cfg: dict) -> pd.DataFrame:
+    """Attach labels and sites; samples without a label are excluded with that reason."""
+    labelled = attach_labels(qc, read_participants(participants), label_cfg)
+    missing = labelled["label"].isna() & (labelled["status"] == "included")
+    labelled.loc[missing, "status"] = "excluded"
+    labelled.loc[missing, "reason"] = "no label in participants.tsv for this subject"
+    return labelled
+
+
+def _cache_metadata(atlas: Atlas, modality: str, config_section: dict, inputs: list[str]) -> dict:
+    return {
+        "modality": modality,
+        "atlas": atlas.name,
+        "atlas_space": atlas.space,
+        "roi_names": list(atlas.labels),
+        "roi_networks": list(atlas.networks),
+        "config": config_section,
+        "input_hash": files_hash(sorted(inputs), config_section),
+    }
+
+
+def merge_qc(parts: list[str], out_qc: str) -> None:
+    """The dataset QC table: every sample of every modality with its status and reason."""
+    tables = [pd.read_csv(p, sep="\t", dtype=str, keep_default_na=False) for p in parts]
+    merged = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    front = ["modality", "sample_id", "status", "reason"]
+    merged = merged[front + [c for c in merged.columns if c not in front]]
+    atomic.write_tsv(out_qc, merged)
+
+
+def dataset_description(config: dict, out: str) -> None:
+    """BIDS-derivative ``dataset_description.json`` naming brainfuse, its version and the config hash."""
+    from . import __version__
+    from .provenance import config_hash
+
+    atomic.write_json(out, {
+        "Name": "brainfuse outputs",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "brainfuse", "Version": __version__,
+                         "CodeURL": "https://github.com/brainfuse/brainfuse"}],
+        "ConfigHash": config_hash(config),
+    })
+
+
+def setup_logging(path: str) -> None:
+    """Send this job's log records (and warnings) to its Snakemake log file."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(filename=path, level=logging.INFO, force=True,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.captureWarnings(True)

@@ -1,0 +1,67 @@
+"""One training stage of one method on one outer fold.
+
+The samples of the fold's test subjects are touched once, after the model (and its
+hyper-parameters) has been fixed on the training and validation subjects.
+"""
+
+from __future__ import annotations
+
+import time
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from . import atomic
+from .baselines import fit_select, scores
+from .cache import Cache, read_cache
+from .folds import read_folds, subjects_of
+from .methods import FEATURES, METHODS
+from .metrics import binary_metrics
+
+
+def joint_samples(caches: dict[str, Cache], modalities: tuple[str, ...]) -> pd.DataFrame:
+    """Rows usable by a method: for one modality, that cache's rows (``row_<modality>`` index)."""
+    (modality,) = modalities
+    table = caches[modality].table.copy()
+    table[f"row_{modality}"] = np.arange(len(table))
+    return table
+
+
+def run_stage(
+    method: str, stage: str, fold: int, cache_paths: dict[str, str], folds_path: str,
+    positive: str, seed: int, out_model: str, out_metrics: str, out_predictions: str,
+) -> None:
+    """Fit ``method``'s ``stage`` on ``fold``; write the model, its metrics and test predictions."""
+    spec = METHODS[method]
+    if spec.family != "sklearn":
+        raise NotImplementedError(f"{method}: family {spec.family} has no trainer yet")
+    start = time.perf_counter()
+    caches = {m: read_cache(cache_paths[m]) for m in spec.modalities}
+    samples = joint_samples(caches, spec.modalities)
+    x_all = FEATURES[spec.features](caches)[samples[f"row_{spec.modalities[0]}"].to_numpy()]
+    y_all = (samples["label"].astype(str) == str(positive)).astype(int).to_numpy()
+    folds = read_folds(folds_path)
+    roles = {r: samples["subject"].astype(str).isin(subjects_of(folds, fold, r)).to_numpy()
+             for r in ("train", "val", "test")}
+    model, c = fit_select(
+        spec.estimator, x_all[roles["train"]], y_all[roles["train"]],
+        x_all[roles["val"]], y_all[roles["val"]], seed,
+    )
+    test = roles["test"]
+    y_score = scores(model, x_all[test])
+    y_pred = model.predict(x_all[test])
+    predictions = samples.loc[test, ["sample_id", "subject", "label"]].copy()
+    predictions.insert(0, "method", method)
+    predictions.insert(1, "fold", fold)
+    predictions["y_true"], predictions["y_score"], predictions["y_pred"] = y_all[test], y_score, y_pred
+    metrics = {
+        "method": method, "stage": stage, "fold": fold, "selected_C": c,
+        "n_train": int(roles["train"].sum()), "n_val": int(roles["val"].sum()), "n_test": int(test.sum()),
+        "seconds": time.perf_counter() - start, "format": "joblib",
+        **binary_metrics(y_all[test], y_pred, y_score),
+    }
+    with atomic.atomic_path(out_model) as tmp:
+        joblib.dump(model, tmp)
+    atomic.write_tsv(out_predictions, predictions)
+    atomic.write_json(out_metrics, metrics)

@@ -1,0 +1,53 @@
+# Input discovery, output name patterns and resources, shared by every rule file.
+import os
+
+from snakebids import bids, set_bids_spec
+
+from brainfuse.inputs import bold_companions, discover, eeg_companions
+from brainfuse.methods import METHODS, plan
+from brainfuse.provenance import config_hash
+
+set_bids_spec("v0_15_0")
+
+R = config["results_dir"]
+ENV = "../../envs/brainfuse.yaml"
+INPUTS = discover(config)
+ATLAS = config["atlas"]["name"]
+MODALITY_OF = {"bold": "fmri", "eeg": "eeg", "sc": "sc"}
+AVAILABLE = {MODALITY_OF[m] for m, t in INPUTS.tables.items() if len(t)}
+RUN_METHODS, SKIPPED = plan(config["methods"], AVAILABLE)
+N_FOLDS = config["cv"]["n_folds"]
+BIDS_ENTITY = {"acquisition": "acq"}
+
+
+wildcard_constraints:
+    subject="[a-zA-Z0-9]+",
+    session="[a-zA-Z0-9]+",
+    task="[a-zA-Z0-9]+",
+    acquisition="[a-zA-Z0-9]+",
+    run="[0-9]+",
+    method="[a-z0-9_]+",
+    stage="[a-z0-9_]+",
+    fold="[0-9]+",
+
+
+def out_pattern(input_name, datatype, **fixed):
+    """BIDS-derivative output pattern with the wildcards of this input's samples."""
+    entities = {BIDS_ENTITY.get(e, e): f"{{{e}}}" for e in INPUTS.entities(input_name)}
+    return bids(root=R, datatype=datatype, **entities, **fixed)
+
+
+def expand_samples(input_name, pattern):
+    """Every sample's output path for a pattern made by out_pattern."""
+    table = INPUTS.tables[input_name]
+    return [pattern.format(**row) for row in table[INPUTS.entities(input_name)].to_dict("records")]
+
+
+def entities_of(input_name, wildcards):
+    return {e: getattr(wildcards, e) for e in INPUTS.entities(input_name)}
+
+
+def res(section, key):
+    """Resource ``key`` of a rule group, falling back to resources.default."""
+    resources = config["resources"]
+    return resources.get(section, {}).get(key, resources["default"].get(key))

@@ -1,0 +1,23 @@
+# SC: read, check and normalise each subject's structural connectivity matrix.
+SC_RELMAT = out_pattern("sc", "dwi", seg=ATLAS, desc="normalized", suffix="relmat.tsv")
+
+
+rule sc_run:
+    input:
+        sc=lambda w: INPUTS.lookup("sc", w),
+    output:
+        relmat=SC_RELMAT,
+        sidecar=SC_RELMAT.replace(".tsv", ".json"),
+    params:
+        entities=lambda w: entities_of("sc", w),
+        atlas=config["atlas"],
+        sc=config["sc"],
+    log:
+        out_pattern("sc", "logs", suffix="sc.log"),
+    resources:
+        mem_mb=res("sc", "mem_mb"),
+        runtime=res("sc", "runtime"),
+    conda:
+        ENV
+    script:
+        "../scripts/sc_run.py"

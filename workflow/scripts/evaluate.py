@@ -1,0 +1,10 @@
+from brainfuse.evaluate import evaluate
+from brainfuse.steps import setup_logging
+
+setup_logging(snakemake.log[0])
+evaluate(
+    list(snakemake.input),
+    out_predictions=snakemake.output.predictions,
+    out_per_fold=snakemake.output.per_fold,
+    out_summary=snakemake.output.summary,
+)

@@ -1,0 +1,7 @@
+from brainfuse.cache import read_cache
+from brainfuse.folds import write_folds
+from brainfuse.steps import setup_logging
+
+setup_logging(snakemake.log[0])
+tables = [read_cache(path, columns=["subject", "label", "site"]).table for path in snakemake.input]
+write_folds(tables, snakemake.params.cv, snakemake.params.seed, snakemake.output[0])

@@ -1,0 +1,11 @@
+from brainfuse.steps import sc_run, setup_logging
+
+setup_logging(snakemake.log[0])
+sc_run(
+    sc_path=snakemake.input.sc,
+    entities=snakemake.params.entities,
+    atlas_cfg=snakemake.params.atlas,
+    params=snakemake.params.sc,
+    out_relmat=snakemake.output.relmat,
+    out_sidecar=snakemake.output.sidecar,
+)
