@@ -22,8 +22,8 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
+    default_target: True
     input:
         f"{R}/reports/index.html",
         f"{R}/eval/summary.tsv",
         f"{R}/dataset_description.json",
-    default_target: True

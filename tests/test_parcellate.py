@@ -257,8 +257,9 @@ def test_scaled_zero_counts_as_no_signal(tmp_path, toy_atlas):
         result = parcellate(path, toy_atlas, min_coverage=0.0)
     labels = np.asarray(toy_atlas.img.dataobj)
     for node, value in enumerate(toy_atlas.label_values):
-        assert result.coverage[node] == pytest.approx((labels[:, :, :10] == value).sum()
-                                                      / (labels == value).sum())
+        assert result.coverage[node] == pytest.approx(
+            (labels[:, :, :10] == value).sum() / (labels == value).sum()
+        )
 
 
 def test_grid_cache_resamples_once_per_grid(tmp_path, toy_atlas, monkeypatch):

@@ -57,7 +57,7 @@ def confound_columns(strategy: str, available: list[str], custom: list[str] | No
         raise ValueError(f"unknown confound strategy {strategy!r}")
     missing = [c for c in wanted if c not in available]
     if missing:
-        raise KeyError(", ".join(missing[:6]))
+        raise KeyError(f"{len(missing)} columns, e.g. {', '.join(missing[:8])}")
     return wanted
 
 
@@ -159,7 +159,7 @@ def denoise(
             confounds=design if design.size else None,
             sample_mask=sample_mask,
             detrend=params.get("detrend", True),
-            standardize=False,
+            standardize=None,
             high_pass=params.get("high_pass"),
             low_pass=params.get("low_pass"),
             filter="butterworth",

@@ -265,8 +265,9 @@ def _expected_voxels(
     if len(ijk) == 0:
         return np.zeros(len(values), dtype=np.int64)
     lo, hi = ijk.min(axis=0) - 0.5, ijk.max(axis=0) + 0.5
-    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
-                        for z in (lo[2], hi[2])])
+    corners = np.array(
+        [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+    )
     world = nib.affines.apply_affine(atlas.img.affine, corners)
     grid = nib.affines.apply_affine(np.linalg.inv(affine), world)
     start = np.minimum(np.floor(grid.min(axis=0)).astype(int) - 1, 0)
@@ -556,28 +557,9 @@ def parcellate(
     present = np.flatnonzero(counts)
     # reduceat needs non-empty groups: start of each present node's run of voxels
     starts = np.searchsorted(voxel_node, present)
-    volume_size = int(np.prod(shape[:3]))
-    volume_bytes = volume_size * dtype.itemsize
-    chunk_volumes = max(1, min(n_volumes, _CHUNK_BYTES // max(volume_bytes, 1)))
     # a voxel whose stored value is raw_zero reads as 0 after scaling
     raw_zero = -inter / slope if slope != 0 else 0.0
-
-    sums = np.zeros((n_volumes, len(present)), dtype=np.float64)
-    silent = np.arange(len(voxel_index))  # voxels not yet seen with a non-zero value
-    if len(voxel_index):
-        for first, n, buffer in _iter_volume_chunks(
-            data_path, offset, volume_bytes, n_volumes, chunk_volumes
-        ):
-            raw = np.frombuffer(buffer, dtype=dtype, count=n * volume_size).reshape(n, volume_size)
-            values = np.take(raw, voxel_index, axis=1).astype(np.float64)
-            np.add.reduceat(values, starts, axis=1, out=sums[first : first + n])
-            if len(silent):
-                seen = (values[:, silent] != raw_zero).any(axis=0)
-                silent = silent[~seen]
-    else:
-        # nothing to sum, but the file must still be a readable image
-        for _ in _iter_volume_chunks(data_path, offset, volume_bytes, n_volumes, chunk_volumes):
-            pass
+    sums, silent = _sum_voxel_groups(data_path, offset, dtype, shape, voxel_index, starts, raw_zero)
 
     bad = ~np.isfinite(sums).all(axis=0)
     if bad.any():
@@ -613,6 +595,63 @@ def parcellate(
     return ParcellationResult(
         timeseries=timeseries, coverage=coverage, tr=_repetition_time(img), warnings=messages
     )
+
+
+def _sum_voxel_groups(
+    path: Path,
+    offset: int,
+    dtype: np.dtype,
+    shape: tuple[int, ...],
+    voxel_index: np.ndarray,
+    starts: np.ndarray,
+    raw_zero: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stream the volumes once, summing the stored values of each group of voxels.
+
+    Parameters
+    ----------
+    path : Path
+        File holding the voxel data.
+    offset : int
+        Byte offset of the first volume in the decompressed stream.
+    dtype : numpy.dtype
+        Stored data type, byte order included.
+    shape : tuple of int
+        ``(nx, ny, nz, T)``.
+    voxel_index : numpy.ndarray
+        Flat voxel indices, consecutive within each group.
+    starts : numpy.ndarray
+        Position in ``voxel_index`` where each group starts (no empty groups).
+    raw_zero : float
+        Stored value that decodes to 0 (``-inter / slope``).
+
+    Returns
+    -------
+    sums : numpy.ndarray
+        Per-volume sum of each group, float64, shape (T, len(starts)).
+    silent : numpy.ndarray
+        Positions in ``voxel_index`` of voxels equal to ``raw_zero`` in every volume.
+    """
+    n_volumes = shape[3]
+    volume_size = int(np.prod(shape[:3]))
+    volume_bytes = volume_size * dtype.itemsize
+    chunk_volumes = max(1, min(n_volumes, _CHUNK_BYTES // max(volume_bytes, 1)))
+    sums = np.zeros((n_volumes, len(starts)), dtype=np.float64)
+    silent = np.arange(len(voxel_index))
+    chunks = _iter_volume_chunks(path, offset, volume_bytes, n_volumes, chunk_volumes)
+    for first, n, buffer in chunks:
+        if not len(voxel_index):
+            continue  # nothing to sum, but the file must still read as a whole image
+        raw = np.frombuffer(buffer, dtype=dtype, count=n * volume_size).reshape(n, volume_size)
+        # garbage bytes (caught by the CRC at the end) may hold signalling NaNs
+        with np.errstate(invalid="ignore"):
+            values = np.take(raw, voxel_index, axis=1).astype(np.float64)
+        np.add.reduceat(values, starts, axis=1, out=sums[first : first + n])
+        if len(silent):
+            # after the first chunk only never-yet-non-zero voxels remain, so this is cheap
+            seen = (values[:, silent] != raw_zero).any(axis=0)
+            silent = silent[~seen]
+    return sums, silent
 
 
 def _load_header(path: Path) -> nib.spatialimages.SpatialImage:

@@ -40,7 +40,10 @@ def out_pattern(input_name, datatype, **fixed):
 def expand_samples(input_name, pattern):
     """Every sample's output path for a pattern made by out_pattern."""
     table = INPUTS.tables[input_name]
-    return [pattern.format(**row) for row in table[INPUTS.entities(input_name)].to_dict("records")]
+    return [
+        pattern.format(**row)
+        for row in table[INPUTS.entities(input_name)].to_dict("records")
+    ]
 
 
 def entities_of(input_name, wildcards):
@@ -51,3 +54,19 @@ def res(section, key):
     """Resource ``key`` of a rule group, falling back to resources.default."""
     resources = config["resources"]
     return resources.get(section, {}).get(key, resources["default"].get(key))
+
+
+def eeg_companion(w, kind):
+    path = eeg_companions(INPUTS.lookup("eeg", w))[kind]
+    # channels/electrodes files are optional in BIDS; a missing one falls back to the montage
+    return path if config["input"]["demo"] or os.path.exists(path) else []
+
+
+def previous_stage(w):
+    stages = RUN_METHODS[w.method]
+    i = stages.index(w.stage)
+    return (
+        []
+        if i == 0
+        else [f"{R}/models/{w.method}/fold-{w.fold}/{stages[i - 1]}/model.bin"]
+    )

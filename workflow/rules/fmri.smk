@@ -10,19 +10,23 @@ rule fmri_run:
     output:
         timeseries=FMRI_TS,
         sidecar=FMRI_TS.replace(".tsv", ".json"),
-        relmat=out_pattern("bold", "func", seg=ATLAS, stat="pearsoncorrelation", suffix="relmat.tsv"),
-        coverage=out_pattern("bold", "func", seg=ATLAS, stat="coverage", suffix="bold.tsv"),
+        relmat=out_pattern(
+            "bold", "func", seg=ATLAS, stat="pearsoncorrelation", suffix="relmat.tsv"
+        ),
+        coverage=out_pattern(
+            "bold", "func", seg=ATLAS, stat="coverage", suffix="bold.tsv"
+        ),
+    log:
+        out_pattern("bold", "logs", suffix="fmri.log"),
+    conda:
+        ENV
+    resources:
+        mem_mb=res("fmri", "mem_mb"),
+        runtime=res("fmri", "runtime"),
     params:
         sidecar=lambda w: bold_companions(INPUTS.lookup("bold", w))["sidecar"],
         entities=lambda w: entities_of("bold", w),
         atlas=config["atlas"],
         fmri=config["fmri"],
-    log:
-        out_pattern("bold", "logs", suffix="fmri.log"),
-    resources:
-        mem_mb=res("fmri", "mem_mb"),
-        runtime=res("fmri", "runtime"),
-    conda:
-        ENV
     script:
         "../scripts/fmri_run.py"

@@ -32,13 +32,15 @@ rule report:
         qc=f"{R}/qc/qc.tsv",
         folds=f"{R}/folds/folds.tsv",
     output:
-        report(f"{R}/reports/index.html", caption="../report/index.rst", category="Report"),
-    params:
-        skipped=SKIPPED,
-        descriptions={m: METHODS[m].description for m in RUN_METHODS},
+        report(
+            f"{R}/reports/index.html", caption="../report/index.rst", category="Report"
+        ),
     log:
         f"{R}/logs/report.log",
     conda:
         ENV
+    params:
+        skipped=SKIPPED,
+        descriptions={m: METHODS[m].description for m in RUN_METHODS},
     script:
         "../scripts/report.py"

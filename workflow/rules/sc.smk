@@ -8,16 +8,16 @@ rule sc_run:
     output:
         relmat=SC_RELMAT,
         sidecar=SC_RELMAT.replace(".tsv", ".json"),
+    log:
+        out_pattern("sc", "logs", suffix="sc.log"),
+    conda:
+        ENV
+    resources:
+        mem_mb=res("sc", "mem_mb"),
+        runtime=res("sc", "runtime"),
     params:
         entities=lambda w: entities_of("sc", w),
         atlas=config["atlas"],
         sc=config["sc"],
-    log:
-        out_pattern("sc", "logs", suffix="sc.log"),
-    resources:
-        mem_mb=res("sc", "mem_mb"),
-        runtime=res("sc", "runtime"),
-    conda:
-        ENV
     script:
         "../scripts/sc_run.py"

@@ -2,33 +2,29 @@
 STAGE_DIR = f"{R}/models/{{method}}/fold-{{fold}}/{{stage}}"
 
 
-def previous_stage(w):
-    stages = RUN_METHODS[w.method]
-    i = stages.index(w.stage)
-    return [] if i == 0 else [f"{R}/models/{w.method}/fold-{w.fold}/{stages[i - 1]}/model.bin"]
-
-
 rule train_stage:
     input:
-        caches=lambda w: [f"{R}/cache/{m}.parquet" for m in METHODS[w.method].modalities],
+        caches=lambda w: [
+            f"{R}/cache/{m}.parquet" for m in METHODS[w.method].modalities
+        ],
         folds=f"{R}/folds/folds.tsv",
         previous=previous_stage,
     output:
         model=f"{STAGE_DIR}/model.bin",
         metrics=f"{STAGE_DIR}/metrics.json",
         predictions=f"{STAGE_DIR}/predictions.tsv",
-    params:
-        modalities=lambda w: list(METHODS[w.method].modalities),
-        positive=config["label"]["positive"],
-        seed=config["seed"],
     log:
         f"{R}/logs/train/{{method}}_fold-{{fold}}_{{stage}}.log",
+    conda:
+        ENV
     threads: res("train", "threads")
     resources:
         mem_mb=res("train", "mem_mb"),
         runtime=res("train", "runtime"),
         gpu=res("train", "gpu"),
-    conda:
-        ENV
+    params:
+        modalities=lambda w: list(METHODS[w.method].modalities),
+        positive=config["label"]["positive"],
+        seed=config["seed"],
     script:
         "../scripts/train_stage.py"

@@ -1,0 +1,30 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainfuse.metrics import binary_metrics, summarise
+
+
+def test_binary_metrics_known_values():
+    y_true = np.array([1, 1, 1, 0, 0])
+    y_pred = np.array([1, 1, 0, 0, 1])
+    m = binary_metrics(y_true, y_pred, y_score=np.array([0.9, 0.8, 0.4, 0.1, 0.6]))
+    assert m["sensitivity"] == pytest.approx(2 / 3)
+    assert m["specificity"] == pytest.approx(1 / 2)
+    assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2) / 2)
+    assert m["auc"] == pytest.approx(5 / 6)
+
+
+def test_auc_undefined_for_one_class():
+    assert np.isnan(binary_metrics([1, 1], [1, 0], [0.2, 0.1])["auc"])
+
+
+def test_summary_columns():
+    per_fold = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3, "fold": [0, 1, 2] * 2,
+                             **{m: [0.5, 0.6, 0.7] * 2 for m in
+                                ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity", "f1")}})
+    s = summarise(per_fold)
+    assert s["method"].tolist() == ["a", "b"]
+    assert s["balanced_accuracy_mean"].iloc[0] == pytest.approx(0.6)
+    assert s["auc_sd"].iloc[0] == pytest.approx(0.1)
+    assert s["auc_ci_low"].iloc[0] < 0.6 < s["auc_ci_high"].iloc[0]
