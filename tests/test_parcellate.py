@@ -384,3 +384,41 @@ def test_tr_in_milliseconds(tmp_path, toy_atlas):
     path = tmp_path / "sub-01_bold.nii.gz"
     nib.save(img, path)
     assert parcellate(path, toy_atlas).tr == pytest.approx(0.8)
+
+
+def test_reader_thread_stops_when_consumer_stops(tmp_path):
+    import threading
+
+    bold = _write(tmp_path / "sub-01_bold.nii.gz", _signal((*SHAPE, 12), 18))
+    volume_bytes = 4 * int(np.prod(SHAPE))
+    chunks = parcellate_module._iter_volume_chunks(bold, 352, volume_bytes, 12, 2)
+    first, n, buffer = next(chunks)
+    assert (first, n) == (0, 2) and len(buffer) == 2 * volume_bytes
+    chunks.close()
+    assert not any(t.name == "brainfuse-parcellate-read" for t in threading.enumerate())
+
+
+def test_benchmark_smoke(capsys):
+    if not (NILEARN_DATA / "schaefer_2018").is_dir():
+        pytest.skip("Schaefer files not available offline")
+    from brainfuse import bench_parcellation
+
+    argv = ["--volumes", "3", "--repeats", "1", "--atlas-data-dir", str(NILEARN_DATA)]
+    assert bench_parcellation.main(argv) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    fields = dict(item.split("=") for item in last.split())
+    assert list(fields) == ["read_ratio", "nilearn_speedup", "max_abs_diff", "peak_mem_ratio"]
+    assert float(fields["max_abs_diff"]) < 1e-3
+
+
+def test_header_extension_moves_the_data(tmp_path, toy_atlas):
+    data = _signal((*SHAPE, 5), 19)
+    plain = _write(tmp_path / "sub-01_run-1_bold.nii.gz", data)
+    img = nib.Nifti1Image(data, AFFINE)
+    img.header.extensions.append(nib.nifti1.Nifti1Extension("comment", b"x" * 1000))
+    extended = tmp_path / "sub-01_run-2_bold.nii.gz"
+    nib.save(img, extended)
+    assert nib.load(extended).dataobj.offset > nib.load(plain).dataobj.offset
+    np.testing.assert_array_equal(
+        parcellate(extended, toy_atlas).timeseries, parcellate(plain, toy_atlas).timeseries
+    )

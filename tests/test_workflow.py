@@ -1,0 +1,97 @@
+"""End to end: the Snakemake workflow on a reduced demo dataset.
+
+One module-scoped run serves every assertion: report, summary, idempotence, targeted reruns and the
+planted FC effect visible in the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+           "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, atlas_data_dir):
+    workdir = tmp_path_factory.mktemp("workflow")
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["input"]["demo_subjects"] = 16
+    config["atlas"]["data_dir"] = atlas_data_dir
+    config["cv"]["n_folds"] = 4
+    config["methods"] = {"majority": {"stages": ["fit"]}, "logreg_fc": {"stages": ["fit"]},
+                         "logreg_sc": {"stages": ["fit"]}, "logreg_eeg": {"stages": ["fit"]}}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir
+
+
+def test_report_and_summary(demo_run):
+    results = demo_run / "results"
+    html = (results / "reports" / "index.html").read_text()
+    assert "logreg_fc" in html and "Quality control" in html and "data:image/png;base64," in html
+    summary = pd.read_csv(results / "eval" / "summary.tsv", sep="\t")
+    assert set(summary["method"]) == {"majority", "logreg_fc", "logreg_sc", "logreg_eeg"}
+    for column in ("balanced_accuracy_mean", "balanced_accuracy_sd", "auc_mean", "auc_sd"):
+        assert column in summary.columns
+    description = json.loads((results / "dataset_description.json").read_text())
+    assert description["GeneratedBy"][0]["Name"] == "brainfuse" and len(description["ConfigHash"]) == 16
+
+
+def test_linear_baseline_detects_planted_effect(demo_run):
+    summary = pd.read_csv(demo_run / "results" / "eval" / "summary.tsv", sep="\t").set_index("method")
+    assert summary.loc["logreg_fc", "balanced_accuracy_mean"] > 0.75
+    assert summary.loc["majority", "balanced_accuracy_mean"] == pytest.approx(0.5)
+
+
+def test_planted_fc_difference_in_cache(demo_run):
+    from brainfuse.cache import read_cache
+
+    truth = json.loads((demo_run / "results" / "demo_bids" / "ground_truth.json").read_text())
+    cache = read_cache(demo_run / "results" / "cache" / "fmri.parquet")
+    names = cache.metadata["roi_names"]
+    idx = [names.index(n) for n in truth["fmri"]["parcels"]]
+    fc = np.arctanh(np.clip(cache.arrays["fc"][:, idx][:, :, idx], -0.99, 0.99))
+    iu = np.triu_indices(len(idx), 1)
+    planted = fc[:, iu[0], iu[1]].mean(axis=1)
+    labels = cache.table["label"].to_numpy()
+    patients, controls = planted[labels == "patient"], planted[labels == "control"]
+    assert patients.mean() - controls.mean() > 3 * np.sqrt(patients.var() / len(patients)
+                                                          + controls.var() / len(controls))
+
+
+def test_second_run_has_nothing_to_do(demo_run):
+    result = snakemake(demo_run, "-n", "--cores", "2")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_deleting_one_output_reruns_only_its_dependents(demo_run):
+    target = next((demo_run / "results" / "sub-03" / "func").glob("*_stat-mean_timeseries.tsv"))
+    target.unlink()
+    result = snakemake(demo_run, "-n", "--cores", "2", "--quiet", "rules")
+    out = result.stdout + result.stderr
+    counts = dict(line.split()[:2][::-1] for line in out.splitlines()
+                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    assert counts.get("fmri_run") == "1"
+    assert "eeg_run" not in counts and "sc_run" not in counts and "demo_data" not in counts
+    assert counts.get("cache") == "1"  # only the fMRI cache depends on it
+    result = snakemake(demo_run, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
