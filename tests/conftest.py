@@ -13,7 +13,7 @@ SHARED_NILEARN = ROOT.parent / "shared" / "data" / "nilearn_data"
 
 @pytest.fixture(scope="session")
 def atlas_data_dir() -> str | None:
-    """nilearn data folder holding Schaefer-100: NILEARN_DATA, else ../shared, else nilearn's default."""
+    """Folder holding Schaefer-100: NILEARN_DATA, else ../shared, else nilearn's default."""
     if os.environ.get("NILEARN_DATA"):
         return os.environ["NILEARN_DATA"]
     return str(SHARED_NILEARN) if SHARED_NILEARN.exists() else None

@@ -10,7 +10,9 @@ from brainfuse.inspect import describe
 
 
 def test_round_trip(tmp_path):
-    table = pd.DataFrame({"sample_id": ["a", "b", "c"], "subject": ["01", "02", "03"], "label": ["x", "y", "x"]})
+    table = pd.DataFrame(
+        {"sample_id": ["a", "b", "c"], "subject": ["01", "02", "03"], "label": ["x", "y", "x"]}
+    )
     fc = np.random.default_rng(0).normal(size=(3, 5, 5)).astype(np.float32)
     path = tmp_path / "fmri.parquet"
     write_cache(path, table, {"fc": fc}, {"atlas": "Schaefer100", "roi_names": list("abcde")})

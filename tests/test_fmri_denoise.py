@@ -7,8 +7,15 @@ import pytest
 from brainfuse.errors import InputError
 from brainfuse.fmri import MOTION, confound_columns, denoise, fisher_z, pearson_fc
 
-PARAMS = {"strategy": "24P", "detrend": True, "high_pass": 0.01, "low_pass": 0.1,
-          "fd_threshold": 0.5, "min_clean_seconds": 100, "dummy_scans": "auto"}
+PARAMS = {
+    "strategy": "24P",
+    "detrend": True,
+    "high_pass": 0.01,
+    "low_pass": 0.1,
+    "fd_threshold": 0.5,
+    "min_clean_seconds": 100,
+    "dummy_scans": "auto",
+}
 
 
 def _confounds(n, rng, fd_spikes=()):
@@ -16,8 +23,12 @@ def _confounds(n, rng, fd_spikes=()):
     table = {}
     for i, name in enumerate(MOTION):
         d = np.r_[np.nan, np.diff(motion[:, i])]
-        table |= {name: motion[:, i], f"{name}_derivative1": d, f"{name}_power2": motion[:, i] ** 2,
-                  f"{name}_derivative1_power2": d ** 2}
+        table |= {
+            name: motion[:, i],
+            f"{name}_derivative1": d,
+            f"{name}_power2": motion[:, i] ** 2,
+            f"{name}_derivative1_power2": d**2,
+        }
     fd = np.r_[np.nan, np.abs(np.diff(motion, axis=0)).sum(axis=1)]
     fd[list(fd_spikes)] = 2.0
     table["framewise_displacement"] = fd
@@ -60,7 +71,9 @@ def test_nan_parcel_stays_nan():
     signals = rng.normal(size=(100, 3)).astype(np.float32)
     signals[:, 1] = np.nan
     result = denoise(signals, confounds, 2.0, {**PARAMS, "min_clean_seconds": 0})
-    assert np.isnan(result.timeseries[:, 1]).all() and np.isfinite(result.timeseries[:, [0, 2]]).all()
+    assert (
+        np.isnan(result.timeseries[:, 1]).all() and np.isfinite(result.timeseries[:, [0, 2]]).all()
+    )
     fc = pearson_fc(result.timeseries)
     assert np.isnan(fc[1]).all() and fc[0, 0] == pytest.approx(1)
 
@@ -68,7 +81,9 @@ def test_nan_parcel_stays_nan():
 def test_strategies_and_missing_columns():
     cols = [*MOTION, "csf", "white_matter", "a_comp_cor_00", "a_comp_cor_01"]
     assert confound_columns("acompcor", cols + [f"{m}_derivative1" for m in MOTION])[-2:] == [
-        "a_comp_cor_00", "a_comp_cor_01"]
+        "a_comp_cor_00",
+        "a_comp_cor_01",
+    ]
     from brainfuse.fmri import _expand
 
     with pytest.raises(KeyError, match="global_signal"):
@@ -80,8 +95,13 @@ def test_missing_confound_columns_give_input_error():
     rng = np.random.default_rng(3)
     confounds, _ = _confounds(100, rng)
     with pytest.raises(InputError, match="36P"):
-        denoise(rng.normal(size=(100, 2)).astype(np.float32), confounds, 2.0,
-                {**PARAMS, "strategy": "36P", "min_clean_seconds": 0}, "c.tsv")
+        denoise(
+            rng.normal(size=(100, 2)).astype(np.float32),
+            confounds,
+            2.0,
+            {**PARAMS, "strategy": "36P", "min_clean_seconds": 0},
+            "c.tsv",
+        )
 
 
 def test_fisher_z_diagonal():

@@ -14,8 +14,14 @@ def samples():
     for i in range(30):
         runs = 3 if i % 3 == 0 else 1  # multi-run subjects are where leakage happens
         for run in range(runs):
-            rows.append({"subject": f"{i:02d}", "run": run, "label": "patient" if i % 2 else "control",
-                         "site": "A" if i < 15 else "B"})
+            rows.append(
+                {
+                    "subject": f"{i:02d}",
+                    "run": run,
+                    "label": "patient" if i % 2 else "control",
+                    "site": "A" if i < 15 else "B",
+                }
+            )
     return pd.DataFrame(rows).sample(frac=1, random_state=int(rng.integers(100)))
 
 

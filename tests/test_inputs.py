@@ -17,9 +17,16 @@ def _touch(path):
 def dataset(tmp_path):
     fmriprep = tmp_path / "fmriprep"
     (fmriprep).mkdir()
-    (fmriprep / "dataset_description.json").write_text(json.dumps(
-        {"Name": "x", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-         "GeneratedBy": [{"Name": "fMRIPrep"}]}))
+    (fmriprep / "dataset_description.json").write_text(
+        json.dumps(
+            {
+                "Name": "x",
+                "BIDSVersion": "1.9.0",
+                "DatasetType": "derivative",
+                "GeneratedBy": [{"Name": "fMRIPrep"}],
+            }
+        )
+    )
     for sub, ses, runs in (("01", "1", [1, 2]), ("02", "1", [1]), ("02", "2", [1])):
         for run in runs:
             func = fmriprep / f"sub-{sub}" / f"ses-{ses}" / "func"
@@ -29,7 +36,9 @@ def dataset(tmp_path):
             _touch(func / f"{stem}_desc-confounds_timeseries.tsv")
     eeg_root = tmp_path / "eeg"
     (eeg_root / "dataset_description.json").parent.mkdir()
-    (eeg_root / "dataset_description.json").write_text(json.dumps({"Name": "e", "BIDSVersion": "1.9.0"}))
+    (eeg_root / "dataset_description.json").write_text(
+        json.dumps({"Name": "e", "BIDSVersion": "1.9.0"})
+    )
     _touch(eeg_root / "sub-01" / "eeg" / "sub-01_task-rest_eeg.edf")
     _touch(eeg_root / "sub-02" / "eeg" / "sub-02_task-rest_eeg.vhdr")
     (tmp_path / "participants.tsv").write_text("participant_id\tgroup\nsub-01\ta\nsub-02\tb\n")
@@ -40,9 +49,13 @@ def test_snakebids_discovery(dataset, tmp_path):
     from pathlib import Path
 
     config = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
-    config["input"].update(demo=False, fmriprep_dir=str(dataset / "fmriprep"),
-                           eeg_dir=str(dataset / "eeg"), participants=str(dataset / "participants.tsv"),
-                           pybids_db_dir=str(tmp_path / "db"))
+    config["input"].update(
+        demo=False,
+        fmriprep_dir=str(dataset / "fmriprep"),
+        eeg_dir=str(dataset / "eeg"),
+        participants=str(dataset / "participants.tsv"),
+        pybids_db_dir=str(tmp_path / "db"),
+    )
     inputs = discover(config)
     bold = inputs.tables["bold"]
     assert len(bold) == 4  # the other space is filtered out
@@ -55,7 +68,9 @@ def test_snakebids_discovery(dataset, tmp_path):
 
 
 def test_companions():
-    bold = "d/sub-01/func/sub-01_task-rest_run-1_space-MNI152NLin6Asym_res-2_desc-preproc_bold.nii.gz"
+    bold = (
+        "d/sub-01/func/sub-01_task-rest_run-1_space-MNI152NLin6Asym_res-2_desc-preproc_bold.nii.gz"
+    )
     comp = bold_companions(bold)
     assert comp["confounds"] == "d/sub-01/func/sub-01_task-rest_run-1_desc-confounds_timeseries.tsv"
     assert comp["mask"].endswith("run-1_space-MNI152NLin6Asym_res-2_desc-brain_mask.nii.gz")

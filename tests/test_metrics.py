@@ -20,9 +20,23 @@ def test_auc_undefined_for_one_class():
 
 
 def test_summary_columns():
-    per_fold = pd.DataFrame({"method": ["a"] * 3 + ["b"] * 3, "fold": [0, 1, 2] * 2,
-                             **{m: [0.5, 0.6, 0.7] * 2 for m in
-                                ("accuracy", "balanced_accuracy", "auc", "sensitivity", "specificity", "f1")}})
+    per_fold = pd.DataFrame(
+        {
+            "method": ["a"] * 3 + ["b"] * 3,
+            "fold": [0, 1, 2] * 2,
+            **{
+                m: [0.5, 0.6, 0.7] * 2
+                for m in (
+                    "accuracy",
+                    "balanced_accuracy",
+                    "auc",
+                    "sensitivity",
+                    "specificity",
+                    "f1",
+                )
+            },
+        }
+    )
     s = summarise(per_fold)
     assert s["method"].tolist() == ["a", "b"]
     assert s["balanced_accuracy_mean"].iloc[0] == pytest.approx(0.6)

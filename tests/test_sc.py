@@ -24,7 +24,8 @@ def test_tsv_with_names_is_reordered(tmp_path, matrix):
     order = [3, 1, 0, 5, 2, 4]
     path = tmp_path / "sub-01_relmat.tsv"
     pd.DataFrame(matrix[np.ix_(order, order)], columns=[NAMES[i] for i in order]).to_csv(
-        path, sep="\t", index=False)
+        path, sep="\t", index=False
+    )
     np.testing.assert_allclose(read_sc(path, NAMES), matrix)
 
 

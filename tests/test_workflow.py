@@ -22,8 +22,18 @@ pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
-           "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        *args,
+    ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
@@ -35,8 +45,12 @@ def demo_run(tmp_path_factory, atlas_data_dir):
     config["input"]["demo_subjects"] = 16
     config["atlas"]["data_dir"] = atlas_data_dir
     config["cv"]["n_folds"] = 4
-    config["methods"] = {"majority": {"stages": ["fit"]}, "logreg_fc": {"stages": ["fit"]},
-                         "logreg_sc": {"stages": ["fit"]}, "logreg_eeg": {"stages": ["fit"]}}
+    config["methods"] = {
+        "majority": {"stages": ["fit"]},
+        "logreg_fc": {"stages": ["fit"]},
+        "logreg_sc": {"stages": ["fit"]},
+        "logreg_eeg": {"stages": ["fit"]},
+    }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "--cores", "2")
     assert result.returncode == 0, result.stderr[-4000:]
@@ -52,11 +66,16 @@ def test_report_and_summary(demo_run):
     for column in ("balanced_accuracy_mean", "balanced_accuracy_sd", "auc_mean", "auc_sd"):
         assert column in summary.columns
     description = json.loads((results / "dataset_description.json").read_text())
-    assert description["GeneratedBy"][0]["Name"] == "brainfuse" and len(description["ConfigHash"]) == 16
+    assert (
+        description["GeneratedBy"][0]["Name"] == "brainfuse"
+        and len(description["ConfigHash"]) == 16
+    )
 
 
 def test_linear_baseline_detects_planted_effect(demo_run):
-    summary = pd.read_csv(demo_run / "results" / "eval" / "summary.tsv", sep="\t").set_index("method")
+    summary = pd.read_csv(demo_run / "results" / "eval" / "summary.tsv", sep="\t").set_index(
+        "method"
+    )
     assert summary.loc["logreg_fc", "balanced_accuracy_mean"] > 0.75
     assert summary.loc["majority", "balanced_accuracy_mean"] == pytest.approx(0.5)
 
@@ -73,8 +92,9 @@ def test_planted_fc_difference_in_cache(demo_run):
     planted = fc[:, iu[0], iu[1]].mean(axis=1)
     labels = cache.table["label"].to_numpy()
     patients, controls = planted[labels == "patient"], planted[labels == "control"]
-    assert patients.mean() - controls.mean() > 3 * np.sqrt(patients.var() / len(patients)
-                                                          + controls.var() / len(controls))
+    assert patients.mean() - controls.mean() > 3 * np.sqrt(
+        patients.var() / len(patients) + controls.var() / len(controls)
+    )
 
 
 def test_second_run_has_nothing_to_do(demo_run):
@@ -88,8 +108,11 @@ def test_deleting_one_output_reruns_only_its_dependents(demo_run):
     target.unlink()
     result = snakemake(demo_run, "-n", "--cores", "2", "--quiet", "rules")
     out = result.stdout + result.stderr
-    counts = dict(line.split()[:2][::-1] for line in out.splitlines()
-                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    counts = dict(
+        line.split()[:2][::-1]
+        for line in out.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    )
     assert counts.get("fmri_run") == "1"
     assert "eeg_run" not in counts and "sc_run" not in counts and "demo_data" not in counts
     assert counts.get("cache") == "1"  # only the fMRI cache depends on it

@@ -1,4 +1,4 @@
-"""Load the parcellation atlas: Schaefer via nilearn's fetcher, or a labelled NIfTI with a label table."""
+"""Load the parcellation atlas: Schaefer via nilearn's fetcher, or a labelled NIfTI + label table."""
 
 from __future__ import annotations
 
@@ -92,11 +92,17 @@ def load_atlas(
     if path is None:
         match = re.fullmatch(r"Schaefer(\d+)", name)
         if match is None:
-            raise ValueError(f"atlas.name={name!r}: only Schaefer<N> can be fetched; give atlas.path")
+            raise ValueError(
+                f"atlas.name={name!r}: only Schaefer<N> can be fetched; give atlas.path"
+            )
         from nilearn.datasets import fetch_atlas_schaefer_2018
 
         fetched = fetch_atlas_schaefer_2018(
-            n_rois=int(match.group(1)), yeo_networks=7, resolution_mm=2, data_dir=data_dir, verbose=0
+            n_rois=int(match.group(1)),
+            yeo_networks=7,
+            resolution_mm=2,
+            data_dir=data_dir,
+            verbose=0,
         )
         img = nib.load(fetched["maps"])
         names = [str(x) for x in fetched["labels"]]
@@ -106,7 +112,9 @@ def load_atlas(
         space = space or "MNI152NLin6Asym"
     else:
         if labels_path is None:
-            raise ValueError("atlas.path is set but atlas.labels is missing: a label table is required")
+            raise ValueError(
+                "atlas.path is set but atlas.labels is missing: a label table is required"
+            )
         img = nib.load(path)
         values, names = _read_label_table(Path(labels_path))
         space = space or "unknown"
@@ -114,7 +122,9 @@ def load_atlas(
     present = set(np.unique(np.asarray(img.dataobj)).tolist())
     missing = [n for v, n in zip(values, names, strict=True) if v not in present]
     if missing:
-        raise ValueError(f"atlas {name}: labels {missing[:5]} are in the table but not in the image")
+        raise ValueError(
+            f"atlas {name}: labels {missing[:5]} are in the table but not in the image"
+        )
     return Atlas(
         name=name,
         img=img,

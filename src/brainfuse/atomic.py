@@ -1,4 +1,4 @@
-"""Atomic file writes: a killed job never leaves a half-written file that a later step would trust."""
+"""Atomic file writes: a killed job never leaves a half-written file that a later step trusts."""
 
 from __future__ import annotations
 

@@ -32,7 +32,9 @@ def make_estimator(kind: str, c: float, seed: int):
     if kind == "majority":
         return DummyClassifier(strategy="most_frequent")
     if kind == "logreg":
-        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=seed))
+        return make_pipeline(
+            StandardScaler(), LogisticRegression(C=c, max_iter=5000, random_state=seed)
+        )
     if kind == "svm":
         return make_pipeline(StandardScaler(), LinearSVC(C=c, max_iter=20000, random_state=seed))
     raise ValueError(f"unknown baseline kind {kind!r}")
@@ -46,9 +48,14 @@ def scores(model, x: np.ndarray) -> np.ndarray:
 
 
 def fit_select(
-    kind: str, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray, y_val: np.ndarray, seed: int
+    kind: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    seed: int,
 ):
-    """Pick C on the validation split by balanced accuracy, refit on train + val; return (model, C)."""
+    """Pick C on the validation split (balanced accuracy), refit on train + val; return (model, C)."""
     grid = (1.0,) if kind == "majority" else C_GRID
     best_c, best = grid[0], -np.inf
     if len(grid) > 1 and len(np.unique(y_val)) > 1:

@@ -1,7 +1,7 @@
 """Dataset-level Parquet caches: one row per sample, arrays as fixed-shape tensor columns.
 
-A cache is readable with plain pyarrow/pandas: identifier columns (subject, session, task, run, site,
-label, ...) are ordinary columns, each array is a ``fixed_shape_tensor`` extension column, and the
+A cache is readable with plain pyarrow/pandas: identifier columns (subject, session, task, run,
+site, label, ...) are ordinary columns, each array is a ``fixed_shape_tensor`` extension column, and the
 file's schema metadata key ``brainfuse`` holds a JSON document (atlas, node names, sampling rates,
 bands, version, provenance hash, how missing values are encoded).
 """
@@ -43,7 +43,9 @@ def tensor_column(values: np.ndarray) -> pa.ExtensionArray:
     return pa.FixedShapeTensorArray.from_numpy_ndarray(values)
 
 
-def write_cache(path: str | Path, table: pd.DataFrame, arrays: dict[str, np.ndarray], metadata: dict) -> None:
+def write_cache(
+    path: str | Path, table: pd.DataFrame, arrays: dict[str, np.ndarray], metadata: dict
+) -> None:
     """Write identifiers, arrays and metadata to ``path`` atomically.
 
     Parameters

@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("outdir")
     demo.add_argument("--subjects", type=int, default=24)
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--atlas-data-dir", default=None, help="nilearn data folder holding the atlas")
+    demo.add_argument(
+        "--atlas-data-dir", default=None, help="nilearn data folder holding the atlas"
+    )
     demo.set_defaults(func=_demo_data)
 
     inspect = sub.add_parser("inspect", help="describe any artifact brainfuse writes")

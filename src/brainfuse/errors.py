@@ -1,4 +1,4 @@
-"""Errors that name the offending file and the reason, so a bad input becomes a recorded exclusion."""
+"""Errors naming the offending file and the reason, so a bad input becomes a recorded exclusion."""
 
 from __future__ import annotations
 

@@ -8,15 +8,24 @@ from . import atomic
 from .metrics import METRICS, binary_metrics, summarise
 
 
-def evaluate(prediction_files: list[str], out_predictions: str, out_per_fold: str, out_summary: str) -> None:
-    """Write all predictions, metrics per method and fold, and ``summary.tsv`` (one row per method)."""
+def evaluate(
+    prediction_files: list[str], out_predictions: str, out_per_fold: str, out_summary: str
+) -> None:
+    """Write all predictions, metrics per method and fold, and ``summary.tsv`` (a row per method)."""
     predictions = pd.concat(
-        [pd.read_csv(p, sep="\t", dtype={"subject": str}) for p in prediction_files], ignore_index=True
+        [pd.read_csv(p, sep="\t", dtype={"subject": str}) for p in prediction_files],
+        ignore_index=True,
     )
     rows = []
     for (method, fold), group in predictions.groupby(["method", "fold"], sort=False):
-        rows.append({"method": method, "fold": fold, "n_test": len(group),
-                     **binary_metrics(group["y_true"], group["y_pred"], group["y_score"])})
+        rows.append(
+            {
+                "method": method,
+                "fold": fold,
+                "n_test": len(group),
+                **binary_metrics(group["y_true"], group["y_pred"], group["y_score"]),
+            }
+        )
     per_fold = pd.DataFrame(rows, columns=["method", "fold", "n_test", *METRICS])
     atomic.write_tsv(out_predictions, predictions)
     atomic.write_tsv(out_per_fold, per_fold)

@@ -29,7 +29,9 @@ def _expand(columns: list[str]) -> list[str]:
     return out
 
 
-def confound_columns(strategy: str, available: list[str], custom: list[str] | None = None) -> list[str]:
+def confound_columns(
+    strategy: str, available: list[str], custom: list[str] | None = None
+) -> list[str]:
     """Confound columns of a named strategy, following nilearn's ``load_confounds`` and XCP-D.
 
     ``24P``: 6 motion parameters with derivatives and squares; ``36P``: 24P plus CSF, white matter
@@ -171,7 +173,7 @@ def denoise(
 
 
 def pearson_fc(timeseries: np.ndarray) -> np.ndarray:
-    """Pearson correlation between parcels (N, N); NaN rows/columns for NaN parcels, unit diagonal."""
+    """Pearson correlation between parcels (N, N); NaN rows/columns for NaN parcels."""
     x = np.asarray(timeseries, dtype=np.float64)
     valid = np.all(np.isfinite(x), axis=0) & (np.nanstd(x, axis=0) > 0)
     fc = np.full((x.shape[1], x.shape[1]), np.nan)

@@ -1,4 +1,4 @@
-"""Input discovery: one table per modality (BIDS entities + path), from snakebids or the demo layout.
+"""Input discovery: a table per modality (BIDS entities + path), from snakebids or the demo layout.
 
 Rules are wired from these tables, so real data and the demo take the same code paths downstream.
 """
@@ -105,7 +105,8 @@ def discover(config: dict) -> Inputs:
         found = [c for c in candidates if c.exists()]
         if not found:
             raise FileNotFoundError(
-                f"input.participants is not set and no participants.tsv in {[str(r) for r in roots.values()]}"
+                "input.participants is not set and no participants.tsv in "
+                f"{[str(r) for r in roots.values()]}"
             )
         participants = found[0]
     return Inputs(tables=tables, participants=Path(participants), roots=roots)
@@ -133,9 +134,7 @@ def _snakebids_table(root: Path, modality: str, config: dict) -> pd.DataFrame:
     table = pd.DataFrame(component.zip_lists)
     if table.empty:
         raise FileNotFoundError(f"no {modality} files under {root} match filters {filters}")
-    table["path"] = [
-        component.path.format(**row) for row in table.to_dict(orient="records")
-    ]
+    table["path"] = [component.path.format(**row) for row in table.to_dict(orient="records")]
     table = table.drop(columns=[c for c in table.columns if c == "extension"])
     keys = [e for e in SAMPLE_ENTITIES if e in table.columns]
     duplicated = table.duplicated(subset=keys, keep=False)

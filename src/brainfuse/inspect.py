@@ -1,4 +1,4 @@
-"""``brainfuse inspect``: schema, shapes, metadata and a summary of any artifact brainfuse writes."""
+"""``brainfuse inspect``: schema, shapes, metadata and a summary of any brainfuse artifact."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pandas as pd
 
 
 def describe(path: str | Path) -> str:
-    """A human-readable description of a Parquet cache, TSV table, JSON file, NIfTI or checkpoint."""
+    """Describe a Parquet cache, TSV table, JSON file, NIfTI or model file for a human."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(path)
@@ -25,7 +25,8 @@ def describe(path: str | Path) -> str:
         import nibabel as nib
 
         img = nib.load(path)
-        return f"{path}\nNIfTI shape {img.shape}, dtype {img.get_data_dtype()}, zooms {img.header.get_zooms()}"
+        zooms = img.header.get_zooms()
+        return f"{path}\nNIfTI shape {img.shape}, dtype {img.get_data_dtype()}, zooms {zooms}"
     if name.endswith((".bin", ".ckpt", ".joblib")):
         return f"{path}\nmodel file, {path.stat().st_size} bytes; see metrics.json beside it"
     return f"{path}\n{path.stat().st_size} bytes (no inspector for this type)"
@@ -43,9 +44,15 @@ def _describe_parquet(path: Path) -> str:
     lines.append("arrays:")
     for name, values in cache.arrays.items():
         finite = np.isfinite(values) if values.dtype.kind == "f" else np.ones(values.shape, bool)
-        stats = (f"min {np.nanmin(values):.4g} max {np.nanmax(values):.4g} mean {np.nanmean(values):.4g}"
-                 if finite.any() else "empty")
-        lines.append(f"  {name}: shape {values.shape} dtype {values.dtype} NaN {int((~finite).sum())} {stats}")
+        stats = (
+            f"min {np.nanmin(values):.4g} max {np.nanmax(values):.4g} mean {np.nanmean(values):.4g}"
+            if finite.any()
+            else "empty"
+        )
+        lines.append(
+            f"  {name}: shape {values.shape} dtype {values.dtype} "
+            f"NaN {int((~finite).sum())} {stats}"
+        )
     meta = dict(cache.metadata)
     for key in ("roi_names", "roi_networks", "node_names"):
         if key in meta and isinstance(meta[key], list):

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .cache import Cache
 from .baselines import upper_triangle
+from .cache import Cache
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,9 @@ def _sc(caches: dict[str, Cache]) -> np.ndarray:
 def _eeg(caches: dict[str, Cache]) -> np.ndarray:
     arrays = caches["eeg"].arrays
     power = arrays["band_power"].reshape(len(arrays["band_power"]), -1)
-    aec = np.concatenate([upper_triangle(arrays["aec"][:, b]) for b in range(arrays["aec"].shape[1])], axis=1)
+    aec = np.concatenate(
+        [upper_triangle(arrays["aec"][:, b]) for b in range(arrays["aec"].shape[1])], axis=1
+    )
     return np.nan_to_num(np.concatenate([power, aec], axis=1))
 
 
@@ -52,7 +54,9 @@ FEATURES = {"fc": _fc, "sc": _sc, "eeg": _eeg}
 
 METHODS: dict[str, MethodSpec] = {
     "majority": MethodSpec(("fmri",), "sklearn", "majority", "fc", "majority class (chance level)"),
-    "logreg_fc": MethodSpec(("fmri",), "sklearn", "logreg", "fc", "logistic regression on Fisher-z FC"),
+    "logreg_fc": MethodSpec(
+        ("fmri",), "sklearn", "logreg", "fc", "logistic regression on Fisher-z FC"
+    ),
     "svm_fc": MethodSpec(("fmri",), "sklearn", "svm", "fc", "linear SVM on Fisher-z FC"),
     "logreg_sc": MethodSpec(("sc",), "sklearn", "logreg", "sc", "logistic regression on SC edges"),
     "logreg_eeg": MethodSpec(

@@ -38,8 +38,16 @@ def summarise(per_fold: pd.DataFrame) -> pd.DataFrame:
             values = group[metric].dropna().to_numpy()
             mean = values.mean() if len(values) else np.nan
             sd = values.std(ddof=1) if len(values) > 1 else np.nan
-            half = stats.t.ppf(0.975, len(values) - 1) * sd / np.sqrt(len(values)) if len(values) > 1 else np.nan
-            row |= {f"{metric}_mean": mean, f"{metric}_sd": sd,
-                    f"{metric}_ci_low": mean - half, f"{metric}_ci_high": mean + half}
+            half = (
+                stats.t.ppf(0.975, len(values) - 1) * sd / np.sqrt(len(values))
+                if len(values) > 1
+                else np.nan
+            )
+            row |= {
+                f"{metric}_mean": mean,
+                f"{metric}_sd": sd,
+                f"{metric}_ci_low": mean - half,
+                f"{metric}_ci_high": mean + half,
+            }
         rows.append(row)
     return pd.DataFrame(rows)

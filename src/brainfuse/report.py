@@ -14,9 +14,11 @@ import pandas as pd
 from . import __version__, atomic
 
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;
+margin:2em auto;
 padding:0 1em;color:#1d2330;line-height:1.45}
-h1{font-size:1.7em;margin-bottom:.2em}h2{border-bottom:2px solid #e3e7ef;padding-bottom:.2em;margin-top:1.6em}
+h1{font-size:1.7em;margin-bottom:.2em}
+h2{border-bottom:2px solid #e3e7ef;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
 th,td{border:1px solid #d5dae4;padding:.3em .6em;text-align:right}
 th{background:#f1f4f9}td:first-child,th:first-child{text-align:left}
@@ -63,7 +65,9 @@ def fold_spread_figure(per_fold: pd.DataFrame, metric: str = "balanced_accuracy"
     ax.boxplot(data, tick_labels=methods, widths=0.5, showfliers=False)
     rng = np.random.default_rng(0)
     for i, values in enumerate(data, start=1):
-        ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=14, color="#3b5bdb", zorder=3)
+        ax.scatter(
+            i + rng.uniform(-0.12, 0.12, len(values)), values, s=14, color="#3b5bdb", zorder=3
+        )
     ax.axhline(0.5, color="#b42318", lw=1, ls="--", label="chance")
     ax.set_ylabel(metric.replace("_", " "))
     ax.set_ylim(0, 1.02)
@@ -73,8 +77,14 @@ def fold_spread_figure(per_fold: pd.DataFrame, metric: str = "balanced_accuracy"
 
 
 def build_report(
-    summary_path: str, per_fold_path: str, qc_path: str, folds_path: str, skipped: dict[str, str],
-    descriptions: dict[str, str], out_html: str, qc_link: str = "../qc/qc.tsv",
+    summary_path: str,
+    per_fold_path: str,
+    qc_path: str,
+    folds_path: str,
+    skipped: dict[str, str],
+    descriptions: dict[str, str],
+    out_html: str,
+    qc_link: str = "../qc/qc.tsv",
 ) -> None:
     """Write ``index.html``: dataset and QC summary, results table with spread, fold-wise figure."""
     summary = pd.read_csv(summary_path, sep="\t")
@@ -90,7 +100,8 @@ def build_report(
     )
     groups = (
         included.drop_duplicates("subject").groupby(["site", "label"]).size().unstack(fill_value=0)
-        if len(included) else pd.DataFrame()
+        if len(included)
+        else pd.DataFrame()
     )
     excluded = qc[qc["status"] != "included"][["modality", "sample_id", "reason"]]
 
@@ -98,9 +109,13 @@ def build_report(
     for metric in ("balanced_accuracy", "auc", "accuracy", "sensitivity", "specificity", "f1"):
         results[metric.replace("_", " ")] = [
             f"{m:.3f} ± {s:.3f} [{lo:.2f}, {hi:.2f}]" if np.isfinite(m) else "n/a"
-            for m, s, lo, hi in zip(summary[f"{metric}_mean"], summary[f"{metric}_sd"].fillna(0),
-                                    summary[f"{metric}_ci_low"].fillna(np.nan),
-                                    summary[f"{metric}_ci_high"].fillna(np.nan), strict=True)
+            for m, s, lo, hi in zip(
+                summary[f"{metric}_mean"],
+                summary[f"{metric}_sd"].fillna(0),
+                summary[f"{metric}_ci_low"].fillna(np.nan),
+                summary[f"{metric}_ci_high"].fillna(np.nan),
+                strict=True,
+            )
         ]
     results.insert(1, "description", [descriptions.get(m, "") for m in summary["method"]])
 
@@ -109,7 +124,8 @@ def build_report(
         "<title>brainfuse report</title>",
         f"<style>{STYLE}</style></head><body>",
         "<h1>brainfuse report</h1>",
-        f"<p class='muted'>brainfuse {escape(__version__)} · {len(folds['fold'].unique())} outer folds, "
+        f"<p class='muted'>brainfuse {escape(__version__)} · "
+        f"{folds['fold'].nunique()} outer folds, "
         "grouped by subject, stratified by label; model selection on a validation split inside "
         "each training fold; each test fold used once.</p>",
         "<h2>Dataset</h2>",
@@ -119,7 +135,9 @@ def build_report(
         "<h2>Quality control</h2>",
         f"<p>{len(included)} samples included, {len(excluded)} excluded. "
         f"Full table: <a href='{escape(qc_link)}'>qc.tsv</a>.</p>",
-        _table(excluded, ["excluded"] * len(excluded)) if len(excluded) else "<p>No exclusions.</p>",
+        _table(excluded, ["excluded"] * len(excluded))
+        if len(excluded)
+        else "<p>No exclusions.</p>",
         "<h2>Results</h2>",
         "<p>Mean ± SD over test folds [95% t-interval]. Chance balanced accuracy is 0.5.</p>",
         _table(results),

@@ -6,12 +6,22 @@ from pathlib import Path
 
 import pandas as pd
 
-ENTITY_KEYS = {"subject": "sub", "session": "ses", "task": "task", "acquisition": "acq", "run": "run"}
+ENTITY_KEYS = {
+    "subject": "sub",
+    "session": "ses",
+    "task": "task",
+    "acquisition": "acq",
+    "run": "run",
+}
 
 
 def sample_id(entities: dict) -> str:
     """BIDS-style identifier of a sample, e.g. ``sub-01_task-rest_run-1``."""
-    parts = [f"{key}-{entities[e]}" for e, key in ENTITY_KEYS.items() if entities.get(e) not in (None, "")]
+    parts = [
+        f"{key}-{entities[e]}"
+        for e, key in ENTITY_KEYS.items()
+        if entities.get(e) not in (None, "")
+    ]
     return "_".join(parts)
 
 

@@ -64,7 +64,9 @@ def _read_mat(path: Path, key: str | None) -> np.ndarray:
         if key not in content:
             raise InputError(path, f"no key {key!r} (keys: {sorted(content)[:8]})")
         return content[key]
-    square = [k for k, v in content.items() if getattr(v, "ndim", 0) == 2 and v.shape[0] == v.shape[1]]
+    square = [
+        k for k, v in content.items() if getattr(v, "ndim", 0) == 2 and v.shape[0] == v.shape[1]
+    ]
     if len(square) != 1:
         raise InputError(path, f"name the matrix key; square matrices found: {square}")
     return content[square[0]]
@@ -96,8 +98,10 @@ def check_sc(matrix: np.ndarray, path: str | Path, tolerance: float = 1e-6) -> d
     return {"density": density, "isolated_nodes": isolated, "max_weight": float(matrix.max())}
 
 
-def normalise_sc(matrix: np.ndarray, method: str = "log1p", density: float | None = None) -> np.ndarray:
-    """Zero the diagonal, scale weights and optionally keep the strongest edges up to ``density``."""
+def normalise_sc(
+    matrix: np.ndarray, method: str = "log1p", density: float | None = None
+) -> np.ndarray:
+    """Zero the diagonal, scale weights, optionally keep the strongest edges up to ``density``."""
     out = np.array(matrix, dtype=np.float64)
     np.fill_diagonal(out, 0.0)
     if method in ("log1p", "log1p_max"):

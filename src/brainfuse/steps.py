@@ -1,4 +1,4 @@
-"""Entry points of the Snakemake rules: read inputs, call the domain modules, write outputs atomically.
+"""Entry points of the Snakemake rules: read inputs, call domain modules, write outputs atomically.
 
 Each function is one rule's job. A bad input raises :class:`~brainfuse.errors.InputError` inside the
 domain code; here it becomes a recorded exclusion (status and reason in the QC sidecar), so one bad
@@ -65,7 +65,9 @@ def fmri_run(
     coverage = np.full(atlas.n_nodes, np.nan)
     try:
         parcels = parcellate(
-            bold, atlas, mask_path=mask if Path(mask).exists() else None,
+            bold,
+            atlas,
+            mask_path=mask if Path(mask).exists() else None,
             min_coverage=atlas_cfg.get("min_coverage", 0.5),
         )
         coverage = parcels.coverage
@@ -73,9 +75,20 @@ def fmri_run(
         table = read_confounds(confounds, parcels.timeseries.shape[0])
         result = denoise(parcels.timeseries, table, tr, params, confounds_path=confounds)
         timeseries = result.timeseries
-        nan_nodes = [n for n, c in zip(names, coverage, strict=True) if not c >= atlas_cfg.get("min_coverage", 0.5)]
-        qc.update(result.qc, status="included", reason="", tr=tr, warnings=parcels.warnings,
-                  nan_parcels=nan_nodes, n_nan_parcels=len(nan_nodes))
+        nan_nodes = [
+            n
+            for n, c in zip(names, coverage, strict=True)
+            if not c >= atlas_cfg.get("min_coverage", 0.5)
+        ]
+        qc.update(
+            result.qc,
+            status="included",
+            reason="",
+            tr=tr,
+            warnings=parcels.warnings,
+            nan_parcels=nan_nodes,
+            n_nan_parcels=len(nan_nodes),
+        )
     except InputError as err:
         log.warning("excluded %s: %s", err.path, err.reason)
         qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
@@ -87,8 +100,14 @@ def fmri_run(
 
 
 def build_fmri_cache(
-    sidecars: list[str], data: list[str], participants: str, label_cfg: dict,
-    atlas_cfg: dict, config_section: dict, out_cache: str, out_qc: str,
+    sidecars: list[str],
+    data: list[str],
+    participants: str,
+    label_cfg: dict,
+    atlas_cfg: dict,
+    config_section: dict,
+    out_cache: str,
+    out_qc: str,
 ) -> None:
     """Join included runs into ``fmri.parquet``: time series (N x T, NaN-padded), FC, node mask."""
     from .fmri import pearson_fc
@@ -105,14 +124,21 @@ def build_fmri_cache(
         stacked, lengths = pad_time(series)
         arrays["timeseries"] = stacked
         arrays["fc"] = np.stack([pearson_fc(s.T) for s in series])
-        arrays["node_mask"] = np.stack([np.all(np.isfinite(s), axis=1) for s in series]).astype(np.uint8)
+        arrays["node_mask"] = np.stack([np.all(np.isfinite(s), axis=1) for s in series]).astype(
+            np.uint8
+        )
         table["n_timepoints"] = lengths
         table["tr"] = qc.loc[keep, "tr"].astype(float).to_numpy()
     else:
-        arrays = {"timeseries": np.zeros((0, n, 1)), "fc": np.zeros((0, n, n)), "node_mask": np.zeros((0, n))}
+        arrays = {
+            "timeseries": np.zeros((0, n, 1)),
+            "fc": np.zeros((0, n, n)),
+            "node_mask": np.zeros((0, n)),
+        }
     meta = _cache_metadata(atlas, "fmri", config_section, [*sidecars, *data])
     meta["nan_handling"] = (
-        "Parcels with too little coverage are NaN in timeseries and fc; node_mask is 1 for valid nodes. "
+        "Parcels with too little coverage are NaN in timeseries and fc; "
+        "node_mask is 1 for valid nodes. "
         "Time series are NaN-padded after n_timepoints. Models impute 0 for masked FC entries."
     )
     write_cache(out_cache, table, arrays, meta)
@@ -123,8 +149,14 @@ def build_fmri_cache(
 
 
 def eeg_run(
-    eeg: str, channels: str | None, electrodes: str | None, entities: dict, atlas_cfg: dict,
-    params: dict, out_features: str, out_sidecar: str,
+    eeg: str,
+    channels: str | None,
+    electrodes: str | None,
+    entities: dict,
+    atlas_cfg: dict,
+    params: dict,
+    out_features: str,
+    out_sidecar: str,
 ) -> None:
     """Band power envelopes of one EEG recording into a one-row Parquet file."""
     from .eeg import process_eeg
@@ -134,7 +166,9 @@ def eeg_run(
     arrays: dict[str, np.ndarray] = {}
     try:
         result = process_eeg(
-            eeg, atlas, params,
+            eeg,
+            atlas,
+            params,
             channels_tsv=channels if channels and Path(channels).exists() else None,
             electrodes_tsv=electrodes if electrodes and Path(electrodes).exists() else None,
         )
@@ -143,9 +177,15 @@ def eeg_run(
             "aec": result.aec[None].astype(np.float32),
             "band_power": result.band_power[None].astype(np.float32),
         }
-        qc.update(result.qc, status="included", reason="", level=result.level,
-                  node_names=list(result.node_names), bands=list(result.bands),
-                  envelope_sfreq=result.envelope_sfreq)
+        qc.update(
+            result.qc,
+            status="included",
+            reason="",
+            level=result.level,
+            node_names=list(result.node_names),
+            bands=list(result.bands),
+            envelope_sfreq=result.envelope_sfreq,
+        )
     except InputError as err:
         log.warning("excluded %s: %s", err.path, err.reason)
         qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
@@ -156,8 +196,14 @@ def eeg_run(
 
 
 def build_eeg_cache(
-    sidecars: list[str], data: list[str], participants: str, label_cfg: dict,
-    atlas_cfg: dict, config_section: dict, out_cache: str, out_qc: str,
+    sidecars: list[str],
+    data: list[str],
+    participants: str,
+    label_cfg: dict,
+    atlas_cfg: dict,
+    config_section: dict,
+    out_cache: str,
+    out_qc: str,
 ) -> None:
     """Join included recordings into ``eeg.parquet``: envelopes (bands x nodes x T), AEC, power."""
     from .cache import read_cache
@@ -187,8 +233,13 @@ def build_eeg_cache(
         arrays, node_names, bands, sfreq, level = {}, [], [], None, None
     atlas = atlas_from_config(atlas_cfg)
     meta = _cache_metadata(atlas, "eeg", config_section, [*sidecars, *data])
-    meta.update(node_names=node_names, bands=bands, sampling_rate_hz=sfreq, level=level,
-                nan_handling="envelopes are NaN-padded after n_timepoints")
+    meta.update(
+        node_names=node_names,
+        bands=bands,
+        sampling_rate_hz=sfreq,
+        level=level,
+        nan_handling="envelopes are NaN-padded after n_timepoints",
+    )
     write_cache(out_cache, table, arrays, meta)
     atomic.write_tsv(out_qc, qc)
 
@@ -196,7 +247,9 @@ def build_eeg_cache(
 # --------------------------------------------------------------------------- SC
 
 
-def sc_run(sc_path: str, entities: dict, atlas_cfg: dict, params: dict, out_relmat: str, out_sidecar: str) -> None:
+def sc_run(
+    sc_path: str, entities: dict, atlas_cfg: dict, params: dict, out_relmat: str, out_sidecar: str
+) -> None:
     """Read, check and normalise one SC matrix; excluded matrices get a reason, not a crash."""
     from .sc import check_sc, normalise_sc, read_sc
 
@@ -215,8 +268,14 @@ def sc_run(sc_path: str, entities: dict, atlas_cfg: dict, params: dict, out_relm
 
 
 def build_sc_cache(
-    sidecars: list[str], data: list[str], participants: str, label_cfg: dict,
-    atlas_cfg: dict, config_section: dict, out_cache: str, out_qc: str,
+    sidecars: list[str],
+    data: list[str],
+    participants: str,
+    label_cfg: dict,
+    atlas_cfg: dict,
+    config_section: dict,
+    out_cache: str,
+    out_qc: str,
 ) -> None:
     """Join included subjects' SC into ``sc.parquet``."""
     atlas = atlas_from_config(atlas_cfg)
@@ -271,23 +330,35 @@ def merge_qc(parts: list[str], out_qc: str) -> None:
 
 
 def dataset_description(config: dict, out: str) -> None:
-    """BIDS-derivative ``dataset_description.json`` naming brainfuse, its version and the config hash."""
+    """BIDS-derivative ``dataset_description.json``: brainfuse, its version and the config hash."""
     from . import __version__
     from .provenance import config_hash
 
-    atomic.write_json(out, {
-        "Name": "brainfuse outputs",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "brainfuse", "Version": __version__,
-                         "CodeURL": "https://github.com/brainfuse/brainfuse"}],
-        "ConfigHash": config_hash(config),
-    })
+    atomic.write_json(
+        out,
+        {
+            "Name": "brainfuse outputs",
+            "BIDSVersion": "1.9.0",
+            "DatasetType": "derivative",
+            "GeneratedBy": [
+                {
+                    "Name": "brainfuse",
+                    "Version": __version__,
+                    "CodeURL": "https://github.com/brainfuse/brainfuse",
+                }
+            ],
+            "ConfigHash": config_hash(config),
+        },
+    )
 
 
 def setup_logging(path: str) -> None:
     """Send this job's log records (and warnings) to its Snakemake log file."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(filename=path, level=logging.INFO, force=True,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        filename=path,
+        level=logging.INFO,
+        force=True,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     logging.captureWarnings(True)

@@ -29,8 +29,16 @@ def joint_samples(caches: dict[str, Cache], modalities: tuple[str, ...]) -> pd.D
 
 
 def run_stage(
-    method: str, stage: str, fold: int, cache_paths: dict[str, str], folds_path: str,
-    positive: str, seed: int, out_model: str, out_metrics: str, out_predictions: str,
+    method: str,
+    stage: str,
+    fold: int,
+    cache_paths: dict[str, str],
+    folds_path: str,
+    positive: str,
+    seed: int,
+    out_model: str,
+    out_metrics: str,
+    out_predictions: str,
 ) -> None:
     """Fit ``method``'s ``stage`` on ``fold``; write the model, its metrics and test predictions."""
     spec = METHODS[method]
@@ -42,11 +50,17 @@ def run_stage(
     x_all = FEATURES[spec.features](caches)[samples[f"row_{spec.modalities[0]}"].to_numpy()]
     y_all = (samples["label"].astype(str) == str(positive)).astype(int).to_numpy()
     folds = read_folds(folds_path)
-    roles = {r: samples["subject"].astype(str).isin(subjects_of(folds, fold, r)).to_numpy()
-             for r in ("train", "val", "test")}
+    roles = {
+        r: samples["subject"].astype(str).isin(subjects_of(folds, fold, r)).to_numpy()
+        for r in ("train", "val", "test")
+    }
     model, c = fit_select(
-        spec.estimator, x_all[roles["train"]], y_all[roles["train"]],
-        x_all[roles["val"]], y_all[roles["val"]], seed,
+        spec.estimator,
+        x_all[roles["train"]],
+        y_all[roles["train"]],
+        x_all[roles["val"]],
+        y_all[roles["val"]],
+        seed,
     )
     test = roles["test"]
     y_score = scores(model, x_all[test])
@@ -54,11 +68,21 @@ def run_stage(
     predictions = samples.loc[test, ["sample_id", "subject", "label"]].copy()
     predictions.insert(0, "method", method)
     predictions.insert(1, "fold", fold)
-    predictions["y_true"], predictions["y_score"], predictions["y_pred"] = y_all[test], y_score, y_pred
+    predictions["y_true"], predictions["y_score"], predictions["y_pred"] = (
+        y_all[test],
+        y_score,
+        y_pred,
+    )
     metrics = {
-        "method": method, "stage": stage, "fold": fold, "selected_C": c,
-        "n_train": int(roles["train"].sum()), "n_val": int(roles["val"].sum()), "n_test": int(test.sum()),
-        "seconds": time.perf_counter() - start, "format": "joblib",
+        "method": method,
+        "stage": stage,
+        "fold": fold,
+        "selected_C": c,
+        "n_train": int(roles["train"].sum()),
+        "n_val": int(roles["val"].sum()),
+        "n_test": int(test.sum()),
+        "seconds": time.perf_counter() - start,
+        "format": "joblib",
         **binary_metrics(y_all[test], y_pred, y_score),
     }
     with atomic.atomic_path(out_model) as tmp:
