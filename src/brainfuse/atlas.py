@@ -1,4 +1,4 @@
-"""Load the parcellation atlas: Schaefer via nilearn's fetcher, or a labelled NIfTI + label table."""
+"""Load the parcellation atlas: Schaefer via nilearn's fetcher, or a labelled NIfTI + labels."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ def fit_select(
     y_val: np.ndarray,
     seed: int,
 ):
-    """Pick C on the validation split (balanced accuracy), refit on train + val; return (model, C)."""
+    """Pick C on the validation split (balanced accuracy), refit on train + val."""
     grid = (1.0,) if kind == "majority" else C_GRID
     best_c, best = grid[0], -np.inf
     if len(grid) > 1 and len(np.unique(y_val)) > 1:

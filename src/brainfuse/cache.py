@@ -1,9 +1,9 @@
 """Dataset-level Parquet caches: one row per sample, arrays as fixed-shape tensor columns.
 
 A cache is readable with plain pyarrow/pandas: identifier columns (subject, session, task, run,
-site, label, ...) are ordinary columns, each array is a ``fixed_shape_tensor`` extension column, and the
-file's schema metadata key ``brainfuse`` holds a JSON document (atlas, node names, sampling rates,
-bands, version, provenance hash, how missing values are encoded).
+site, label, ...) are ordinary columns, each array is a ``fixed_shape_tensor`` extension column,
+and the file's schema metadata key ``brainfuse`` holds a JSON document (atlas, node names, sampling
+rates, bands, version, provenance hash, how missing values are encoded).
 """
 
 from __future__ import annotations

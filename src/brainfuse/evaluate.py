@@ -11,7 +11,7 @@ from .metrics import METRICS, binary_metrics, summarise
 def evaluate(
     prediction_files: list[str], out_predictions: str, out_per_fold: str, out_summary: str
 ) -> None:
-    """Write all predictions, metrics per method and fold, and ``summary.tsv`` (a row per method)."""
+    """Write all predictions, metrics per method and fold, and ``summary.tsv``."""
     predictions = pd.concat(
         [pd.read_csv(p, sep="\t", dtype={"subject": str}) for p in prediction_files],
         ignore_index=True,
