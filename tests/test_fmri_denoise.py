@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from brainfuse.connectivity import pearson as pearson_fc
 from brainfuse.errors import InputError
-from brainfuse.fmri import MOTION, confound_columns, denoise, fisher_z, pearson_fc
+from brainfuse.fmri import MOTION, confound_columns, denoise, fisher_z
 
 PARAMS = {
     "strategy": "24P",

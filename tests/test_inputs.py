@@ -81,5 +81,6 @@ def test_companions():
 
 
 def test_demo_runs():
-    runs = demo_runs(24)
+    runs = demo_runs(24, seed=0)
     assert len(runs) == 24 and sum(len(r) == 2 for r in runs.values()) == 6
+    assert runs == demo_runs(24, seed=0)

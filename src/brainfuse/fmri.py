@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .connectivity import temporal_snr
 from .errors import InputError
 
 MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
@@ -167,19 +168,11 @@ def denoise(
             filter="butterworth",
         )
         cleaned[:, finite_nodes] = out
+    raw = signals[kept[~dummies]]
+    qc["tsnr_mean"] = float(np.nanmean(temporal_snr(raw[:, finite_nodes])))
     qc["n_confounds"] = len(columns)
     qc["n_kept"] = int(kept.sum())
     return DenoiseResult(timeseries=cleaned.astype(np.float32), kept=kept, qc=qc)
-
-
-def pearson_fc(timeseries: np.ndarray) -> np.ndarray:
-    """Pearson correlation between parcels (N, N); NaN rows/columns for NaN parcels."""
-    x = np.asarray(timeseries, dtype=np.float64)
-    valid = np.all(np.isfinite(x), axis=0) & (np.nanstd(x, axis=0) > 0)
-    fc = np.full((x.shape[1], x.shape[1]), np.nan)
-    if valid.sum() >= 2:
-        fc[np.ix_(valid, valid)] = np.corrcoef(x[:, valid], rowvar=False)
-    return fc.astype(np.float32)
 
 
 def fisher_z(r: np.ndarray) -> np.ndarray:

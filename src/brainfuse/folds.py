@@ -49,7 +49,16 @@ def make_folds(
     rows = []
     n_inner = max(2, int(round(1 / val_fraction)))
     for fold, (train_idx, test_idx) in enumerate(outer):
-        inner = StratifiedGroupKFold(n_splits=n_inner, shuffle=True, random_state=seed + fold)
+        # Small training sets cannot fill 1/val_fraction inner folds; fewer, larger ones still
+        # keep every class in the validation split.
+        smallest = min(
+            len(set(subjects[train_idx][labels[train_idx] == c])) for c in set(labels[train_idx])
+        )
+        if smallest < 2:
+            raise ValueError(f"fold {fold}: a class has fewer than 2 training subjects")
+        inner = StratifiedGroupKFold(
+            n_splits=min(n_inner, smallest), shuffle=True, random_state=seed + fold
+        )
         fit_idx, val_idx = next(inner.split(train_idx, labels[train_idx], subjects[train_idx]))
         roles = {
             "train": subjects[train_idx][fit_idx],

@@ -43,26 +43,21 @@ class Inputs:
         return str(hits.iloc[0])
 
 
-def demo_runs(n_subjects: int) -> dict[str, list[int]]:
-    """Subjects of the demo dataset and their fMRI runs: every fourth subject has two runs."""
-    return {f"{i:02d}": [1, 2] if i % 4 == 0 else [1] for i in range(1, n_subjects + 1)}
+def demo_runs(n_subjects: int, seed: int) -> dict[str, list[int]]:
+    """Subjects of the demo dataset and their fMRI runs, as the generator draws them."""
+    from .demo import make_participants
+
+    table = make_participants(n_subjects, seed)
+    return {
+        pid.removeprefix("sub-"): list(runs)
+        for pid, runs in zip(table["participant_id"], table["runs"], strict=True)
+    }
 
 
-def demo_paths(root: str | Path, n_subjects: int) -> dict[str, list[str]]:
-    """Every input file the demo generator writes, grouped by modality (declared rule outputs)."""
-    tables = _demo_tables(Path(root), n_subjects)
-    out = {m: tables[m]["path"].tolist() for m in MODALITIES}
-    out["bold_aux"] = [p for b in out["bold"] for p in bold_companions(b).values()]
-    out["eeg_aux"] = [p for e in out["eeg"] for p in eeg_companions(e).values()]
-    out["participants"] = [str(Path(root) / "participants.tsv")]
-    out["ground_truth"] = [str(Path(root) / "ground_truth.json")]
-    return out
-
-
-def _demo_tables(root: Path, n_subjects: int) -> dict[str, pd.DataFrame]:
+def _demo_tables(root: Path, n_subjects: int, seed: int) -> dict[str, pd.DataFrame]:
     bold, eeg, sc = [], [], []
     fmriprep, qsirecon = root / "derivatives" / "fmriprep", root / "derivatives" / "qsirecon"
-    for sub, runs in demo_runs(n_subjects).items():
+    for sub, runs in demo_runs(n_subjects, seed).items():
         for run in runs:
             name = f"sub-{sub}_task-rest_run-{run}_space-{DEMO_SPACE}_desc-preproc_bold.nii.gz"
             path = fmriprep / f"sub-{sub}" / "func" / name
@@ -79,7 +74,7 @@ def discover(config: dict) -> Inputs:
     inp = config["input"]
     if inp["demo"]:
         root = Path(config["results_dir"]) / "demo_bids"
-        tables = _demo_tables(root, inp.get("demo_subjects", 24))
+        tables = _demo_tables(root, inp.get("demo_subjects", 24), config["seed"])
         roots = {
             "bold": root / "derivatives" / "fmriprep",
             "eeg": root,

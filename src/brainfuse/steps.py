@@ -52,34 +52,38 @@ def fmri_run(
     out_timeseries: str,
     out_sidecar: str,
     out_relmat: str,
+    out_relmat_raw: str,
     out_coverage: str,
+    out_figure: str,
 ) -> None:
-    """Parcellate and denoise one BOLD run; write XCP-D style time series, FC and coverage."""
-    from .fmri import denoise, pearson_fc, read_confounds, repetition_time
+    """Parcellate and denoise one BOLD run; write XCP-D style time series, FC, coverage and QC.
+
+    ``out_relmat_raw`` holds the FC of the parcel signals before denoising (dummy volumes and
+    censored volumes removed), so that QC-FC can compare before and after.
+    """
+    from .connectivity import pearson
+    from .fmri import denoise, read_confounds, repetition_time
     from .parcellate import parcellate
+    from .qc_figures import run_figure
 
     atlas = atlas_from_config(atlas_cfg)
+    min_coverage = atlas_cfg.get("min_coverage", 0.5)
     qc = _qc_record(entities, "fmri", bold)
     names = list(atlas.labels)
-    timeseries = np.zeros((0, atlas.n_nodes), dtype=np.float32)
+    timeseries = raw = np.zeros((0, atlas.n_nodes), dtype=np.float32)
     coverage = np.full(atlas.n_nodes, np.nan)
+    fd = np.zeros(0)
     try:
         parcels = parcellate(
-            bold,
-            atlas,
-            mask_path=mask if Path(mask).exists() else None,
-            min_coverage=atlas_cfg.get("min_coverage", 0.5),
+            bold, atlas, mask_path=mask if Path(mask).exists() else None, min_coverage=min_coverage
         )
         coverage = parcels.coverage
         tr = repetition_time(sidecar, parcels.tr)
         table = read_confounds(confounds, parcels.timeseries.shape[0])
         result = denoise(parcels.timeseries, table, tr, params, confounds_path=confounds)
-        timeseries = result.timeseries
-        nan_nodes = [
-            n
-            for n, c in zip(names, coverage, strict=True)
-            if not c >= atlas_cfg.get("min_coverage", 0.5)
-        ]
+        timeseries, raw = result.timeseries, parcels.timeseries[result.kept]
+        fd = table.get("framewise_displacement", pd.Series(dtype=float)).fillna(0).to_numpy()
+        nan_nodes = [n for n, c in zip(names, coverage, strict=True) if not c >= min_coverage]
         qc.update(
             result.qc,
             status="included",
@@ -92,16 +96,20 @@ def fmri_run(
     except InputError as err:
         log.warning("excluded %s: %s", err.path, err.reason)
         qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
+    fc = pearson(timeseries) if len(timeseries) > 2 else np.full((len(names),) * 2, np.nan)
+    fc_raw = pearson(raw) if len(raw) > 2 else np.full((len(names),) * 2, np.nan)
     atomic.write_tsv(out_timeseries, pd.DataFrame(timeseries, columns=names))
     atomic.write_json(out_sidecar, {**qc, "atlas": atlas.name, "strategy": params.get("strategy")})
-    fc = pearson_fc(timeseries) if len(timeseries) > 2 else np.full((len(names),) * 2, np.nan)
     atomic.write_tsv(out_relmat, pd.DataFrame(fc, columns=names))
+    atomic.write_tsv(out_relmat_raw, pd.DataFrame(fc_raw, columns=names))
     atomic.write_tsv(out_coverage, pd.DataFrame({"node": names, "coverage": coverage}))
+    run_figure(timeseries, fc, fd, list(atlas.networks), qc, out_figure)
 
 
 def build_fmri_cache(
     sidecars: list[str],
     data: list[str],
+    raw_fc: list[str],
     participants: str,
     label_cfg: dict,
     atlas_cfg: dict,
@@ -109,37 +117,61 @@ def build_fmri_cache(
     out_cache: str,
     out_qc: str,
 ) -> None:
-    """Join included runs into ``fmri.parquet``: time series (N x T, NaN-padded), FC, node mask."""
-    from .fmri import pearson_fc
+    """Join included runs into ``fmri.parquet``.
+
+    Arrays: ``timeseries`` (N x T, NaN-padded after ``n_timepoints``), ``fc`` (Pearson r),
+    ``fc_raw`` (before denoising, for QC-FC), ``fc_partial`` and ``fc_lw`` (Ledoit-Wolf),
+    ``sequence`` (N x L) and ``spectrum`` (N x L/2+1) for the temporal and frequency domains,
+    ``dfc`` (sliding-window FC upper triangles, NaN-padded windows) and ``node_mask``.
+    ``raw_fc`` holds each run's raw-FC relmat, in the order of ``data``.
+    """
+    from . import connectivity as conn
 
     atlas = atlas_from_config(atlas_cfg)
     records = [json.loads(Path(p).read_text()) for p in sidecars]
     qc = _label_qc(pd.DataFrame(records), participants, label_cfg)
-    keep = qc["status"] == "included"
-    series = [pd.read_csv(data[i], sep="\t").to_numpy(np.float32).T for i in np.flatnonzero(keep)]
-    table = qc.loc[keep, _id_columns(qc)].reset_index(drop=True)
-    arrays: dict[str, np.ndarray] = {}
-    n = atlas.n_nodes
+    keep = np.flatnonzero(qc["status"] == "included")
+    series = [pd.read_csv(data[i], sep="\t").to_numpy(np.float32) for i in keep]
+    table = qc.iloc[keep][_id_columns(qc)].reset_index(drop=True)
+    for column in ("tr", "mean_fd", "censored_fraction", "tsnr_mean"):
+        table[column] = qc.iloc[keep][column].astype(float).to_numpy()
+    n, length = atlas.n_nodes, config_section.get("sequence_length", 200)
+    window, step = config_section.get("dfc_window", 30), config_section.get("dfc_step", 5)
+    arrays: dict[str, np.ndarray] = {"timeseries": np.zeros((0, n, 1))}
     if series:
-        stacked, lengths = pad_time(series)
-        arrays["timeseries"] = stacked
-        arrays["fc"] = np.stack([pearson_fc(s.T) for s in series])
-        arrays["node_mask"] = np.stack([np.all(np.isfinite(s), axis=1) for s in series]).astype(
-            np.uint8
-        )
-        table["n_timepoints"] = lengths
-        table["tr"] = qc.loc[keep, "tr"].astype(float).to_numpy()
-    else:
-        arrays = {
-            "timeseries": np.zeros((0, n, 1)),
-            "fc": np.zeros((0, n, n)),
-            "node_mask": np.zeros((0, n)),
-        }
-    meta = _cache_metadata(atlas, "fmri", config_section, [*sidecars, *data])
-    meta["nan_handling"] = (
-        "Parcels with too little coverage are NaN in timeseries and fc; "
-        "node_mask is 1 for valid nodes. "
-        "Time series are NaN-padded after n_timepoints. Models impute 0 for masked FC entries."
+        arrays["timeseries"], table["n_timepoints"] = pad_time([s.T for s in series])
+        sequences = [conn.fixed_length(s, length) for s in series]
+        table["sequence_valid"] = [v for _, v in sequences]
+        dfc, table["n_windows"] = pad_time([conn.sliding_window_fc(s, window, step).T for s in series])
+        arrays["dfc"] = dfc.transpose(0, 2, 1)
+        arrays["sequence"] = np.stack([q for q, _ in sequences])
+        arrays["spectrum"] = np.stack([conn.amplitude_spectrum(q) for q, _ in sequences])
+
+    def stack(measure, items) -> np.ndarray:
+        return np.stack([measure(x) for x in items]) if items else np.zeros((0, n, n), np.float32)
+
+    raw = [pd.read_csv(raw_fc[i], sep="\t").to_numpy(np.float32) for i in keep]
+    arrays["fc"] = stack(conn.pearson, series)
+    arrays["fc_raw"] = stack(np.asarray, raw)
+    arrays["fc_partial"] = stack(conn.partial_correlation, series)
+    arrays["fc_lw"] = stack(conn.ledoit_wolf_correlation, series)
+    arrays["node_mask"] = (
+        np.stack([np.all(np.isfinite(s), axis=0) for s in series]).astype(np.uint8)
+        if series
+        else np.zeros((0, n), np.uint8)
+    )
+    meta = _cache_metadata(atlas, "fmri", config_section, [*sidecars, *data, *raw_fc])
+    meta.update(
+        sequence_length=length,
+        sequence_rule="centre crop when longer, zero-pad at the end when shorter (sequence_valid)",
+        spectrum="|rFFT| of the z-scored sequence along time",
+        dfc_window=window,
+        dfc_step=step,
+        nan_handling=(
+            "Parcels with too little coverage are NaN in timeseries and every FC array and 0 in "
+            "sequence/spectrum; node_mask is 1 for valid nodes and models see it. Baselines "
+            "impute 0 (Fisher z) for masked FC entries."
+        ),
     )
     write_cache(out_cache, table, arrays, meta)
     atomic.write_tsv(out_qc, qc)

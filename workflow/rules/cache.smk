@@ -1,43 +1,74 @@
 # Dataset-level Parquet caches (one row per included sample), the QC table and the CV folds.
-CACHE_STEP = {
-    "fmri": ("bold", "build_fmri_cache", FMRI_TS.replace(".tsv", ".json"), FMRI_TS),
-    "eeg": (
-        "eeg",
-        "build_eeg_cache",
-        EEG_FEATURES.replace(".parquet", ".json"),
-        EEG_FEATURES,
-    ),
-    "sc": ("sc", "build_sc_cache", SC_RELMAT.replace(".tsv", ".json"), SC_RELMAT),
-}
-CONFIG_SECTION = {"fmri": "fmri", "eeg": "eeg", "sc": "sc"}
 
 
-rule cache:
+rule fmri_cache:
     input:
-        sidecars=lambda w: expand_samples(
-            CACHE_STEP[w.modality][0], CACHE_STEP[w.modality][2]
-        ),
-        data=lambda w: expand_samples(
-            CACHE_STEP[w.modality][0], CACHE_STEP[w.modality][3]
-        ),
+        sidecars=expand_samples("bold", FMRI_SIDECAR),
+        data=expand_samples("bold", FMRI_TS),
+        raw_fc=expand_samples("bold", FMRI_RAW_FC),
         participants=INPUTS.participants,
     output:
-        cache=f"{R}/cache/{{modality}}.parquet",
-        qc=f"{R}/qc/{{modality}}_qc.tsv",
+        cache=f"{R}/cache/fmri.parquet",
+        qc=f"{R}/qc/fmri_qc.tsv",
     log:
-        f"{R}/logs/cache_{{modality}}.log",
-    wildcard_constraints:
-        modality="fmri|eeg|sc",
+        f"{R}/logs/cache_fmri.log",
     conda:
         ENV
     resources:
         mem_mb=res("cache", "mem_mb"),
         runtime=res("cache", "runtime"),
     params:
-        step=lambda w: CACHE_STEP[w.modality][1],
         label=config["label"],
         atlas=config["atlas"],
-        section=lambda w: config[CONFIG_SECTION[w.modality]],
+        section=config["fmri"],
+    script:
+        "../scripts/fmri_cache.py"
+
+
+rule eeg_cache:
+    input:
+        sidecars=expand_samples("eeg", EEG_SIDECAR),
+        data=expand_samples("eeg", EEG_FEATURES),
+        participants=INPUTS.participants,
+    output:
+        cache=f"{R}/cache/eeg.parquet",
+        qc=f"{R}/qc/eeg_qc.tsv",
+    log:
+        f"{R}/logs/cache_eeg.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=res("cache", "mem_mb"),
+        runtime=res("cache", "runtime"),
+    params:
+        step="build_eeg_cache",
+        label=config["label"],
+        atlas=config["atlas"],
+        section=config["eeg"],
+    script:
+        "../scripts/cache.py"
+
+
+rule sc_cache:
+    input:
+        sidecars=expand_samples("sc", SC_SIDECAR),
+        data=expand_samples("sc", SC_RELMAT),
+        participants=INPUTS.participants,
+    output:
+        cache=f"{R}/cache/sc.parquet",
+        qc=f"{R}/qc/sc_qc.tsv",
+    log:
+        f"{R}/logs/cache_sc.log",
+    conda:
+        ENV
+    resources:
+        mem_mb=res("cache", "mem_mb"),
+        runtime=res("cache", "runtime"),
+    params:
+        step="build_sc_cache",
+        label=config["label"],
+        atlas=config["atlas"],
+        section=config["sc"],
     script:
         "../scripts/cache.py"
 
@@ -80,6 +111,5 @@ rule dataset_description:
         ENV
     params:
         config=config,
-        config_hash=config_hash(config),
     script:
         "../scripts/dataset_description.py"

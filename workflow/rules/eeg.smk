@@ -2,6 +2,7 @@
 EEG_FEATURES = out_pattern(
     "eeg", "eeg", seg=ATLAS, desc="envelopes", suffix="eeg.parquet"
 )
+EEG_SIDECAR = EEG_FEATURES.replace(".parquet", ".json")
 
 
 rule eeg_run:
@@ -11,7 +12,7 @@ rule eeg_run:
         electrodes=lambda w: eeg_companion(w, "electrodes"),
     output:
         features=EEG_FEATURES,
-        sidecar=EEG_FEATURES.replace(".parquet", ".json"),
+        sidecar=EEG_SIDECAR,
     log:
         out_pattern("eeg", "logs", suffix="eeg.log"),
     conda:
@@ -22,6 +23,7 @@ rule eeg_run:
     params:
         entities=lambda w: entities_of("eeg", w),
         atlas=config["atlas"],
-        eeg=config["eeg"],
+        # content-addressed memo of template forward models and inverse kernels, shared by jobs
+        eeg={**config["eeg"], "cache_dir": f"{R}/cache/eeg_head_model"},
     script:
         "../scripts/eeg_run.py"

@@ -1,5 +1,14 @@
-# fMRI: parcellate each preprocessed BOLD run, denoise the parcel signals, Pearson FC, run-level QC.
+# fMRI: parcellate each preprocessed BOLD run, denoise the parcel signals, FC, run-level QC.
 FMRI_TS = out_pattern("bold", "func", seg=ATLAS, stat="mean", suffix="timeseries.tsv")
+FMRI_SIDECAR = FMRI_TS.replace(".tsv", ".json")
+FMRI_RAW_FC = out_pattern(
+    "bold",
+    "func",
+    seg=ATLAS,
+    desc="raw",
+    stat="pearsoncorrelation",
+    suffix="relmat.tsv",
+)
 
 
 rule fmri_run:
@@ -9,13 +18,15 @@ rule fmri_run:
         mask=lambda w: bold_companions(INPUTS.lookup("bold", w))["mask"],
     output:
         timeseries=FMRI_TS,
-        sidecar=FMRI_TS.replace(".tsv", ".json"),
+        sidecar=FMRI_SIDECAR,
         relmat=out_pattern(
             "bold", "func", seg=ATLAS, stat="pearsoncorrelation", suffix="relmat.tsv"
         ),
+        relmat_raw=FMRI_RAW_FC,
         coverage=out_pattern(
             "bold", "func", seg=ATLAS, stat="coverage", suffix="bold.tsv"
         ),
+        figure=out_pattern("bold", "figures", seg=ATLAS, desc="qc", suffix="bold.png"),
     log:
         out_pattern("bold", "logs", suffix="fmri.log"),
     conda:

@@ -1,5 +1,6 @@
 # SC: read, check and normalise each subject's structural connectivity matrix.
 SC_RELMAT = out_pattern("sc", "dwi", seg=ATLAS, desc="normalized", suffix="relmat.tsv")
+SC_SIDECAR = SC_RELMAT.replace(".tsv", ".json")
 
 
 rule sc_run:
@@ -7,7 +8,7 @@ rule sc_run:
         sc=lambda w: INPUTS.lookup("sc", w),
     output:
         relmat=SC_RELMAT,
-        sidecar=SC_RELMAT.replace(".tsv", ".json"),
+        sidecar=SC_SIDECAR,
     log:
         out_pattern("sc", "logs", suffix="sc.log"),
     conda:

@@ -12,5 +12,7 @@ fmri_run(
     out_timeseries=snakemake.output.timeseries,
     out_sidecar=snakemake.output.sidecar,
     out_relmat=snakemake.output.relmat,
+    out_relmat_raw=snakemake.output.relmat_raw,
     out_coverage=snakemake.output.coverage,
+    out_figure=snakemake.output.figure,
 )
