@@ -57,9 +57,10 @@ def test_snakebids_discovery(dataset, tmp_path):
         pybids_db_dir=str(tmp_path / "db"),
     )
     inputs = discover(config)
-    bold = inputs.tables["bold"]
+    bold = inputs.tables["fmri"]
     assert len(bold) == 4  # the other space is filtered out
-    assert inputs.entities("bold") == ["subject", "session", "task", "run"]
+    assert set(bold["source"]) == {"bold"}
+    assert inputs.entities("fmri") == ["subject", "session", "task", "run"]
     assert all("MNI152NLin6Asym" in p for p in bold["path"])
     eeg = inputs.tables["eeg"]
     assert sorted(p.rsplit(".", 1)[1] for p in eeg["path"]) == ["edf", "vhdr"]

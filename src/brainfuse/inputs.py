@@ -14,13 +14,17 @@ import pandas as pd
 # Entities that can name a sample, in BIDS file-name order; others are fixed by the filters.
 SAMPLE_ENTITIES = ("subject", "session", "task", "acquisition", "run")
 BIDS_KEYS = {"subject": "sub", "session": "ses", "task": "task", "acquisition": "acq", "run": "run"}
-MODALITIES = ("bold", "eeg", "sc")
+MODALITIES = ("bold", "timeseries", "eeg", "sc")
 DEMO_SPACE = "MNI152NLin6Asym"
 
 
 @dataclass(frozen=True)
 class Inputs:
-    """Discovered inputs: for each modality a table with entity columns and a ``path`` column."""
+    """Discovered inputs: for each modality a table with entity columns and a ``path`` column.
+
+    ``fmri`` joins preprocessed BOLD runs (``source`` = ``bold``) and pre-parcellated time series
+    (``source`` = ``timeseries``) into one set of samples.
+    """
 
     tables: dict[str, pd.DataFrame]
     participants: Path
@@ -31,16 +35,20 @@ class Inputs:
         table = self.tables[modality]
         return [e for e in SAMPLE_ENTITIES if e in table.columns]
 
-    def lookup(self, modality: str, wildcards) -> str:
-        """Input path of the sample named by ``wildcards``."""
+    def row(self, modality: str, wildcards) -> pd.Series:
+        """The table row of the sample named by ``wildcards``."""
         table = self.tables[modality]
         mask = pd.Series(True, index=table.index)
         for entity in self.entities(modality):
             mask &= table[entity] == str(getattr(wildcards, entity))
-        hits = table.loc[mask, "path"]
+        hits = table.loc[mask]
         if len(hits) != 1:
             raise LookupError(f"{modality}: {len(hits)} files match {dict(wildcards.items())}")
-        return str(hits.iloc[0])
+        return hits.iloc[0]
+
+    def lookup(self, modality: str, wildcards) -> str:
+        """Input path of the sample named by ``wildcards``."""
+        return str(self.row(modality, wildcards)["path"])
 
 
 def demo_runs(n_subjects: int, seed: int) -> dict[str, list[int]]:
@@ -54,19 +62,39 @@ def demo_runs(n_subjects: int, seed: int) -> dict[str, list[int]]:
     }
 
 
-def _demo_tables(root: Path, n_subjects: int, seed: int) -> dict[str, pd.DataFrame]:
-    bold, eeg, sc = [], [], []
-    fmriprep, qsirecon = root / "derivatives" / "fmriprep", root / "derivatives" / "qsirecon"
-    for sub, runs in demo_runs(n_subjects, seed).items():
-        for run in runs:
-            name = f"sub-{sub}_task-rest_run-{run}_space-{DEMO_SPACE}_desc-preproc_bold.nii.gz"
-            path = fmriprep / f"sub-{sub}" / "func" / name
-            bold.append({"subject": sub, "task": "rest", "run": str(run), "path": str(path)})
+def _demo_tables(root: Path, n_subjects: int, seed: int, n_xcpd: int) -> dict[str, pd.DataFrame]:
+    """Demo inputs: the last ``n_xcpd`` subjects' fMRI comes as XCP-D time series, not BOLD."""
+    bold, timeseries, eeg, sc = [], [], [], []
+    derivatives = root / "derivatives"
+    runs = demo_runs(n_subjects, seed)
+    xcpd_subjects = set(list(runs)[len(runs) - n_xcpd :]) if n_xcpd else set()
+    for sub, sub_runs in runs.items():
+        for run in sub_runs:
+            stem = f"sub-{sub}_task-rest_run-{run}_space-{DEMO_SPACE}"
+            row = {"subject": sub, "task": "rest", "run": str(run)}
+            if sub in xcpd_subjects:
+                name = f"{stem}_seg-Schaefer100_stat-mean_timeseries.tsv"
+                timeseries.append(
+                    {**row, "path": str(derivatives / "xcpd" / f"sub-{sub}" / "func" / name)}
+                )
+            else:
+                name = f"{stem}_desc-preproc_bold.nii.gz"
+                bold.append(
+                    {**row, "path": str(derivatives / "fmriprep" / f"sub-{sub}" / "func" / name)}
+                )
         eeg_path = root / f"sub-{sub}" / "eeg" / f"sub-{sub}_task-rest_eeg.edf"
         eeg.append({"subject": sub, "task": "rest", "path": str(eeg_path)})
         sc_name = f"sub-{sub}_space-T1w_seg-Schaefer100_desc-sift2_relmat.tsv"
-        sc.append({"subject": sub, "path": str(qsirecon / f"sub-{sub}" / "dwi" / sc_name)})
-    return {"bold": pd.DataFrame(bold), "eeg": pd.DataFrame(eeg), "sc": pd.DataFrame(sc)}
+        sc.append(
+            {"subject": sub, "path": str(derivatives / "qsirecon" / f"sub-{sub}" / "dwi" / sc_name)}
+        )
+    columns = ["subject", "task", "run", "path"]
+    return {
+        "bold": pd.DataFrame(bold, columns=columns),
+        "timeseries": pd.DataFrame(timeseries, columns=columns),
+        "eeg": pd.DataFrame(eeg),
+        "sc": pd.DataFrame(sc),
+    }
 
 
 def discover(config: dict) -> Inputs:
@@ -74,26 +102,43 @@ def discover(config: dict) -> Inputs:
     inp = config["input"]
     if inp["demo"]:
         root = Path(config["results_dir"]) / "demo_bids"
-        tables = _demo_tables(root, inp.get("demo_subjects", 24), config["seed"])
+        tables = _demo_tables(
+            root, inp.get("demo_subjects", 24), config["seed"], inp.get("demo_xcpd_subjects", 0)
+        )
         roots = {
             "bold": root / "derivatives" / "fmriprep",
+            "timeseries": root / "derivatives" / "xcpd",
             "eeg": root,
             "sc": root / "derivatives" / "qsirecon",
         }
-        return Inputs(tables=tables, participants=root / "participants.tsv", roots=roots)
+        return Inputs(
+            tables=_merge_fmri(tables), participants=root / "participants.tsv", roots=roots
+        )
 
     roots = {
         m: Path(inp[key])
-        for m, key in (("bold", "fmriprep_dir"), ("eeg", "eeg_dir"), ("sc", "sc_dir"))
+        for m, key in (
+            ("bold", "fmriprep_dir"),
+            ("timeseries", "xcpd_dir"),
+            ("eeg", "eeg_dir"),
+            ("sc", "sc_dir"),
+        )
         if inp.get(key)
     }
     if not roots:
-        raise ValueError("input: demo is false but none of fmriprep_dir, eeg_dir, sc_dir is set")
+        raise ValueError(
+            "input: demo is false but none of fmriprep_dir, xcpd_dir, eeg_dir, sc_dir is set"
+        )
     tables = {}
     for modality, root in roots.items():
         tables[modality] = _snakebids_table(root, modality, config)
     for modality in MODALITIES:
         tables.setdefault(modality, pd.DataFrame(columns=["subject", "path"]))
+    overlap = _shared_samples(tables["bold"], tables["timeseries"])
+    if overlap:
+        raise ValueError(
+            f"runs found both as BOLD and as pre-parcellated time series: {overlap[:4]}"
+        )
     participants = inp.get("participants")
     if participants is None:
         candidates = [r / "participants.tsv" for r in roots.values()]
@@ -104,7 +149,28 @@ def discover(config: dict) -> Inputs:
                 f"{[str(r) for r in roots.values()]}"
             )
         participants = found[0]
-    return Inputs(tables=tables, participants=Path(participants), roots=roots)
+    return Inputs(tables=_merge_fmri(tables), participants=Path(participants), roots=roots)
+
+
+def _merge_fmri(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    parts = [t.assign(source=name) for name in ("bold", "timeseries") if len(t := tables[name])]
+    fmri = (
+        pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["subject", "path"])
+    )
+    keys = [e for e in SAMPLE_ENTITIES if e in fmri.columns]
+    if fmri[keys].isna().any().any():
+        raise ValueError(
+            "BOLD runs and pre-parcellated time series are named with different entities"
+        )
+    return {"fmri": fmri, "eeg": tables["eeg"], "sc": tables["sc"]}
+
+
+def _shared_samples(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
+    keys = [e for e in SAMPLE_ENTITIES if e in a.columns and e in b.columns]
+    if a.empty or b.empty or not keys:
+        return []
+    merged = a[keys].merge(b[keys])
+    return ["_".join(map(str, row)) for row in merged.to_numpy()]
 
 
 def _snakebids_table(root: Path, modality: str, config: dict) -> pd.DataFrame:

@@ -18,6 +18,7 @@ class MethodSpec:
     ----------
     modalities : tuple of str
         Caches the method reads (``fmri``, ``eeg``, ``sc``); it is skipped when one is absent.
+        Empty means "any one": the first available of fMRI, EEG, SC (the majority baseline).
     family : str
         ``sklearn`` (single ``fit`` stage) or ``torch`` (Lightning stages).
     estimator : str
@@ -50,19 +51,63 @@ def _eeg(caches: dict[str, Cache]) -> np.ndarray:
     return np.nan_to_num(np.concatenate([power, aec], axis=1))
 
 
-FEATURES = {"fc": _fc, "sc": _sc, "eeg": _eeg}
+def _tangent(caches: dict[str, Cache]) -> np.ndarray:
+    """Per-sample (T, N) time series for a tangent-space estimator fitted inside the fold."""
+    cache = caches["fmri"]
+    series = [
+        np.nan_to_num(ts[:, :n].T) for ts, n in zip(cache.arrays["timeseries"], cache.table["n_timepoints"], strict=True)
+    ]
+    out = np.empty(len(series), dtype=object)
+    out[:] = series
+    return out
+
+
+def _first(caches: dict[str, Cache]) -> np.ndarray:
+    (modality,) = caches
+    return {"fmri": _fc, "eeg": _eeg, "sc": _sc}[modality](caches)
+
+
+FEATURES = {"fc": _fc, "sc": _sc, "eeg": _eeg, "tangent": _tangent, "first": _first}
 
 METHODS: dict[str, MethodSpec] = {
-    "majority": MethodSpec(("fmri",), "sklearn", "majority", "fc", "majority class (chance level)"),
+    "majority": MethodSpec((), "sklearn", "majority", "first", "majority class (chance level)"),
     "logreg_fc": MethodSpec(
         ("fmri",), "sklearn", "logreg", "fc", "logistic regression on Fisher-z FC"
     ),
     "svm_fc": MethodSpec(("fmri",), "sklearn", "svm", "fc", "linear SVM on Fisher-z FC"),
+    "logreg_tangent": MethodSpec(
+        ("fmri",), "sklearn", "logreg", "tangent", "logistic regression on tangent-space FC"
+    ),
+    "svm_tangent": MethodSpec(
+        ("fmri",), "sklearn", "svm", "tangent", "linear SVM on tangent-space FC"
+    ),
     "logreg_sc": MethodSpec(("sc",), "sklearn", "logreg", "sc", "logistic regression on SC edges"),
+    "svm_sc": MethodSpec(("sc",), "sklearn", "svm", "sc", "linear SVM on SC edges"),
     "logreg_eeg": MethodSpec(
         ("eeg",), "sklearn", "logreg", "eeg", "logistic regression on log band power + AEC"
     ),
+    "svm_eeg": MethodSpec(("eeg",), "sklearn", "svm", "eeg", "linear SVM on log band power + AEC"),
 }
+
+MODALITY_PREFERENCE = ("fmri", "eeg", "sc")
+
+
+def modalities_of(name: str, available: set[str]) -> tuple[str, ...]:
+    """The caches ``name`` reads on a dataset with ``available`` modalities."""
+    spec = METHODS[name]
+    if spec.modalities:
+        return spec.modalities
+    return tuple(m for m in MODALITY_PREFERENCE if m in available)[:1]
+
+
+def _merge_torch_methods() -> None:
+    # Imported here: the registry imports MethodSpec from this module.
+    from .training.registry import TORCH_METHODS
+
+    METHODS.update(TORCH_METHODS)
+
+
+_merge_torch_methods()
 
 
 def plan(methods_cfg: dict, available: set[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
@@ -73,7 +118,9 @@ def plan(methods_cfg: dict, available: set[str]) -> tuple[dict[str, list[str]], 
         if spec is None:
             raise ValueError(f"methods.{name}: unknown method; known: {sorted(METHODS)}")
         missing = [m for m in spec.modalities if m not in available]
-        if missing:
+        if not available:
+            skipped[name] = "the dataset has no usable modality"
+        elif missing:
             skipped[name] = f"needs {', '.join(missing)} data, which this dataset does not have"
         else:
             run[name] = list(cfg["stages"])

@@ -76,6 +76,56 @@ def fold_spread_figure(per_fold: pd.DataFrame, metric: str = "balanced_accuracy"
     return _fig_to_data_uri(fig)
 
 
+def fmri_qc_section(fmri_cache: str) -> str:
+    """Motion summary and QC-FC before and after denoising (included runs)."""
+    from .cache import read_cache
+    from .qcfc import qc_fc
+
+    cache = read_cache(
+        fmri_cache,
+        columns=["fc", "fc_raw", "mean_fd", "censored_fraction", "tsnr_mean", "sample_id"],
+    )
+    table = cache.table
+    fd = table["mean_fd"].astype(float).to_numpy()
+    raw_ok = np.isfinite(cache.arrays["fc_raw"]).any(axis=(1, 2)) & np.isfinite(fd)
+    rows = []
+    for label, key, keep in (
+        ("before denoising", "fc_raw", raw_ok),
+        ("after denoising", "fc", raw_ok),
+    ):
+        stats = qc_fc(cache.arrays[key][keep], fd[keep])
+        rows.append(
+            {
+                "FC": label,
+                "median |r(FC, FD)|": stats["median_abs_r"],
+                "edges with p < 0.05": stats["fraction_significant"],
+                "runs": stats["n_samples"],
+            }
+        )
+    motion = pd.DataFrame(
+        {
+            "measure": ["mean FD (mm)", "censored share", "parcel tSNR"],
+            "median": [
+                np.nanmedian(fd),
+                np.nanmedian(table["censored_fraction"]),
+                np.nanmedian(table["tsnr_mean"]),
+            ],
+            "max": [
+                np.nanmax(fd),
+                np.nanmax(table["censored_fraction"]),
+                np.nanmax(table["tsnr_mean"]),
+            ],
+        }
+    )
+    return (
+        "<h3>fMRI motion and QC-FC</h3>"
+        + _table(motion)
+        + "<p>QC-FC: correlation across runs between each edge's FC and mean framewise "
+        "displacement. Near 0 and about 5% of edges at p &lt; 0.05 means motion no longer "
+        "drives FC.</p>" + _table(pd.DataFrame(rows))
+    )
+
+
 def build_report(
     summary_path: str,
     per_fold_path: str,
@@ -84,6 +134,7 @@ def build_report(
     skipped: dict[str, str],
     descriptions: dict[str, str],
     out_html: str,
+    fmri_cache: str | None = None,
     qc_link: str = "../qc/qc.tsv",
 ) -> None:
     """Write ``index.html``: dataset and QC summary, results table with spread, fold-wise figure."""

@@ -106,6 +106,74 @@ def fmri_run(
     run_figure(timeseries, fc, fd, list(atlas.networks), qc, out_figure)
 
 
+def timeseries_run(
+    table: str,
+    entities: dict,
+    atlas_cfg: dict,
+    params: dict,
+    default_tr: float | None,
+    out_timeseries: str,
+    out_sidecar: str,
+    out_relmat: str,
+    out_relmat_raw: str,
+    out_coverage: str,
+    out_figure: str,
+) -> None:
+    """A pre-parcellated (XCP-D) run into the same outputs as :func:`fmri_run`.
+
+    The series is taken as already denoised, so the raw-FC output is all NaN (QC-FC skips it);
+    the minimum-clean-time rule still applies.
+    """
+    from .connectivity import pearson
+    from .qc_figures import run_figure
+    from .timeseries_input import motion_of_table, read_timeseries_table, repetition_time_of_table
+
+    atlas = atlas_from_config(atlas_cfg)
+    names = list(atlas.labels)
+    qc = _qc_record(entities, "fmri", table)
+    timeseries = np.zeros((0, atlas.n_nodes), dtype=np.float32)
+    coverage = np.full(atlas.n_nodes, np.nan)
+    fd = np.zeros(0)
+    try:
+        timeseries = read_timeseries_table(table, names)
+        tr = repetition_time_of_table(table, default_tr)
+        coverage = np.isfinite(timeseries).all(axis=0).astype(float)
+        seconds = len(timeseries) * tr
+        if seconds < params.get("min_clean_seconds", 0):
+            raise InputError(
+                table, f"only {seconds:.0f} s of data (minimum {params['min_clean_seconds']} s)"
+            )
+        fd = motion_of_table(table)
+        nan_nodes = [n for n, c in zip(names, coverage, strict=True) if c == 0]
+        qc.update(
+            status="included",
+            reason="",
+            source="pre-parcellated",
+            tr=tr,
+            n_volumes=len(timeseries),
+            n_kept=len(timeseries),
+            clean_seconds=seconds,
+            mean_fd=float(fd.mean()) if fd is not None else float("nan"),
+            censored_fraction=0.0,
+            tsnr_mean=float("nan"),
+            nan_parcels=nan_nodes,
+            n_nan_parcels=len(nan_nodes),
+        )
+    except InputError as err:
+        log.warning("excluded %s: %s", err.path, err.reason)
+        qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
+        timeseries = np.zeros((0, atlas.n_nodes), dtype=np.float32)
+    fc = pearson(timeseries) if len(timeseries) > 2 else np.full((len(names),) * 2, np.nan)
+    atomic.write_tsv(out_timeseries, pd.DataFrame(timeseries, columns=names))
+    atomic.write_json(out_sidecar, {**qc, "atlas": atlas.name})
+    atomic.write_tsv(out_relmat, pd.DataFrame(fc, columns=names))
+    atomic.write_tsv(out_relmat_raw, pd.DataFrame(np.full_like(fc, np.nan), columns=names))
+    atomic.write_tsv(out_coverage, pd.DataFrame({"node": names, "coverage": coverage}))
+    run_figure(
+        timeseries, fc, fd if fd is not None else np.zeros(0), list(atlas.networks), qc, out_figure
+    )
+
+
 def build_fmri_cache(
     sidecars: list[str],
     data: list[str],
@@ -142,7 +210,9 @@ def build_fmri_cache(
         arrays["timeseries"], table["n_timepoints"] = pad_time([s.T for s in series])
         sequences = [conn.fixed_length(s, length) for s in series]
         table["sequence_valid"] = [v for _, v in sequences]
-        dfc, table["n_windows"] = pad_time([conn.sliding_window_fc(s, window, step).T for s in series])
+        dfc, table["n_windows"] = pad_time(
+            [conn.sliding_window_fc(s, window, step).T for s in series]
+        )
         arrays["dfc"] = dfc.transpose(0, 2, 1)
         arrays["sequence"] = np.stack([q for q, _ in sequences])
         arrays["spectrum"] = np.stack([conn.amplitude_spectrum(q) for q, _ in sequences])

@@ -39,15 +39,41 @@ def run_stage(
     out_model: str,
     out_metrics: str,
     out_predictions: str,
+    params: dict | None = None,
+    previous: str | None = None,
+    checkpoint_dir: str | None = None,
+    devices: int = 1,
 ) -> None:
-    """Fit ``method``'s ``stage`` on ``fold``; write the model, its metrics and test predictions."""
+    """Fit ``method``'s ``stage`` on ``fold``; write the model, its metrics and test predictions.
+
+    Torch methods train with Lightning (:func:`brainfuse.training.stage.run_torch_stage`),
+    checkpointing to ``checkpoint_dir`` and resuming from it when restarted.
+    """
     spec = METHODS[method]
-    if spec.family != "sklearn":
-        raise NotImplementedError(f"{method}: family {spec.family} has no trainer yet")
+    if spec.family == "torch":
+        from .training.stage import run_torch_stage
+
+        return run_torch_stage(
+            method,
+            stage,
+            fold,
+            params or {},
+            cache_paths,
+            folds_path,
+            previous,
+            positive,
+            seed,
+            out_model,
+            out_metrics,
+            out_predictions,
+            checkpoint_dir,
+            devices,
+        )
     start = time.perf_counter()
-    caches = {m: read_cache(cache_paths[m]) for m in spec.modalities}
-    samples = joint_samples(caches, spec.modalities)
-    x_all = FEATURES[spec.features](caches)[samples[f"row_{spec.modalities[0]}"].to_numpy()]
+    modalities = tuple(cache_paths)
+    caches = {m: read_cache(cache_paths[m]) for m in modalities}
+    samples = joint_samples(caches, modalities)
+    x_all = FEATURES[spec.features](caches)[samples[f"row_{modalities[0]}"].to_numpy()]
     y_all = (samples["label"].astype(str) == str(positive)).astype(int).to_numpy()
     folds = read_folds(folds_path)
     roles = {
@@ -61,6 +87,7 @@ def run_stage(
         x_all[roles["val"]],
         y_all[roles["val"]],
         seed,
+        tangent=spec.features == "tangent",
     )
     test = roles["test"]
     y_score = scores(model, x_all[test])

@@ -3,9 +3,9 @@
 
 rule fmri_cache:
     input:
-        sidecars=expand_samples("bold", FMRI_SIDECAR),
-        data=expand_samples("bold", FMRI_TS),
-        raw_fc=expand_samples("bold", FMRI_RAW_FC),
+        sidecars=expand_samples("fmri", FMRI_SIDECAR),
+        data=expand_samples("fmri", FMRI_TS),
+        raw_fc=expand_samples("fmri", FMRI_RAW_FC),
         participants=INPUTS.participants,
     output:
         cache=f"{R}/cache/fmri.parquet",

@@ -4,8 +4,7 @@ import os
 from snakebids import bids, set_bids_spec
 
 from brainfuse.inputs import bold_companions, discover, eeg_companions
-from brainfuse.methods import METHODS, plan
-from brainfuse.provenance import config_hash
+from brainfuse.methods import METHODS, modalities_of, plan
 
 set_bids_spec("v0_15_0")
 
@@ -13,8 +12,7 @@ R = config["results_dir"]
 ENV = "../../envs/brainfuse.yaml"
 INPUTS = discover(config)
 ATLAS = config["atlas"]["name"]
-MODALITY_OF = {"bold": "fmri", "eeg": "eeg", "sc": "sc"}
-AVAILABLE = {MODALITY_OF[m] for m, t in INPUTS.tables.items() if len(t)}
+AVAILABLE = {m for m, t in INPUTS.tables.items() if len(t)}
 RUN_METHODS, SKIPPED = plan(config["methods"], AVAILABLE)
 N_FOLDS = config["cv"]["n_folds"]
 BIDS_ENTITY = {"acquisition": "acq"}
@@ -54,6 +52,19 @@ def res(section, key):
     """Resource ``key`` of a rule group, falling back to resources.default."""
     resources = config["resources"]
     return resources.get(section, {}).get(key, resources["default"].get(key))
+
+
+def fmri_inputs(w):
+    """A BOLD run with its fMRIPrep companions, or a pre-parcellated time-series table."""
+    row = INPUTS.row("fmri", w)
+    if row["source"] == "bold":
+        companions = bold_companions(row["path"])
+        return {
+            "bold": row["path"],
+            "confounds": companions["confounds"],
+            "mask": companions["mask"],
+        }
+    return {"table": row["path"]}
 
 
 def eeg_companion(w, kind):

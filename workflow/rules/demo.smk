@@ -1,16 +1,17 @@
-# The embedded demo: a synthetic dataset in real fMRIPrep / BIDS EEG / QSIRecon formats.
+# The embedded demo: a synthetic dataset in real fMRIPrep / XCP-D / BIDS EEG / QSIRecon formats.
 if config["input"]["demo"]:
+    DEMO_FMRI = INPUTS.tables["fmri"]
+    DEMO_BOLD = DEMO_FMRI.loc[DEMO_FMRI["source"] == "bold", "path"].tolist()
+    DEMO_TABLES = DEMO_FMRI.loc[DEMO_FMRI["source"] == "timeseries", "path"].tolist()
 
     rule demo_data:
         output:
             INPUTS.participants,
             f"{R}/demo_bids/ground_truth.json",
-            INPUTS.tables["bold"]["path"].tolist(),
-            [
-                p
-                for b in INPUTS.tables["bold"]["path"]
-                for p in bold_companions(b).values()
-            ],
+            DEMO_BOLD,
+            [p for b in DEMO_BOLD for p in bold_companions(b).values()],
+            DEMO_TABLES,
+            [p.replace(".tsv", ".json") for p in DEMO_TABLES],
             INPUTS.tables["eeg"]["path"].tolist(),
             [
                 p
@@ -28,6 +29,9 @@ if config["input"]["demo"]:
         params:
             outdir=lambda w, output: os.path.dirname(output[1]),
             n_subjects=config["input"]["demo_subjects"],
+            xcpd_subjects=sorted(
+                DEMO_FMRI.loc[DEMO_FMRI["source"] == "timeseries", "subject"].unique()
+            ),
             seed=config["seed"],
             atlas_data_dir=config["atlas"]["data_dir"],
         script:

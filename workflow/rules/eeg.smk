@@ -15,6 +15,8 @@ rule eeg_run:
         sidecar=EEG_SIDECAR,
     log:
         out_pattern("eeg", "logs", suffix="eeg.log"),
+    group:
+        "eeg"
     conda:
         ENV
     resources:

@@ -1,8 +1,9 @@
-# fMRI: parcellate each preprocessed BOLD run, denoise the parcel signals, FC, run-level QC.
-FMRI_TS = out_pattern("bold", "func", seg=ATLAS, stat="mean", suffix="timeseries.tsv")
+# fMRI: parcellate each preprocessed BOLD run (or read a pre-parcellated XCP-D table), denoise,
+# FC, run-level QC.
+FMRI_TS = out_pattern("fmri", "func", seg=ATLAS, stat="mean", suffix="timeseries.tsv")
 FMRI_SIDECAR = FMRI_TS.replace(".tsv", ".json")
 FMRI_RAW_FC = out_pattern(
-    "bold",
+    "fmri",
     "func",
     seg=ATLAS,
     desc="raw",
@@ -13,31 +14,32 @@ FMRI_RAW_FC = out_pattern(
 
 rule fmri_run:
     input:
-        bold=lambda w: INPUTS.lookup("bold", w),
-        confounds=lambda w: bold_companions(INPUTS.lookup("bold", w))["confounds"],
-        mask=lambda w: bold_companions(INPUTS.lookup("bold", w))["mask"],
+        unpack(fmri_inputs),
     output:
         timeseries=FMRI_TS,
         sidecar=FMRI_SIDECAR,
         relmat=out_pattern(
-            "bold", "func", seg=ATLAS, stat="pearsoncorrelation", suffix="relmat.tsv"
+            "fmri", "func", seg=ATLAS, stat="pearsoncorrelation", suffix="relmat.tsv"
         ),
         relmat_raw=FMRI_RAW_FC,
         coverage=out_pattern(
-            "bold", "func", seg=ATLAS, stat="coverage", suffix="bold.tsv"
+            "fmri", "func", seg=ATLAS, stat="coverage", suffix="bold.tsv"
         ),
-        figure=out_pattern("bold", "figures", seg=ATLAS, desc="qc", suffix="bold.png"),
+        figure=out_pattern("fmri", "figures", seg=ATLAS, desc="qc", suffix="bold.png"),
     log:
-        out_pattern("bold", "logs", suffix="fmri.log"),
+        out_pattern("fmri", "logs", suffix="fmri.log"),
+    group:
+        "fmri"
     conda:
         ENV
     resources:
         mem_mb=res("fmri", "mem_mb"),
         runtime=res("fmri", "runtime"),
     params:
-        sidecar=lambda w: bold_companions(INPUTS.lookup("bold", w))["sidecar"],
-        entities=lambda w: entities_of("bold", w),
+        sidecar=lambda w: bold_companions(INPUTS.lookup("fmri", w))["sidecar"],
+        entities=lambda w: entities_of("fmri", w),
         atlas=config["atlas"],
         fmri=config["fmri"],
+        default_tr=config["input"]["timeseries_tr"],
     script:
         "../scripts/fmri_run.py"

@@ -31,6 +31,7 @@ rule report:
         per_fold=f"{R}/eval/metrics_per_fold.tsv",
         qc=f"{R}/qc/qc.tsv",
         folds=f"{R}/folds/folds.tsv",
+        fmri_cache=[f"{R}/cache/fmri.parquet"] if "fmri" in AVAILABLE else [],
     output:
         report(
             f"{R}/reports/index.html", caption="../report/index.rst", category="Report"

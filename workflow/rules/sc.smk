@@ -11,6 +11,8 @@ rule sc_run:
         sidecar=SC_SIDECAR,
     log:
         out_pattern("sc", "logs", suffix="sc.log"),
+    group:
+        "sc"
     conda:
         ENV
     resources:

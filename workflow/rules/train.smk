@@ -5,7 +5,7 @@ STAGE_DIR = f"{R}/models/{{method}}/fold-{{fold}}/{{stage}}"
 rule train_stage:
     input:
         caches=lambda w: [
-            f"{R}/cache/{m}.parquet" for m in METHODS[w.method].modalities
+            f"{R}/cache/{m}.parquet" for m in modalities_of(w.method, AVAILABLE)
         ],
         folds=f"{R}/folds/folds.tsv",
         previous=previous_stage,
@@ -15,6 +15,7 @@ rule train_stage:
         predictions=f"{STAGE_DIR}/predictions.tsv",
     log:
         f"{R}/logs/train/{{method}}_fold-{{fold}}_{{stage}}.log",
+    retries: 1
     conda:
         ENV
     threads: res("train", "threads")
@@ -23,8 +24,11 @@ rule train_stage:
         runtime=res("train", "runtime"),
         gpu=res("train", "gpu"),
     params:
-        modalities=lambda w: list(METHODS[w.method].modalities),
+        modalities=lambda w: list(modalities_of(w.method, AVAILABLE)),
         positive=config["label"]["positive"],
         seed=config["seed"],
+        method_params=lambda w: config["methods"][w.method].get("params", {}),
+        # Lightning's resumable checkpoints: deliberately not a declared output
+        checkpoint_dir=lambda w: f"{R}/checkpoints/{w.method}/fold-{w.fold}/{w.stage}",
     script:
         "../scripts/train_stage.py"

@@ -8,4 +8,5 @@ make_demo_dataset(
     load_atlas(data_dir=snakemake.params.atlas_data_dir),
     n_subjects=snakemake.params.n_subjects,
     seed=snakemake.params.seed,
+    xcpd_subjects=snakemake.params.xcpd_subjects,
 )

@@ -10,4 +10,5 @@ build_report(
     skipped=dict(snakemake.params.skipped),
     descriptions=dict(snakemake.params.descriptions),
     out_html=snakemake.output[0],
+    fmri_cache=snakemake.input.fmri_cache[0] if snakemake.input.fmri_cache else None,
 )

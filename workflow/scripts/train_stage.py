@@ -13,4 +13,8 @@ run_stage(
     out_model=snakemake.output.model,
     out_metrics=snakemake.output.metrics,
     out_predictions=snakemake.output.predictions,
+    params={**snakemake.params.method_params, "num_threads": snakemake.threads},
+    previous=snakemake.input.previous[0] if snakemake.input.previous else None,
+    checkpoint_dir=snakemake.params.checkpoint_dir,
+    devices=max(1, int(snakemake.resources.get("gpu", 0))),
 )
