@@ -19,9 +19,13 @@ BENCHES = {
 def _demo_data(args: argparse.Namespace) -> int:
     from .atlas import load_atlas
     from .demo import make_demo_dataset
+    from .demo_xcpd import convert_to_xcpd
+    from .inputs import demo_runs
 
     atlas = load_atlas(data_dir=args.atlas_data_dir)
     make_demo_dataset(args.outdir, atlas, n_subjects=args.subjects, seed=args.seed)
+    subjects = list(demo_runs(args.subjects, args.seed))
+    convert_to_xcpd(args.outdir, subjects[len(subjects) - args.xcpd_subjects :], atlas)
     print(f"demo dataset written to {args.outdir}")
     return 0
 
@@ -60,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("outdir")
     demo.add_argument("--subjects", type=int, default=24)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument(
+        "--xcpd-subjects", type=int, default=3, help="last subjects written as XCP-D time series"
+    )
     demo.add_argument(
         "--atlas-data-dir", default=None, help="nilearn data folder holding the atlas"
     )

@@ -6,6 +6,7 @@ hyper-parameters) has been fixed on the training and validation subjects.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import joblib
@@ -52,6 +53,10 @@ def run_stage(
     spec = METHODS[method]
     if spec.family == "torch":
         from .training.stage import run_torch_stage
+
+        # The `lightning` package adds a console handler on import; its records belong in the
+        # job's log file (the root logger), not in Snakemake's terminal output.
+        logging.getLogger("lightning").handlers.clear()
 
         return run_torch_stage(
             method,

@@ -1,12 +1,14 @@
 from brainfuse.atlas import load_atlas
 from brainfuse.demo import make_demo_dataset
+from brainfuse.demo_xcpd import convert_to_xcpd
 from brainfuse.steps import setup_logging
 
 setup_logging(snakemake.log[0])
+atlas = load_atlas(data_dir=snakemake.params.atlas_data_dir)
 make_demo_dataset(
     snakemake.params.outdir,
-    load_atlas(data_dir=snakemake.params.atlas_data_dir),
+    atlas,
     n_subjects=snakemake.params.n_subjects,
     seed=snakemake.params.seed,
-    xcpd_subjects=snakemake.params.xcpd_subjects,
 )
+convert_to_xcpd(snakemake.params.outdir, snakemake.params.xcpd_subjects, atlas)
