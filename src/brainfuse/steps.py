@@ -98,6 +98,7 @@ def fmri_run(
         qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
     fc = pearson(timeseries) if len(timeseries) > 2 else np.full((len(names),) * 2, np.nan)
     fc_raw = pearson(raw) if len(raw) > 2 else np.full((len(names),) * 2, np.nan)
+    log.info("%s: %s %s", qc["sample_id"], qc["status"], qc.get("reason", ""))
     atomic.write_tsv(out_timeseries, pd.DataFrame(timeseries, columns=names))
     atomic.write_json(out_sidecar, {**qc, "atlas": atlas.name, "strategy": params.get("strategy")})
     atomic.write_tsv(out_relmat, pd.DataFrame(fc, columns=names))
@@ -291,6 +292,7 @@ def eeg_run(
     except InputError as err:
         log.warning("excluded %s: %s", err.path, err.reason)
         qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
+    log.info("%s: %s %s", qc["sample_id"], qc["status"], qc.get("reason", ""))
     table = pd.DataFrame([{k: str(v) for k, v in entities.items()}])
     table.insert(0, "sample_id", qc["sample_id"])
     write_cache(out_features, table if arrays else table.iloc[:0], arrays, {"qc": qc})
@@ -365,6 +367,7 @@ def sc_run(
     except InputError as err:
         log.warning("excluded %s: %s", err.path, err.reason)
         qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
+    log.info("%s: %s %s", qc["sample_id"], qc["status"], qc.get("reason", ""))
     atomic.write_tsv(out_relmat, pd.DataFrame(matrix, columns=list(atlas.labels)))
     atomic.write_json(out_sidecar, qc)
 

@@ -15,6 +15,8 @@ rule eeg_run:
         sidecar=EEG_SIDECAR,
     log:
         out_pattern("eeg", "logs", suffix="eeg.log"),
+    benchmark:
+        out_pattern("eeg", "benchmarks", suffix="eeg_run.tsv")
     group:
         "eeg"
     conda:

@@ -28,6 +28,8 @@ rule fmri_run:
         figure=out_pattern("fmri", "figures", seg=ATLAS, desc="qc", suffix="bold.png"),
     log:
         out_pattern("fmri", "logs", suffix="fmri.log"),
+    benchmark:
+        out_pattern("fmri", "benchmarks", suffix="fmri_run.tsv")
     group:
         "fmri"
     conda:

@@ -11,6 +11,8 @@ rule sc_run:
         sidecar=SC_SIDECAR,
     log:
         out_pattern("sc", "logs", suffix="sc.log"),
+    benchmark:
+        out_pattern("sc", "benchmarks", suffix="sc_run.tsv")
     group:
         "sc"
     conda:

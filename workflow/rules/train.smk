@@ -15,6 +15,8 @@ rule train_stage:
         predictions=f"{STAGE_DIR}/predictions.tsv",
     log:
         f"{R}/logs/train/{{method}}_fold-{{fold}}_{{stage}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{method}}_fold-{{fold}}_{{stage}}.tsv"
     retries: 1
     conda:
         ENV
