@@ -94,8 +94,7 @@ def fmri_run(
             n_nan_parcels=len(nan_nodes),
         )
     except InputError as err:
-        log.warning("excluded %s: %s", err.path, err.reason)
-        qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
+        _exclude(qc, err)
     fc = pearson(timeseries) if len(timeseries) > 2 else np.full((len(names),) * 2, np.nan)
     fc_raw = pearson(raw) if len(raw) > 2 else np.full((len(names),) * 2, np.nan)
     log.info("%s: %s %s", qc["sample_id"], qc["status"], qc.get("reason", ""))
@@ -161,8 +160,7 @@ def timeseries_run(
             n_nan_parcels=len(nan_nodes),
         )
     except InputError as err:
-        log.warning("excluded %s: %s", err.path, err.reason)
-        qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
+        _exclude(qc, err)
         timeseries = np.zeros((0, atlas.n_nodes), dtype=np.float32)
     fc = pearson(timeseries) if len(timeseries) > 2 else np.full((len(names),) * 2, np.nan)
     atomic.write_tsv(out_timeseries, pd.DataFrame(timeseries, columns=names))
@@ -197,9 +195,7 @@ def build_fmri_cache(
     from . import connectivity as conn
 
     atlas = atlas_from_config(atlas_cfg)
-    records = [json.loads(Path(p).read_text()) for p in sidecars]
-    qc = _label_qc(pd.DataFrame(records), participants, label_cfg)
-    keep = np.flatnonzero(qc["status"] == "included")
+    qc, keep = _read_qc(sidecars, participants, label_cfg)
     series = [pd.read_csv(data[i], sep="\t").to_numpy(np.float32) for i in keep]
     table = qc.iloc[keep][_id_columns(qc)].reset_index(drop=True)
     for column in ("tr", "mean_fd", "censored_fraction", "tsnr_mean"):
@@ -290,8 +286,7 @@ def eeg_run(
             envelope_sfreq=result.envelope_sfreq,
         )
     except InputError as err:
-        log.warning("excluded %s: %s", err.path, err.reason)
-        qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
+        _exclude(qc, err)
     log.info("%s: %s %s", qc["sample_id"], qc["status"], qc.get("reason", ""))
     table = pd.DataFrame([{k: str(v) for k, v in entities.items()}])
     table.insert(0, "sample_id", qc["sample_id"])
@@ -312,16 +307,14 @@ def build_eeg_cache(
     """Join included recordings into ``eeg.parquet``: envelopes (bands x nodes x T), AEC, power."""
     from .cache import read_cache
 
-    records = [json.loads(Path(p).read_text()) for p in sidecars]
-    qc = _label_qc(pd.DataFrame(records), participants, label_cfg)
-    keep = np.flatnonzero(qc["status"] == "included")
+    qc, keep = _read_qc(sidecars, participants, label_cfg)
     parts = [read_cache(data[i]) for i in keep]
     nodes = {tuple(p.metadata["qc"]["node_names"]) for p in parts}
     if len(nodes) > 1:
         raise ValueError(
             "EEG recordings have different node sets; use eeg.level: source or one montage"
         )
-    table = qc.loc[qc["status"] == "included", _id_columns(qc)].reset_index(drop=True)
+    table = qc.iloc[keep][_id_columns(qc)].reset_index(drop=True)
     if parts:
         envelopes, lengths = pad_time([p.arrays["envelopes"][0] for p in parts])
         arrays = {
@@ -365,8 +358,7 @@ def sc_run(
         qc.update(check_sc(raw, sc_path), status="included", reason="")
         matrix = normalise_sc(raw, params.get("normalise", "log1p"), params.get("density"))
     except InputError as err:
-        log.warning("excluded %s: %s", err.path, err.reason)
-        qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
+        _exclude(qc, err)
     log.info("%s: %s %s", qc["sample_id"], qc["status"], qc.get("reason", ""))
     atomic.write_tsv(out_relmat, pd.DataFrame(matrix, columns=list(atlas.labels)))
     atomic.write_json(out_sidecar, qc)
@@ -384,9 +376,7 @@ def build_sc_cache(
 ) -> None:
     """Join included subjects' SC into ``sc.parquet``."""
     atlas = atlas_from_config(atlas_cfg)
-    records = [json.loads(Path(p).read_text()) for p in sidecars]
-    qc = _label_qc(pd.DataFrame(records), participants, label_cfg)
-    keep = np.flatnonzero(qc["status"] == "included")
+    qc, keep = _read_qc(sidecars, participants, label_cfg)
     table = qc.iloc[keep][_id_columns(qc)].reset_index(drop=True)
     mats = [pd.read_csv(data[i], sep="\t").to_numpy(np.float32) for i in keep]
     n = atlas.n_nodes
@@ -402,6 +392,20 @@ def build_sc_cache(
 def _id_columns(qc: pd.DataFrame) -> list[str]:
     cols = ["sample_id", "subject", "session", "task", "acquisition", "run", "site", "label"]
     return [c for c in cols if c in qc.columns]
+
+
+def _read_qc(
+    sidecars: list[str], participants: str, label_cfg: dict
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """QC records of every sample with labels attached, and the row indices of included ones."""
+    records = [json.loads(Path(p).read_text()) for p in sidecars]
+    qc = _label_qc(pd.DataFrame(records), participants, label_cfg)
+    return qc, np.flatnonzero(qc["status"] == "included")
+
+
+def _exclude(qc: dict, err: InputError) -> None:
+    log.warning("excluded %s: %s", err.path, err.reason)
+    qc.update(status="excluded", reason=f"{Path(err.path).name}: {err.reason}")
 
 
 def _label_qc(qc: pd.DataFrame, participants: str, label_cfg: dict) -> pd.DataFrame:
