@@ -28,29 +28,29 @@ def upper_triangle(matrices: np.ndarray, fisher: bool = True) -> np.ndarray:
     return np.nan_to_num(vec, nan=0.0)
 
 
-def make_estimator(kind: str, c: float, seed: int, tangent: bool = False):
+def make_estimator(kind: str, c: float, seed: int, tangent: bool = False, scale: bool = True):
     """An unfitted pipeline of the named kind.
 
     With ``tangent``, the inputs are per-sample time series and the pipeline starts with nilearn's
     tangent-space embedding (Ledoit-Wolf covariances), whose reference mean is fitted on the
-    training samples only, as part of the model.
+    training samples only, as part of the model. ``scale`` standardises each feature; leave it off
+    for connectivity vectors, whose entries share one unit and where standardising gives the many
+    null edges as much weight as the informative ones.
     """
     if kind == "majority":
         return DummyClassifier(strategy="most_frequent")
     steps = [_tangent_space()] if tangent else []
+    if scale:
+        steps.append(StandardScaler())
     if kind == "logreg":
-        return make_pipeline(
-            *steps,
-            StandardScaler(),
-            LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=seed),
+        classifier = LogisticRegression(
+            C=c, class_weight="balanced", max_iter=5000, random_state=seed
         )
-    if kind == "svm":
-        return make_pipeline(
-            *steps,
-            StandardScaler(),
-            LinearSVC(C=c, class_weight="balanced", max_iter=20000, random_state=seed),
-        )
-    raise ValueError(f"unknown baseline kind {kind!r}")
+    elif kind == "svm":
+        classifier = LinearSVC(C=c, class_weight="balanced", max_iter=20000, random_state=seed)
+    else:
+        raise ValueError(f"unknown baseline kind {kind!r}")
+    return make_pipeline(*steps, classifier)
 
 
 def _tangent_space():
@@ -80,13 +80,14 @@ def fit_select(
     y_val: np.ndarray,
     seed: int,
     tangent: bool = False,
+    scale: bool = True,
 ):
     """Pick C on the validation split (balanced accuracy), refit on train + val."""
     grid = (1.0,) if kind == "majority" else C_GRID
     best_c, best = grid[0], (-np.inf, -np.inf)
     if len(grid) > 1 and len(np.unique(y_val)) > 1:
         for c in grid:
-            model = make_estimator(kind, c, seed, tangent).fit(x_train, y_train)
+            model = make_estimator(kind, c, seed, tangent, scale).fit(x_train, y_train)
             # Tiny validation sets tie often on balanced accuracy; AUC breaks the tie.
             score = (
                 balanced_accuracy_score(y_val, model.predict(x_val)),
@@ -94,7 +95,7 @@ def fit_select(
             )
             if score > best:
                 best_c, best = c, score
-    final = make_estimator(kind, best_c, seed, tangent).fit(
+    final = make_estimator(kind, best_c, seed, tangent, scale).fit(
         np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val])
     )
     return final, best_c

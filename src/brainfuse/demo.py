@@ -9,7 +9,8 @@ can be checked against them.
 Layout written under ``outdir``::
 
     dataset_description.json, participants.tsv/.json, README, ground_truth.json
-    sub-XX/eeg/sub-XX_task-rest_{eeg.edf,eeg.json,channels.tsv,electrodes.tsv,coordsystem.json}
+    sub-XX/eeg/sub-XX_task-rest_{eeg.edf,eeg.json,channels.tsv}
+    sub-XX/eeg/sub-XX_{electrodes.tsv,coordsystem.json}
     derivatives/fmriprep/sub-XX/func/sub-XX_task-rest_run-N_space-MNI152NLin6Asym_desc-preproc_bold.nii.gz
     derivatives/fmriprep/sub-XX/func/sub-XX_task-rest_run-N_space-MNI152NLin6Asym_desc-brain_mask.nii.gz
     derivatives/fmriprep/sub-XX/func/sub-XX_task-rest_run-N_desc-confounds_timeseries.{tsv,json}
@@ -17,9 +18,9 @@ Layout written under ``outdir``::
 
 Generative models, in brief (details in the functions that implement them):
 
-* **fMRI** - parcel signals are HRF-filtered Gaussian noise with a Yeo-7 network covariance
-  (patients: correlations among 10 planted parcels raised by ``delta_r``), spread to voxels with
-  per-voxel loadings plus AR(1) voxel noise, a global signal, CSF/WM signals, polynomial drift,
+* **fMRI** - parcel signals are Gaussian noise band-limited to 0.01-0.1 Hz with a Yeo-7 network
+  covariance (patients: correlations among 10 planted parcels raised by ``delta_r``), spread to
+  voxels with per-voxel loadings plus AR(1) voxel noise, a global signal, CSF/WM signals, drift,
   a motion artefact that is linear in the 24 motion regressors, spikes at high-FD volumes and a
   non-steady-state first volume. Confound columns are the signals used to build the artefacts or
   are computed from the written data (global signal, DVARS, aCompCor).
@@ -32,10 +33,13 @@ Generative models, in brief (details in the functions that implement them):
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import functools
 import logging
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -44,7 +48,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy import ndimage, signal, stats
+from scipy import fft, ndimage, signal, sparse, stats
 
 from brainfuse.atlas import Atlas
 from brainfuse.atomic import atomic_path, write_json, write_text, write_tsv
@@ -88,8 +92,8 @@ SC_SCALE = 0.4
 
 # Site effects: scanner/amplifier differences that a harmonisation step should absorb.
 _SITE_FMRI = {
-    "siteA": {"noise_sd": 1.5, "global_sd": 0.6, "gain": 1.00},
-    "siteB": {"noise_sd": 2.0, "global_sd": 1.0, "gain": 1.15},
+    "siteA": {"noise_sd": 1.5, "global_sd": 0.35, "gain": 1.00},
+    "siteB": {"noise_sd": 2.0, "global_sd": 0.55, "gain": 1.15},
 }
 _SITE_EEG = {"siteA": {"noise_uv": 1.5, "line_uv": 1.0}, "siteB": {"noise_uv": 2.5, "line_uv": 3.0}}
 _SITE_SC = {"siteA": 1.0, "siteB": 0.85}
@@ -101,11 +105,30 @@ _S_PARTICIPANTS, _S_FMRI_GROUP, _S_FMRI_RUN, _S_EEG_GROUP, _S_EEG_SUB, _S_SC_GRO
 )
 
 _NON_STEADY_GAIN = 1.3  # intensity of the first (non-steady-state) volume relative to the rest
-# BOLD values are rounded to this: far below the voxel noise, and it halves the gzip size.
+# BOLD values are rounded to this: far below the voxel noise; gzip output shrinks by ~25 %.
 _QUANTUM = 1.0 / 16.0
 _FD_RADIUS_MM = 50.0  # Power et al. (2012): rotations to mm on a 50 mm sphere
 _HIGHPASS_S = 128.0  # fMRIPrep's cosine basis cut-off
 _N_ACOMPCOR = 6
+
+
+@functools.lru_cache(maxsize=4)
+def _centroids(atlas: Atlas) -> np.ndarray:
+    """Parcel centroids, computed once per atlas (several models need them)."""
+    cent = atlas.centroids()
+    cent.setflags(write=False)
+    return cent
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # an optional speed-up (threadpoolctl comes with scikit-learn)
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 def _rng(seed: int, *keys: int) -> np.random.Generator:
@@ -168,32 +191,36 @@ def make_demo_dataset(
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
 
-    participants = make_participants(n_subjects, seed)
-    fmri_parcels = choose_fmri_parcels(atlas)
-    eeg_parcels = choose_eeg_parcels(atlas)
+    # The matrices here are small: BLAS threads only contend (10-50x slower eigh on a busy box).
+    with _single_threaded_blas():
+        participants = make_participants(n_subjects, seed)
+        fmri_parcels = choose_fmri_parcels(atlas)
+        eeg_parcels = choose_eeg_parcels(atlas)
 
-    _write_raw_dataset_files(outdir, participants, seed, atlas)
-    fmri_info = simulate_fmri(
-        outdir / "derivatives" / "fmriprep",
-        atlas,
-        participants,
-        fmri_parcels,
-        seed,
-        n_volumes=n_volumes,
-        tr=tr,
-        voxel_size=voxel_size,
-    )
-    eeg_info = simulate_eeg(
-        outdir,
-        atlas,
-        participants,
-        eeg_parcels,
-        seed,
-        seconds=eeg_seconds,
-        sfreq=eeg_sfreq,
-        n_channels=n_eeg_channels,
-    )
-    sc_info = simulate_sc(outdir / "derivatives" / "qsirecon", atlas, participants, seed)
+        _write_raw_dataset_files(outdir, participants, seed, atlas)
+        fmri_info = simulate_fmri(
+            outdir / "derivatives" / "fmriprep",
+            atlas,
+            participants,
+            fmri_parcels,
+            seed,
+            n_volumes=n_volumes,
+            tr=tr,
+            voxel_size=voxel_size,
+        )
+        t_fmri = time.perf_counter()
+        eeg_info = simulate_eeg(
+            outdir,
+            atlas,
+            participants,
+            eeg_parcels,
+            seed,
+            seconds=eeg_seconds,
+            sfreq=eeg_sfreq,
+            n_channels=n_eeg_channels,
+        )
+        t_eeg = time.perf_counter()
+        sc_info = simulate_sc(outdir / "derivatives" / "qsirecon", atlas, participants, seed)
 
     subjects = {}
     for row in participants.itertuples():
@@ -204,6 +231,7 @@ def make_demo_dataset(
             "runs": list(row.runs),
             "motion_level": round(float(row.motion_level), 4),
             "mean_fd": fmri_info["mean_fd"][sub],
+            "eeg_iaf_hz": round(eeg_info["iaf"][sub], 3),
         }
     truth = {
         "seed": int(seed),
@@ -244,7 +272,13 @@ def make_demo_dataset(
         "subjects": subjects,
     }
     write_json(outdir / "ground_truth.json", truth)
-    logger.info("demo dataset (%d subjects) in %.1f s", n_subjects, time.perf_counter() - t_start)
+    logger.info(
+        "demo dataset (%d subjects) in %.1f s (fMRI %.1f s, EEG %.1f s)",
+        n_subjects,
+        time.perf_counter() - t_start,
+        t_fmri - t_start,
+        t_eeg - t_fmri,
+    )
     return truth
 
 
@@ -384,7 +418,7 @@ def choose_eeg_parcels(atlas: Atlas, n: int = 6) -> list[str]:
         [[-45, -65, 35], [45, -65, 35], [-8, -60, 40], [8, -60, 40], [-25, -65, 55], [25, -65, 55]],
         dtype=float,
     )
-    centroids = atlas.centroids()
+    centroids = _centroids(atlas)
     chosen: list[int] = []
     for target in targets[:n]:
         dist = np.linalg.norm(centroids - target, axis=1)
@@ -396,7 +430,7 @@ def choose_eeg_parcels(atlas: Atlas, n: int = 6) -> list[str]:
 
 def _hemispheres(atlas: Atlas) -> np.ndarray:
     """'L'/'R' per parcel, from the label (``_LH_``/``_RH_``) or else the centroid's x sign."""
-    cent = atlas.centroids()
+    cent = _centroids(atlas)
     out = []
     for label, xyz in zip(atlas.labels, cent, strict=True):
         if re.search(r"(^|[_-])(LH|lh|L)([_-]|$)", label):
@@ -480,6 +514,22 @@ def _hrf(tr: float, length: float = 32.0) -> np.ndarray:
     t = np.arange(0.0, length, tr)
     h = stats.gamma.pdf(t, 6) - stats.gamma.pdf(t, 16) / 6.0
     return h / np.abs(h).sum()
+
+
+def _bold_band_noise(rng: np.random.Generator, n: int, k: int, tr: float) -> np.ndarray:
+    """(n, k) unit-variance Gaussian noise band-limited to the resting-state BOLD range.
+
+    Flat between 0.01 and 0.1 Hz with soft edges (quadratic below, Gaussian taper above). A
+    flat in-band spectrum leaves more independent samples after the usual 0.01-0.1 Hz band-pass
+    than HRF-filtered white noise (whose power sits below 0.05 Hz), so a 6-minute run gives
+    correlation estimates about 25 % more precise. Drawn over ``2 n`` samples and cropped so
+    that the series does not wrap around.
+    """
+    m = 2 * n
+    f = np.fft.rfftfreq(m, tr)
+    gain = np.minimum(f / 0.01, 1.0) ** 2 * np.exp(-0.5 * (np.maximum(f - 0.1, 0.0) / 0.02) ** 2)
+    x = fft.irfft(fft.rfft(rng.standard_normal((m, k)), axis=0) * gain[:, None], n=m, axis=0)[:n]
+    return (x - x.mean(0)) / x.std(0)
 
 
 def _nearest_correlation(c: np.ndarray, floor: float = 1e-3) -> np.ndarray:
@@ -584,15 +634,18 @@ def compute_dvars(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         First values NaN. Data are scaled to a median of 1000; the standardisation divides by
         the DVARS expected from each voxel's robust SD and lag-1 autocorrelation.
     """
-    x = data.astype(np.float64).T
-    x = x * (1000.0 / np.median(x))
-    sd = (np.percentile(x, 75, axis=1) - np.percentile(x, 25, axis=1)) / 1.349
+    x = data.astype(np.float32)
+    x *= np.float32(1000.0 / np.median(x))
+    q25, q75 = np.percentile(x, [25, 75], axis=0, method="lower")
+    sd = (q75 - q25).astype(np.float64) / 1.349
     keep = sd > 0
-    x, sd = x[keep], sd[keep]
-    xc = x - x.mean(axis=1, keepdims=True)
-    ar1 = (xc[:, 1:] * xc[:, :-1]).sum(1) / np.maximum((xc * xc).sum(1), 1e-12)
+    x, sd = x[:, keep], sd[keep]
+    xc = x - x.mean(axis=0, keepdims=True)
+    ar1 = (xc[1:] * xc[:-1]).sum(0, dtype=np.float64) / np.maximum(
+        (xc * xc).sum(0, dtype=np.float64), 1e-12
+    )
     diff_sd = np.sqrt(np.maximum(2.0 * (1.0 - ar1), 0.0)) * sd
-    dv = np.sqrt(np.mean(np.diff(x, axis=1) ** 2, axis=0))
+    dv = np.sqrt(np.mean(np.diff(x, axis=0) ** 2, axis=1, dtype=np.float64))
     nan = np.array([np.nan])
     return np.concatenate([nan, dv]), np.concatenate([nan, dv / diff_sd.mean()])
 
@@ -604,12 +657,15 @@ def _acompcor(rim: np.ndarray, basis: np.ndarray, n_comp: int) -> tuple[np.ndarr
     z-scoring, SVD; returns unit-norm components (n_volumes, n_comp) and singular values.
     """
     y = rim[1:].astype(np.float64)
-    design = np.column_stack([np.ones(len(y)), basis[1:]])
-    y = y - design @ np.linalg.lstsq(design, y, rcond=None)[0]
+    q, _ = np.linalg.qr(np.column_stack([np.ones(len(y)), basis[1:]]))
+    y -= q @ (q.T @ y)
     sd = y.std(axis=0)
     y = y[:, sd > 0] / sd[sd > 0]
-    u, s, _ = np.linalg.svd(y, full_matrices=False)
-    u = u[:, :n_comp]
+    # Left singular vectors from the small (time x time) Gram matrix: far cheaper than an SVD.
+    evals, evecs = np.linalg.eigh(y @ y.T)
+    order = np.argsort(evals)[::-1]
+    s = np.sqrt(np.maximum(evals[order], 0.0))
+    u = evecs[:, order[:n_comp]]
     # SVD signs are arbitrary; fix them so identical data give identical files.
     flip = np.sign(u[np.abs(u).argmax(axis=0), np.arange(u.shape[1])])
     comps = np.zeros((len(rim), u.shape[1]))
@@ -673,47 +729,55 @@ def simulate_bold_run(
     gm = grid.node >= 0
     n_vox = grid.node.size
     hrf = _hrf(tr)
+    f32 = np.float32
 
-    neural = _smooth_noise(rng, n, n_nodes, hrf) @ chol.T
-    neural /= neural.std(0)
-    loading = np.where(gm, rng.uniform(0.5, 1.0, n_vox), 0.0)
+    neural = _bold_band_noise(rng, n, n_nodes, tr) @ chol.T
+    neural = (neural / neural.std(0)).astype(f32)
+    loading = np.where(gm, rng.uniform(0.5, 1.0, n_vox), 0.0).astype(f32)
     pct = neural[:, np.maximum(grid.node, 0)] * loading
 
-    ar_noise = signal.lfilter([1.0], [1.0, -0.3], rng.standard_normal((n, n_vox)), axis=0)
-    pct += ar_noise * (site_par["noise_sd"] * np.sqrt(1 - 0.3**2))
+    noise = rng.standard_normal((n, n_vox), dtype=f32)
+    for i in range(1, n):  # AR(1); a loop over time is much faster than lfilter on axis 0
+        noise[i] += f32(0.3) * noise[i - 1]
+    pct += noise * f32(site_par["noise_sd"] * np.sqrt(1 - 0.3**2))
 
+    # Nuisance time courses (columns) and their voxel loadings (rows), added in one product.
     glob = _smooth_noise(rng, n, 1, hrf)[:, 0]
     csf = _smooth_noise(rng, n, 1, np.array([1.0, 0.6, 0.3]))[:, 0]
     wm = _smooth_noise(rng, n, 1, hrf)[:, 0]
-    pct += np.outer(glob, site_par["global_sd"] * rng.uniform(0.6, 1.4, n_vox))
-    pct += np.outer(csf, np.where(gm, 0.3, 1.5) * rng.uniform(0.5, 1.5, n_vox))
-    pct += np.outer(wm, np.where(gm, 0.2, 1.0) * rng.uniform(0.5, 1.5, n_vox))
-
     t = np.linspace(-1.0, 1.0, n)
-    drift = np.column_stack([t, t**2 - np.mean(t**2)])
-    pct += drift @ (rng.normal(0.0, [[0.5], [0.3]], (2, n_vox)) + rng.normal(0.0, 0.2, (2, 1)))
-
     params = simulate_motion(rng, n, motion_level)
     fd = framewise_displacement(params)
     mm = params.copy()
     mm[:, 3:] *= _FD_RADIUS_MM  # artefact loadings are per mm for rotations too
     dmm = np.nan_to_num(_derivative(mm))
-    regs = np.column_stack([mm, dmm, mm**2, dmm**2])
-    scale = np.repeat([1.0, 2.0, 0.3, 1.0], 6)
+    spike = np.maximum(np.nan_to_num(fd) - 0.25, 0.0)
+    courses = np.column_stack(
+        [glob, csf, wm, t, t**2 - np.mean(t**2), mm, dmm, mm**2, dmm**2, spike]
+    )
     rel = (grid.coords - grid.coords.mean(0)) / grid.coords.std(0)
     motion_map = (
         rng.normal(0.0, 1.0, (1, 24))
-        + rel @ rng.normal(0.0, 0.5, (3, 24))
+        + rel @ rng.normal(0.0, 0.25, (3, 24))
         + rng.normal(0.0, 0.5, (n_vox, 24))
+    ) * np.repeat([0.4, 1.0, 0.15, 1.0], 6)
+    loads = np.column_stack(
+        [
+            site_par["global_sd"] * rng.uniform(0.6, 1.4, n_vox),
+            np.where(gm, 0.3, 1.5) * rng.uniform(0.5, 1.5, n_vox),
+            np.where(gm, 0.2, 1.0) * rng.uniform(0.5, 1.5, n_vox),
+            rng.normal(0.0, 0.5, n_vox) + rng.normal(0.0, 0.1),
+            rng.normal(0.0, 0.3, n_vox) + rng.normal(0.0, 0.1),
+            motion_map,
+            3.0 * (1.0 + rng.normal(0.0, 0.2, n_vox)),
+        ]
     )
-    pct += regs @ (motion_map * scale).T
-    spike = np.maximum(np.nan_to_num(fd) - 0.25, 0.0)
-    pct += np.outer(spike, 3.0 * (1.0 + rng.normal(0.0, 0.2, n_vox)))
+    pct += courses.astype(f32) @ loads.T.astype(f32)
 
-    baseline = 1000.0 * site_par["gain"] * rng.uniform(0.8, 1.2, n_vox)
-    bold = baseline * (1.0 + pct / 100.0)
-    bold[0] *= _NON_STEADY_GAIN
-    bold = (np.round(bold / _QUANTUM) * _QUANTUM).astype(np.float32)
+    baseline = (1000.0 * site_par["gain"] * rng.uniform(0.8, 1.2, n_vox)).astype(f32)
+    bold = baseline * (f32(1.0) + pct * f32(0.01))
+    bold[0] *= f32(_NON_STEADY_GAIN)
+    bold = np.round(bold * f32(1.0 / _QUANTUM)) * f32(_QUANTUM)
 
     confounds, sidecar = _confounds_table(bold, grid, params, fd, csf, wm, tr)
     return bold, confounds, {"sidecar": sidecar, "mean_fd": float(np.nanmean(fd[1:]))}
@@ -951,7 +1015,7 @@ def eeg_leadfield(atlas: Atlas, ch_names: list[str]) -> tuple[np.ndarray, np.nda
     sphere = mne.make_sphere_model("auto", "auto", eeg_info, verbose="error")
     r0 = np.asarray(sphere["r0"])
     rr = mne.transforms.apply_trans(
-        mne.transforms.invert_transform(head_to_mri), atlas.centroids() / 1000.0
+        mne.transforms.invert_transform(head_to_mri), _centroids(atlas) / 1000.0
     )
     rel = rr - r0
     radius = np.linalg.norm(rel, axis=1, keepdims=True)
@@ -993,7 +1057,7 @@ def _spectral_noise(
         coef = mix @ coef
     spec = np.zeros((n_rows, n_times // 2 + 1), dtype=complex)
     spec[:, idx] = coef * gain[idx]
-    x = np.fft.irfft(spec, n=n_times, axis=1)
+    x = fft.irfft(spec, n=n_times, axis=1)
     return x / x.std(axis=1, keepdims=True)
 
 
@@ -1013,7 +1077,7 @@ def source_amplitudes(atlas: Atlas) -> np.ndarray:
     """
     base = {"delta": 1.0, "theta": 0.7, "alpha": 0.6, "beta": 0.4, "gamma": 0.15}
     amp = np.tile([base[b] for b in BANDS], (atlas.n_nodes, 1))
-    cent = atlas.centroids()
+    cent = _centroids(atlas)
     nets = np.array(atlas.networks)
     posterior = (nets == "Vis") | ((cent[:, 1] < -50) & (cent[:, 2] > 15))
     amp[posterior, list(BANDS).index("alpha")] = 1.2
@@ -1070,7 +1134,7 @@ def simulate_eeg_recording(
 ) -> tuple[np.ndarray, float]:
     """One recording: EEG (average reference), ECG and EOG rows, in volts.
 
-    Each source is ``sum_b amp[p, b] * envelope_pb(t) * carrier_pb(t)`` plus no other source;
+    Each source is ``sum_b amp[p, b] * envelope_pb(t) * carrier_pb(t)``, where the
     carriers are band-limited Gaussian noise (alpha: a Gaussian peak at the individual alpha
     frequency), envelopes are log-normal with slow (< 0.2 Hz) network-correlated logs. Sensor
     data add white noise, 50 Hz line noise, ECG and blink leakage, then are re-referenced to
@@ -1086,14 +1150,31 @@ def simulate_eeg_recording(
     freqs = np.fft.rfftfreq(n_times, 1.0 / sfreq)
     nyq = sfreq / 2.0
     iaf = float(np.clip(rng.normal(10.0, 0.6), 8.5, 11.5))
-    env_gain = ((freqs > 0) & (freqs < 0.2)).astype(float)
+    # Envelopes have no power above 0.2 Hz: draw them at 10 Hz and interpolate linearly.
+    env_rate = 10.0
+    n_low = int(np.ceil(n_times * env_rate / sfreq)) + 2
+    low_freqs = np.fft.rfftfreq(n_low, 1.0 / env_rate)
+    env_gain = ((low_freqs > 0) & (low_freqs < 0.2)).astype(float)
+    pos = np.arange(n_times) * (env_rate / sfreq)
+    i0 = pos.astype(int)
+    frac = pos - i0
+    # Linear interpolation as a sparse (n_times x n_low) matrix: much faster than fancy indexing.
+    interp = sparse.csr_matrix(
+        (
+            np.r_[1.0 - frac, frac],
+            (np.r_[np.arange(n_times), np.arange(n_times)], np.r_[i0, i0 + 1]),
+        ),
+        shape=(n_times, n_low),
+    )
     subject_gain = np.exp(rng.normal(0.0, 0.15))
     amp = amp * np.exp(rng.normal(0.0, 0.1, amp.shape[1]))[None, :] * subject_gain
     sources = np.zeros((n_src, n_times))
     for b, band in enumerate(BANDS):
         carrier = _spectral_noise(rng, n_src, n_times, sfreq, _band_gain(freqs, band, iaf, nyq))
-        log_env = _spectral_noise(rng, n_src, n_times, sfreq, env_gain, mix=env_chol)
-        sources += amp[:, [b]] * np.exp(0.35 * log_env - 0.35**2 / 2) * carrier
+        low = _spectral_noise(rng, n_src, n_low, env_rate, env_gain, mix=env_chol)
+        env = amp[:, [b]] * np.exp(0.35 * low - 0.35**2 / 2)  # log-normal, mean amp
+        carrier *= (interp @ env.T).T
+        sources += carrier
     eeg = leadfield @ sources * source_scale
     site_par = _SITE_EEG[site]
     n_ch = eeg.shape[0]
@@ -1155,8 +1236,10 @@ def _write_eeg_sidecars(
             }
         ),
     )
+    # BIDS names electrodes and coordinate system per subject/session, without the task entity.
+    subject_stem = stem.split("_task-")[0]
     write_tsv(
-        eeg_dir / f"{stem}_electrodes.tsv",
+        eeg_dir / f"{subject_stem}_electrodes.tsv",
         pd.DataFrame(
             {
                 "name": ch_names,
@@ -1167,7 +1250,7 @@ def _write_eeg_sidecars(
         ),
     )
     write_json(
-        eeg_dir / f"{stem}_coordsystem.json",
+        eeg_dir / f"{subject_stem}_coordsystem.json",
         {
             "EEGCoordinateSystem": "CapTrak",
             "EEGCoordinateUnits": "m",
@@ -1192,7 +1275,8 @@ def simulate_eeg(
     Returns
     -------
     dict
-        ``channels`` and a description of the ``forward_model``.
+        ``channels``, each subject's individual alpha frequency (``iaf``, Hz) and a description
+        of the ``forward_model``.
     """
     import mne
 
@@ -1211,9 +1295,10 @@ def simulate_eeg(
     n_times = int(round(seconds * sfreq))
     info = _eeg_info(ch_names, sfreq)
     meas_date = datetime.datetime(2020, 1, 1, 9, 0, tzinfo=datetime.timezone.utc)
+    iaf: dict[str, float] = {}
     for s, row in enumerate(participants.itertuples()):
         sub = row.participant_id
-        data, _ = simulate_eeg_recording(
+        data, iaf[sub] = simulate_eeg_recording(
             _rng(seed, _S_EEG_SUB, s),
             leadfield,
             electrodes,
@@ -1235,6 +1320,7 @@ def simulate_eeg(
         _write_eeg_sidecars(eeg_dir, stem, ch_names, electrodes, sfreq, seconds)
     return {
         "channels": ch_names,
+        "iaf": iaf,
         "forward_model": "MNE 3-shell sphere model fitted to the 10-05 electrode positions; one "
         "dipole per parcel centroid (MNI mm taken as fsaverage MRI, mapped with MNE's "
         "fsaverage-trans.fif), radial orientation with a fixed tangential tilt; EEG average "
@@ -1283,7 +1369,7 @@ def sc_template(
     mu : ndarray (n, n)
         Mean log streamline weight per edge.
     """
-    cent = atlas.centroids()
+    cent = _centroids(atlas)
     hemi = _hemispheres(atlas)
     dist = np.linalg.norm(cent[:, None] - cent[None, :], axis=-1)
     homo = _homotopic(atlas, hemi, cent)
@@ -1309,7 +1395,8 @@ def _choose_sc_edges(present: np.ndarray, mu: np.ndarray, rng: np.random.Generat
     """``k`` template edges with above-median weight, no node used twice."""
     iu = np.triu_indices(len(mu), 1)
     edges = [(i, j) for i, j in zip(*iu, strict=True) if present[i, j]]
-    strong = [e for e in edges if mu[e] > np.median([mu[x] for x in edges])]
+    median = np.median([mu[e] for e in edges])
+    strong = [e for e in edges if mu[e] > median]
     chosen, used = [], set()
     for e in (strong[i] for i in rng.permutation(len(strong))):
         if e[0] not in used and e[1] not in used:

@@ -55,7 +55,8 @@ def _tangent(caches: dict[str, Cache]) -> np.ndarray:
     """Per-sample (T, N) time series for a tangent-space estimator fitted inside the fold."""
     cache = caches["fmri"]
     series = [
-        np.nan_to_num(ts[:, :n].T) for ts, n in zip(cache.arrays["timeseries"], cache.table["n_timepoints"], strict=True)
+        np.nan_to_num(ts[:, :n].T)
+        for ts, n in zip(cache.arrays["timeseries"], cache.table["n_timepoints"], strict=True)
     ]
     out = np.empty(len(series), dtype=object)
     out[:] = series
@@ -66,6 +67,10 @@ def _first(caches: dict[str, Cache]) -> np.ndarray:
     (modality,) = caches
     return {"fmri": _fc, "eeg": _eeg, "sc": _sc}[modality](caches)
 
+
+# Feature sets whose columns mix units (log band power beside envelope correlations) are
+# standardised before the linear models; connectivity vectors are not.
+SCALED_FEATURES = {"eeg"}
 
 FEATURES = {"fc": _fc, "sc": _sc, "eeg": _eeg, "tangent": _tangent, "first": _first}
 

@@ -17,7 +17,7 @@ from . import atomic
 from .baselines import fit_select, scores
 from .cache import Cache, read_cache
 from .folds import read_folds, subjects_of
-from .methods import FEATURES, METHODS
+from .methods import FEATURES, METHODS, SCALED_FEATURES
 from .metrics import binary_metrics
 
 
@@ -93,6 +93,7 @@ def run_stage(
         y_all[roles["val"]],
         seed,
         tangent=spec.features == "tangent",
+        scale=spec.features in SCALED_FEATURES,
     )
     test = roles["test"]
     y_score = scores(model, x_all[test])
