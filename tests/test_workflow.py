@@ -42,14 +42,15 @@ def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.Compl
 def demo_run(tmp_path_factory, atlas_data_dir):
     workdir = tmp_path_factory.mktemp("workflow")
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
-    config["input"]["demo_subjects"] = 16
+    config["input"]["demo_subjects"] = 24
     config["atlas"]["data_dir"] = atlas_data_dir
-    config["cv"]["n_folds"] = 4
     config["methods"] = {
         "majority": {"stages": ["fit"]},
         "logreg_fc": {"stages": ["fit"]},
+        "svm_tangent": {"stages": ["fit"]},
         "logreg_sc": {"stages": ["fit"]},
         "logreg_eeg": {"stages": ["fit"]},
+        "gcn_fc": {"stages": ["train"], "params": {"epochs": 15}},
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "--cores", "2")
@@ -62,7 +63,14 @@ def test_report_and_summary(demo_run):
     html = (results / "reports" / "index.html").read_text()
     assert "logreg_fc" in html and "Quality control" in html and "data:image/png;base64," in html
     summary = pd.read_csv(results / "eval" / "summary.tsv", sep="\t")
-    assert set(summary["method"]) == {"majority", "logreg_fc", "logreg_sc", "logreg_eeg"}
+    assert set(summary["method"]) == {
+        "majority",
+        "logreg_fc",
+        "svm_tangent",
+        "logreg_sc",
+        "logreg_eeg",
+        "gcn_fc",
+    }
     for column in ("balanced_accuracy_mean", "balanced_accuracy_sd", "auc_mean", "auc_sd"):
         assert column in summary.columns
     description = json.loads((results / "dataset_description.json").read_text())
@@ -97,6 +105,72 @@ def test_planted_fc_difference_in_cache(demo_run):
     )
 
 
+def test_denoising_removes_motion_and_strengthens_planted_effect(demo_run):
+    from brainfuse.cache import read_cache
+    from brainfuse.qcfc import qc_fc
+
+    truth = json.loads((demo_run / "results" / "demo_bids" / "ground_truth.json").read_text())
+    cache = read_cache(demo_run / "results" / "cache" / "fmri.parquet")
+    fd = cache.table["mean_fd"].to_numpy()
+    has_raw = np.isfinite(cache.arrays["fc_raw"]).any(axis=(1, 2))  # XCP-D runs have no raw FC
+    before = qc_fc(cache.arrays["fc_raw"][has_raw], fd[has_raw])
+    after = qc_fc(cache.arrays["fc"][has_raw], fd[has_raw])
+    assert before["median_abs_r"] > 0.4 and after["median_abs_r"] < before["median_abs_r"] / 2
+    assert after["fraction_significant"] < 0.15
+
+    names = cache.metadata["roi_names"]
+    idx = [names.index(n) for n in truth["fmri"]["parcels"]]
+    iu = np.triu_indices(len(idx), 1)
+    labels = cache.table["label"].to_numpy()[has_raw]
+
+    def effect(fc):
+        z = np.arctanh(np.clip(fc[:, idx][:, :, idx][:, iu[0], iu[1]], -0.99, 0.99)).mean(axis=1)
+        a, b = z[labels == "patient"], z[labels == "control"]
+        return (a.mean() - b.mean()) / np.sqrt((a.var() + b.var()) / 2)
+
+    assert effect(cache.arrays["fc"][has_raw]) > effect(cache.arrays["fc_raw"][has_raw]) + 0.5
+
+
+def test_xcpd_subjects_join_the_cache_and_train(demo_run):
+    from brainfuse.cache import read_cache
+
+    qc = pd.read_csv(demo_run / "results" / "qc" / "qc.tsv", sep="\t", dtype=str)
+    tables = qc[qc["path"].str.contains("xcpd", na=False)]
+    assert len(tables) >= 3 and (tables["status"] == "included").all()
+    cache = read_cache(demo_run / "results" / "cache" / "fmri.parquet")
+    xcpd_ids = set(tables["sample_id"])
+    assert xcpd_ids <= set(cache.table["sample_id"])
+    predictions = pd.read_csv(demo_run / "results" / "eval" / "predictions.tsv", sep="\t")
+    assert xcpd_ids <= set(predictions.loc[predictions["method"] == "logreg_fc", "sample_id"])
+
+
+def test_planted_eeg_alpha_effect_recovered(demo_run):
+    from scipy import stats
+
+    from brainfuse.cache import read_cache
+
+    truth = json.loads((demo_run / "results" / "demo_bids" / "ground_truth.json").read_text())
+    cache = read_cache(demo_run / "results" / "cache" / "eeg.parquet")
+    assert cache.metadata["level"] == "source"
+    bands = cache.metadata["bands"]
+    alpha = cache.arrays["band_power"][:, bands.index(truth["eeg"]["band"])]
+    labels = cache.table["label"].to_numpy()
+    t = stats.ttest_ind(alpha[labels == "patient"], alpha[labels == "control"]).statistic
+    names = cache.metadata["node_names"]
+    planted = [names.index(n) for n in truth["eeg"]["parcels"]]
+    # planted parcels rank far above chance (mean rank 50 of 100) among all parcels by t
+    ranks = (-t).argsort().argsort()
+    assert ranks[planted].mean() < 25
+    assert (t[planted] > 0).all()
+
+
+def test_excluded_runs_are_recorded(demo_run):
+    qc = pd.read_csv(demo_run / "results" / "qc" / "qc.tsv", sep="\t", dtype=str)
+    assert set(qc["modality"]) == {"fmri", "eeg", "sc"}
+    excluded = qc[qc["status"] == "excluded"]
+    assert excluded["reason"].str.len().gt(0).all()
+
+
 def test_second_run_has_nothing_to_do(demo_run):
     result = snakemake(demo_run, "-n", "--cores", "2")
     assert result.returncode == 0
@@ -104,7 +178,7 @@ def test_second_run_has_nothing_to_do(demo_run):
 
 
 def test_deleting_one_output_reruns_only_its_dependents(demo_run):
-    target = next((demo_run / "results" / "sub-03" / "func").glob("*_stat-mean_timeseries.tsv"))
+    target = next((demo_run / "results" / "sub-02" / "func").glob("*_stat-mean_timeseries.tsv"))
     target.unlink()
     result = snakemake(demo_run, "-n", "--cores", "2", "--quiet", "rules")
     out = result.stdout + result.stderr
@@ -115,6 +189,7 @@ def test_deleting_one_output_reruns_only_its_dependents(demo_run):
     )
     assert counts.get("fmri_run") == "1"
     assert "eeg_run" not in counts and "sc_run" not in counts and "demo_data" not in counts
-    assert counts.get("cache") == "1"  # only the fMRI cache depends on it
+    assert counts.get("fmri_cache") == "1"  # only the fMRI cache depends on it
+    assert "eeg_cache" not in counts and "sc_cache" not in counts
     result = snakemake(demo_run, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
