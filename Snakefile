@@ -12,6 +12,16 @@ validate(config, "workflow/schemas/config.schema.yaml")
 
 
 include: "workflow/rules/common.smk"
+
+
+localrules:
+    dataset_description,
+    qc_table,
+    folds,
+    evaluate,
+    report,
+
+
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/fmri.smk"
 include: "workflow/rules/eeg.smk"

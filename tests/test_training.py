@@ -344,12 +344,21 @@ def test_registry_is_cheap_and_complete():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "gcn_fc" in out.stdout
+    import importlib
+
     from brainfuse.training.encoders import ENCODERS
+    from brainfuse.training.registry import PLUGIN_MODULES
+    from brainfuse.training.stages import STAGE_PLUGINS, plugin_for
 
     for name, spec in TORCH_METHODS.items():
-        assert spec.family == "torch" and spec.modalities == ("fmri",)
-        assert spec.features in ENCODERS
+        assert spec.family == "torch" and set(spec.modalities) <= {"fmri", "sc", "eeg"}
         assert method_params(name)["encoder"] == spec.features
+        if name in PLUGIN_MODULES:  # stages from plugins (SC+FC fusion, self-supervised, ...)
+            importlib.import_module(PLUGIN_MODULES[name])
+            assert any(method == name for method, _ in STAGE_PLUGINS)
+        else:
+            assert spec.modalities == ("fmri",) and spec.features in ENCODERS
+            assert plugin_for(name, "fit").supervised
     assert method_params("gcn_fc", {"stages": ["fit"], "lr": 0.1})["lr"] == 0.1
 
 

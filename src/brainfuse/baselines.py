@@ -14,18 +14,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
+from .connectivity import upper_triangle  # noqa: F401  (re-exported)
+
 # In order of preference: ties on the validation split keep the earlier (moderate) value.
 C_GRID = (1.0, 0.1, 10.0, 0.01, 0.001)
-
-
-def upper_triangle(matrices: np.ndarray, fisher: bool = True) -> np.ndarray:
-    """Vectorise (B, N, N) symmetric matrices; NaN (masked parcels) become 0 after Fisher z."""
-    n = matrices.shape[-1]
-    iu = np.triu_indices(n, k=1)
-    vec = matrices[:, iu[0], iu[1]].astype(np.float64)
-    if fisher:
-        vec = np.arctanh(np.clip(vec, -0.999999, 0.999999))
-    return np.nan_to_num(vec, nan=0.0)
 
 
 def make_estimator(kind: str, c: float, seed: int, tangent: bool = False, scale: bool = True):

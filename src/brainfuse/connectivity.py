@@ -7,7 +7,6 @@ training step, so that they only ever see training-fold subjects.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.covariance import LedoitWolf
 
 
 def _valid_columns(x: np.ndarray) -> np.ndarray:
@@ -32,6 +31,8 @@ def pearson(timeseries: np.ndarray) -> np.ndarray:
 
 def ledoit_wolf_correlation(timeseries: np.ndarray) -> np.ndarray:
     """Correlation from the Ledoit-Wolf shrunk covariance: stable when T is not >> N."""
+    from sklearn.covariance import LedoitWolf
+
     x = np.asarray(timeseries, dtype=np.float64)
     valid = _valid_columns(x)
     cov = LedoitWolf().fit(x[:, valid]).covariance_
@@ -41,6 +42,8 @@ def ledoit_wolf_correlation(timeseries: np.ndarray) -> np.ndarray:
 
 def partial_correlation(timeseries: np.ndarray) -> np.ndarray:
     """Partial correlation from the Ledoit-Wolf precision matrix (unit diagonal)."""
+    from sklearn.covariance import LedoitWolf
+
     x = np.asarray(timeseries, dtype=np.float64)
     valid = _valid_columns(x)
     precision = LedoitWolf().fit(x[:, valid]).precision_
@@ -90,3 +93,13 @@ def temporal_snr(timeseries: np.ndarray) -> np.ndarray:
     x = np.asarray(timeseries, dtype=np.float64)
     sd = x.std(axis=0)
     return np.where(sd > 0, x.mean(axis=0) / np.where(sd > 0, sd, 1), np.nan)
+
+
+def upper_triangle(matrices: np.ndarray, fisher: bool = True) -> np.ndarray:
+    """Vectorise (B, N, N) symmetric matrices; NaN (masked parcels) become 0 after Fisher z."""
+    n = matrices.shape[-1]
+    iu = np.triu_indices(n, k=1)
+    vec = matrices[:, iu[0], iu[1]].astype(np.float64)
+    if fisher:
+        vec = np.arctanh(np.clip(vec, -0.999999, 0.999999))
+    return np.nan_to_num(vec, nan=0.0)

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .baselines import upper_triangle
 from .cache import Cache
+from .connectivity import upper_triangle
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,17 @@ Augmentations (:mod:`.augment`)
     :class:`EdgePerturbation`, :class:`Subgraph`, :class:`TimePointDrop`, :class:`TimeNoise`,
     :class:`TimeFlip`, :class:`TimeCrop`, :class:`FrequencyMask`, :func:`build_augmentations`
 Encoders (:mod:`.encoders`)
-    :class:`GCNEncoder`, :class:`DenseGCNEncoder`, :class:`GraphTransformer`,
-    :class:`TemporalTransformer`, :class:`BrainClassifier`, :func:`build_encoder`,
-    :data:`ENCODERS`
-Training (:mod:`.module`, :mod:`.stage`)
-    :class:`LitClassifier`, :func:`run_torch_stage`, :func:`load_previous`, :func:`read_model`,
-    :func:`rebuild_model`
+    :class:`GCNEncoder`, :class:`DenseGCNEncoder`, :class:`NodeGCNEncoder`,
+    :class:`GraphTransformer`, :class:`TemporalTransformer`, :class:`BrainClassifier`,
+    :func:`build_encoder`, :data:`ENCODERS`
+Training (:mod:`.module`, :mod:`.stage`, :mod:`.stages`)
+    :class:`StageModule`, :class:`LitClassifier`, :func:`run_torch_stage`,
+    :func:`load_previous`, :func:`read_model`, :func:`rebuild_model`; the stage-plugin interface
+    :class:`StagePlugin`, :class:`StageContext`, :func:`register_stage`, :func:`plugin_for`,
+    :func:`linear_probe`
+SC+FC fusion (:mod:`.m3d_bfs`, :mod:`.connex`)
+    M3D-BFS (stages ``encoders``, ``pretrain``, ``finetune``) and ConneX (``train``); imported
+    by :func:`plugin_for` when one of their methods runs
 Registry (:mod:`.registry`)
     :data:`TORCH_METHODS`, :data:`DEFAULT_PARAMS`, :data:`COMMON_PARAMS`, :func:`method_params`
 """
@@ -28,6 +33,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# brainfuse.methods first: it merges this package's registry into METHODS when imported, and
+# the registry needs its MethodSpec; imported the other way round the two would meet half-done.
+from .. import methods as _methods  # noqa: F401
 from .registry import COMMON_PARAMS, DEFAULT_PARAMS, TORCH_METHODS, method_params
 
 _LAZY = {
@@ -50,13 +58,15 @@ _LAZY = {
     "encoders": (
         "GCNEncoder",
         "DenseGCNEncoder",
+        "NodeGCNEncoder",
         "GraphTransformer",
         "TemporalTransformer",
         "BrainClassifier",
         "build_encoder",
         "ENCODERS",
     ),
-    "module": ("LitClassifier",),
+    "module": ("LitClassifier", "StageModule"),
+    "stages": ("StagePlugin", "StageContext", "register_stage", "plugin_for", "linear_probe"),
     "stage": ("run_torch_stage", "load_previous", "read_model", "rebuild_model"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}

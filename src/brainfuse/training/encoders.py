@@ -9,6 +9,8 @@ global state and can be reused as building blocks by other methods.
   dense FC batch (top-k |r| per node and/or |r| > threshold, symmetrised).
 * :class:`DenseGCNEncoder` - the same GCN with PyG ``DenseGCNConv`` on (B, N, N) adjacencies;
   with equal weights it computes exactly what the sparse ``GCNEncoder(conv="gcn")`` computes.
+* :class:`NodeGCNEncoder` - node states (B, N, H) of any connectivity graph (FC or SC): an input
+  projection then dense GCN layers; the building block of the SC+FC fusion methods.
 * :class:`GraphTransformer` - Brain Network Transformer style: FC rows are node tokens, a
   transformer encoder mixes them, a soft cluster readout pools them.
 * :class:`TemporalTransformer` - a transformer over the ROI time series; tokens are time points
@@ -37,6 +39,7 @@ __all__ = [
     "BrainClassifier",
     "DenseGCNEncoder",
     "GCNEncoder",
+    "NodeGCNEncoder",
     "GraphTransformer",
     "TemporalTransformer",
     "build_encoder",
@@ -229,6 +232,79 @@ class DenseGCNEncoder(nn.Module):
             x = conv(x, adj, mask)
             x = self.dropout(torch.relu(norm(x))) * mask.unsqueeze(-1).to(x.dtype)
         return masked_mean_max(x, mask)
+
+
+def _zscore_offdiagonal(x: Tensor, mask: Tensor) -> Tensor:
+    """(B, N, N) matrices z-scored per sample over valid off-diagonal entries (others 0)."""
+    n = x.shape[-1]
+    off = ~torch.eye(n, dtype=torch.bool, device=x.device)
+    valid = (mask.unsqueeze(-1) & mask.unsqueeze(-2) & off).to(x.dtype)
+    count = valid.sum((1, 2), keepdim=True).clamp(min=1.0)
+    mean = (x * valid).sum((1, 2), keepdim=True) / count
+    var = (((x - mean) * valid) ** 2).sum((1, 2), keepdim=True) / count
+    return (x - mean) / var.sqrt().clamp(min=1e-6) * valid
+
+
+class NodeGCNEncoder(nn.Module):
+    """Node states of a connectivity graph: a linear input projection of each node's
+    connectivity row, then dense graph convolutions (PyG ``DenseGCNConv``).
+
+    A building block of the SC+FC fusion methods, which need one state per node rather than a
+    pooled embedding. The input projection comes first so that the first convolution mixes
+    learned features rather than raw connectivity rows: without it, four convolutions on
+    ~30-subject data generalised clearly worse (synthetic caches, test AUC ~0.7 against 1.0).
+
+    Parameters
+    ----------
+    n_nodes : int
+        N, the length of a connectivity row.
+    hidden : int
+        Node state size.
+    n_layers : int
+        Graph convolutions, each conv -> LayerNorm -> ReLU -> dropout.
+    top_k, threshold : int or float, optional
+        Edges kept (:func:`sparsify`), weighted by |value|; ``top_k=None`` and
+        ``threshold=None`` keep every edge.
+    dropout : float
+        Dropout after each layer.
+    standardize : bool
+        Z-score each sample's connectivity values (over its valid off-diagonal entries) before
+        they become node features; the edge weights stay as given. Non-negative inputs such as
+        SC streamline counts share a large common level that otherwise dominates the input
+        projection and hides the differences between nodes.
+    """
+
+    def __init__(
+        self,
+        n_nodes: int,
+        hidden: int = 128,
+        n_layers: int = 4,
+        top_k: int | None = 10,
+        threshold: float | None = None,
+        dropout: float = 0.1,
+        standardize: bool = False,
+    ) -> None:
+        super().__init__()
+        self.top_k, self.threshold, self.standardize = top_k, threshold, standardize
+        self.input = nn.Linear(n_nodes, hidden)
+        self.convs = nn.ModuleList(DenseGCNConv(hidden, hidden) for _ in range(n_layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(n_layers))
+        self.dropout = nn.Dropout(dropout)
+        self.out_dim = hidden
+
+    def forward(self, x: Tensor, node_mask: Tensor | None = None) -> Tensor:
+        """Node states of a batch: ``x`` (B, N, N) connectivity (its rows are the node
+        features, its |values| the edge weights), ``node_mask`` (B, N) bool ->
+        (B, N, hidden); masked nodes are 0."""
+        mask = _all_valid(x) if node_mask is None else node_mask.bool()
+        keep = sparsify(x, mask, self.top_k, self.threshold)
+        adj = x.abs() * keep
+        valid = mask.unsqueeze(-1).to(x.dtype)
+        features = _zscore_offdiagonal(x, mask) if self.standardize else x
+        h = self.input(features) * valid
+        for conv, norm in zip(self.convs, self.norms, strict=True):
+            h = self.dropout(torch.relu(norm(conv(h, adj, mask)))) * valid
+        return h
 
 
 class ClusterReadout(nn.Module):

@@ -1,28 +1,47 @@
-"""Lightning wrapper of a :class:`~brainfuse.training.encoders.BrainClassifier`.
+"""Lightning modules of training stages.
 
-Cross-entropy training with AdamW/Adam and a per-step (warm-up +) cosine schedule; validation
-metrics (``val_loss``, ``val_auc``, ``val_balanced_accuracy``, ``val_accuracy``) are computed over
-the whole validation split, gathered across DDP ranks with duplicates removed, so they do not
-depend on the number of processes.
+:class:`StageModule` is the base of every stage's LightningModule (see :mod:`.stages` for the
+plugin interface that builds them). It holds what every stage shares, so that a method only
+writes its network and losses:
 
-Checkpoints carry the random-number-generator states and a fingerprint of the run's inputs
-(:meth:`LitClassifier.on_save_checkpoint`), so that a resumed run draws the same dropout masks as
-an uninterrupted one.
+* the optimiser (AdamW/Adam over the parameters that require gradients) and a per-step
+  (warm-up +) cosine schedule;
+* the training and validation loaders of the stage (:meth:`StageModule.attach`), resumable
+  mid-epoch (:class:`~.data.ResumableDataLoader`);
+* validation metrics: for supervised stages ``val_loss`` (cross-entropy), ``val_auc``,
+  ``val_balanced_accuracy`` and ``val_accuracy`` over the whole validation split, gathered
+  across DDP ranks with duplicates removed, so they do not depend on the number of processes;
+  for self-supervised stages ``val_loss`` (and ``val_<term>``), the sample-weighted mean of
+  :meth:`StageModule.losses` with a random stream that is fixed per validation batch;
+* the random-number-generator states and a fingerprint of the run's inputs in checkpoints
+  (:meth:`StageModule.on_save_checkpoint`), so that a resumed run draws the same dropout masks
+  as an uninterrupted one;
+* frozen sub-modules (all parameters ``requires_grad=False``) stay in eval mode while training,
+  so a frozen encoder runs without dropout and keeps its normalisation statistics.
+
+:class:`LitClassifier` is the stage module of the reference methods: a
+:class:`~brainfuse.training.encoders.BrainClassifier` trained with cross-entropy.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning import LightningModule
-from torch import Tensor
+from torch import Tensor, nn
 
 from .encoders import BrainClassifier
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from .data import BrainDataset
 
 MONITORS = {
     "val_loss": "min",
@@ -67,8 +86,311 @@ def binary_scores(y: np.ndarray, prob: np.ndarray) -> dict[str, float]:
     }
 
 
-class LitClassifier(LightningModule):
-    """Supervised training of a classifier on dense brain-network batches.
+def frozen_to_eval(module: nn.Module) -> None:
+    """Put every sub-module whose parameters are all frozen into eval mode (top-down).
+
+    Dropout and normalisation layers have no trainable parameters of their own; they follow the
+    nearest ancestor that has parameters, so a frozen encoder runs deterministically while the
+    layers trained around it keep their dropout.
+    """
+    for child in module.children():
+        params = list(child.parameters())
+        if params and not any(p.requires_grad for p in params):
+            child.eval()
+        else:
+            frozen_to_eval(child)
+
+
+class StageModule(LightningModule):
+    """Base class of the LightningModule of a training stage.
+
+    Subclasses set :attr:`input_keys` and implement :meth:`losses`, :meth:`embed` and, for
+    supervised stages, :meth:`logits`; see :mod:`brainfuse.training.stages` for a worked example.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Everything the stage trains or uses; its ``state_dict`` is what ``model.bin`` stores and
+        what the next stage loads (:meth:`load_previous`).
+    hp : mapping, optional
+        Resolved parameters; read here: ``lr``, ``weight_decay``, ``optimizer``
+        (``adamw``/``adam``), ``scheduler`` (``cosine``/``constant``), ``warmup_epochs``,
+        ``min_lr_ratio``, ``label_smoothing`` (missing keys take the defaults of
+        :data:`~.registry.COMMON_PARAMS`).
+    class_weights : sequence of float, optional
+        Class weights of :meth:`cross_entropy` (the stage context's ``class_weights``).
+
+    Attributes
+    ----------
+    supervised : bool
+        Set by the stage runner from the plugin: validation scores :meth:`logits` (supervised)
+        or averages :meth:`losses` (self-supervised).
+    fingerprint : str
+        Set by the stage runner: identity of the run's inputs, stored in checkpoints.
+    previous_report : dict, optional
+        What :meth:`load_previous` loaded (recorded in ``metrics.json``).
+    """
+
+    #: Batch keys the stage reads (the dataset serves only these, plus augmentation inputs).
+    input_keys: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        model: nn.Module,
+        hp: Mapping[str, Any] | None = None,
+        class_weights: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        hp = dict(hp or {})
+        self.model = model
+        self.lr = float(hp.get("lr", 1e-3))
+        self.weight_decay = float(hp.get("weight_decay", 1e-4))
+        self.optimizer_name = str(hp.get("optimizer", "adamw"))
+        self.scheduler_name = str(hp.get("scheduler", "cosine"))
+        self.warmup_epochs = float(hp.get("warmup_epochs", 0.0))
+        self.min_lr_ratio = float(hp.get("min_lr_ratio", 0.01))
+        self.label_smoothing = float(hp.get("label_smoothing", 0.0))
+        weights = (
+            None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
+        )
+        self.register_buffer("class_weights", weights, persistent=False)
+        self.supervised = True
+        self.fingerprint = ""
+        self.previous_report: dict[str, list[str]] | None = None
+        self.train_set: BrainDataset | None = None
+        self.val_set: BrainDataset | None = None
+        self.batch_size, self.num_workers, self.epochs = 8, 0, 1
+        self._attached = False
+        self._pending_restore: dict[str, Any] = {}
+        self._val_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._val_terms: dict[str, float] = {}
+        self._val_count = 0
+
+    # ----------------------------------------------------------------- what a stage implements
+
+    def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Named loss terms of a batch; ``"loss"`` is the total that is minimised.
+
+        Every entry is logged (``train_<name>``; ``val_<name>`` for self-supervised stages).
+        """
+        raise NotImplementedError
+
+    def embed(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B, D) representation of a batch: what a linear probe reads for a self-supervised
+        stage (called in eval mode, without gradients)."""
+        raise NotImplementedError
+
+    def logits(self, batch: dict[str, Tensor]) -> Tensor:
+        """(B, 2) class logits of a batch (supervised stages)."""
+        raise NotImplementedError
+
+    def load_previous(self, path: str) -> dict[str, list[str]]:
+        """Initialise from the previous stage's ``model.bin``: by default every tensor of
+        ``self.model`` with the same name and shape (:func:`~.stage.load_previous`)."""
+        from .stage import load_previous
+
+        return load_previous(self.model, path)
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters the optimiser updates (default: those that require gradients)."""
+        return (p for p in self.model.parameters() if p.requires_grad)
+
+    def test_extras(
+        self, test_set: BrainDataset, batch_size: int, device: torch.device
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Extra test-time outputs, computed after model selection (called in eval mode, without
+        gradients).
+
+        Returns
+        -------
+        metrics : dict
+            JSON-serialisable entries added to ``metrics.json``.
+        tables : dict of str to DataFrame
+            File name (e.g. ``"routing.tsv"``) to table, written atomically beside
+            ``metrics.json``. These files are not rule outputs: the rule needs no change.
+        """
+        return {}, {}
+
+    # ----------------------------------------------------------------- helpers for subclasses
+
+    def cross_entropy(self, logits: Tensor, y: Tensor) -> Tensor:
+        """Cross-entropy with the stage's class weights and label smoothing."""
+        return F.cross_entropy(
+            logits.float(), y, weight=self.class_weights, label_smoothing=self.label_smoothing
+        )
+
+    # ----------------------------------------------------------------- data
+
+    def attach(
+        self,
+        train_set: BrainDataset,
+        val_set: BrainDataset | None,
+        batch_size: int,
+        num_workers: int,
+        epochs: int,
+    ) -> None:
+        """Give the module its loaders' datasets (built once the rank and world size are
+        known)."""
+        self.train_set, self.val_set = train_set, val_set
+        self.batch_size, self.num_workers = int(batch_size), int(num_workers)
+        self.epochs = int(epochs)
+        self._attached = True
+
+    def train_dataloader(self) -> DataLoader:
+        from .data import train_loader
+
+        if self.train_set is None:
+            raise RuntimeError("no training data: call attach() first")
+        return train_loader(
+            self.train_set,
+            self.batch_size,
+            self.train_set.seed,
+            self.global_rank,
+            self.trainer.world_size,
+            self.num_workers,
+        )
+
+    def val_dataloader(self) -> DataLoader | list:
+        from .data import eval_loader
+
+        if self.val_set is None:
+            return []
+        return eval_loader(
+            self.val_set,
+            self.batch_size,
+            self.global_rank,
+            self.trainer.world_size,
+            self.num_workers,
+        )
+
+    # ----------------------------------------------------------------- training
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        frozen_to_eval(self.model)
+        terms = self.losses(batch)
+        sync = self.trainer.world_size > 1
+        n = len(batch["y"])
+        self.log("train_loss", terms["loss"], on_step=True, on_epoch=True, batch_size=n,
+                 sync_dist=sync)  # fmt: skip
+        for name, value in terms.items():
+            if name != "loss":
+                self.log(f"train_{name}", value, on_epoch=True, batch_size=n, sync_dist=sync)
+        return terms["loss"]
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_outputs, self._val_terms, self._val_count = [], {}, 0
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        if self.supervised:
+            logits = self.logits(batch).float()
+            self._val_outputs.append((logits.detach(), batch["y"], batch["index"]))
+            return
+        # A fixed random stream per validation batch: val_loss of a stage that draws masks or
+        # views does not vary with the training state of the generator, and validation leaves
+        # that state as it found it.
+        devices = [torch.cuda.current_device()] if batch["y"].is_cuda else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(1_000_003 + batch_idx)
+            terms = self.losses(batch)
+        n = len(batch["y"])
+        for name, value in terms.items():
+            self._val_terms[name] = self._val_terms.get(name, 0.0) + float(value) * n
+        self._val_count += n
+
+    def on_validation_epoch_end(self) -> None:
+        sync = self.trainer.world_size > 1
+        if not self.supervised:
+            if self._val_count:
+                for name, total in self._val_terms.items():
+                    self.log(f"val_{name}", total / self._val_count, on_epoch=True, sync_dist=sync)
+            return
+        if not self._val_outputs:
+            return
+        logits, y, index = (torch.cat(parts) for parts in zip(*self._val_outputs, strict=True))
+        self._val_outputs = []
+        if sync:
+            logits, y, index = (self.all_gather(t).flatten(0, 1) for t in (logits, y, index))
+        # Padding of the last shard repeats samples; keep one copy of each.
+        order = torch.argsort(index, stable=True)
+        logits, y, index = logits[order], y[order], index[order]
+        first = torch.ones_like(index, dtype=torch.bool)
+        first[1:] = index[1:] != index[:-1]
+        logits, y = logits[first], y[first]
+        loss = F.cross_entropy(logits, y, weight=self.class_weights)
+        prob = logits.softmax(-1)[:, 1].cpu().numpy()
+        scores = binary_scores(y.cpu().numpy(), prob)
+        metrics = {"val_loss": float(loss), **{f"val_{k}": v for k, v in scores.items()}}
+        # Every rank holds the same gathered values; syncing averages identical numbers.
+        for name, value in metrics.items():
+            self.log(name, value, on_epoch=True, sync_dist=sync)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = list(self.trainable_parameters())
+        if not params:
+            raise ValueError(f"{type(self).__name__}: no trainable parameters")
+        if self.optimizer_name == "adamw":
+            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
+        elif self.optimizer_name == "adam":
+            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        else:
+            raise ValueError(f"optimizer={self.optimizer_name!r}: expected 'adamw' or 'adam'")
+        if self.scheduler_name == "constant":
+            return {"optimizer": opt}
+        if self.scheduler_name != "cosine":
+            raise ValueError(f"scheduler={self.scheduler_name!r}: expected 'cosine' or 'constant'")
+        total = max(1, self.total_steps())
+        per_epoch = total / max(1, self.trainer.max_epochs or 1)
+        warmup = int(round(self.warmup_epochs * per_epoch))
+        floor = self.min_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        schedule = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def total_steps(self) -> int:
+        """Optimiser steps of the whole run (the cosine schedule's length).
+
+        Computed from the attached training set: Lightning's ``estimated_stepping_batches``
+        loads the training loader before a checkpoint is restored, and the loader's saved
+        position is then never applied.
+        """
+        if not self._attached or self.train_set is None:
+            return int(self.trainer.estimated_stepping_batches)
+        per_rank = math.ceil(len(self.train_set) / self.trainer.world_size)
+        return self.epochs * math.ceil(per_rank / self.batch_size)
+
+    # ----------------------------------------------------------------- checkpoints
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["brainfuse"] = {
+            "fingerprint": self.fingerprint,
+            "rng": rng_states(),
+            # Lightning does not save it: a run resumed after early stopping would train on.
+            "should_stop": bool(self.trainer.should_stop),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Applied in on_train_start: loading happens before Lightning's own setup, which may
+        # still draw random numbers.
+        self._pending_restore = checkpoint.get("brainfuse", {})
+
+    def on_train_start(self) -> None:
+        if self._pending_restore:
+            if "rng" in self._pending_restore:
+                set_rng_states(self._pending_restore["rng"])
+            self.trainer.should_stop = bool(self._pending_restore.get("should_stop", False))
+        self._pending_restore = {}
+
+
+class LitClassifier(StageModule):
+    """Supervised training of a :class:`BrainClassifier` on dense brain-network batches.
+
+    Cross-entropy training with AdamW/Adam and a per-step (warm-up +) cosine schedule.
 
     Parameters
     ----------
@@ -111,125 +433,33 @@ class LitClassifier(LightningModule):
         fingerprint: str = "",
         freeze_encoder: bool = False,
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.lr, self.weight_decay = float(lr), float(weight_decay)
-        self.optimizer_name, self.scheduler_name = optimizer, scheduler
-        self.warmup_epochs, self.min_lr_ratio = float(warmup_epochs), float(min_lr_ratio)
-        self.label_smoothing = float(label_smoothing)
-        weights = (
-            None if class_weights is None else torch.tensor(class_weights, dtype=torch.float32)
-        )
-        self.register_buffer("class_weights", weights, persistent=False)
+        hp = {
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "optimizer": optimizer,
+            "scheduler": scheduler,
+            "warmup_epochs": warmup_epochs,
+            "min_lr_ratio": min_lr_ratio,
+            "label_smoothing": label_smoothing,
+        }
+        super().__init__(model, hp, class_weights)
         self.fingerprint = fingerprint
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             self.model.encoder.requires_grad_(False)
-        self._pending_restore: dict[str, Any] = {}
-        self._val_outputs: list[tuple[Tensor, Tensor, Tensor]] = []
+
+    @property
+    def input_keys(self) -> tuple[str, ...]:  # type: ignore[override]
+        return tuple(self.model.input_keys)
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model(batch)
 
-    def _loss(self, logits: Tensor, y: Tensor) -> Tensor:
-        return F.cross_entropy(
-            logits.float(), y, weight=self.class_weights, label_smoothing=self.label_smoothing
-        )
+    def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"loss": self.cross_entropy(self(batch), batch["y"])}
 
-    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        if self.freeze_encoder:
-            self.model.encoder.eval()  # no dropout in a frozen encoder
-        logits = self(batch)
-        loss = self._loss(logits, batch["y"])
-        self.log(
-            "train_loss",
-            loss,
-            on_step=True,
-            on_epoch=True,
-            batch_size=len(batch["y"]),
-            sync_dist=self.trainer.world_size > 1,
-        )
-        return loss
+    def logits(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.model(batch)
 
-    def on_validation_epoch_start(self) -> None:
-        self._val_outputs = []
-
-    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
-        logits = self(batch).float()
-        self._val_outputs.append((logits.detach(), batch["y"], batch["index"]))
-
-    def on_validation_epoch_end(self) -> None:
-        if not self._val_outputs:
-            return
-        logits, y, index = (torch.cat(parts) for parts in zip(*self._val_outputs, strict=True))
-        self._val_outputs = []
-        if self.trainer.world_size > 1:
-            logits, y, index = (self.all_gather(t).flatten(0, 1) for t in (logits, y, index))
-        # Padding of the last shard repeats samples; keep one copy of each.
-        order = torch.argsort(index, stable=True)
-        logits, y, index = logits[order], y[order], index[order]
-        first = torch.ones_like(index, dtype=torch.bool)
-        first[1:] = index[1:] != index[:-1]
-        logits, y = logits[first], y[first]
-        loss = F.cross_entropy(logits, y, weight=self.class_weights)
-        prob = logits.softmax(-1)[:, 1].cpu().numpy()
-        scores = binary_scores(y.cpu().numpy(), prob)
-        metrics = {"val_loss": float(loss), **{f"val_{k}": v for k, v in scores.items()}}
-        # Every rank holds the same gathered values; syncing averages identical numbers.
-        for name, value in metrics.items():
-            self.log(name, value, on_epoch=True, sync_dist=self.trainer.world_size > 1)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        if self.optimizer_name == "adamw":
-            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        elif self.optimizer_name == "adam":
-            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        else:
-            raise ValueError(f"optimizer={self.optimizer_name!r}: expected 'adamw' or 'adam'")
-        if self.scheduler_name == "constant":
-            return {"optimizer": opt}
-        if self.scheduler_name != "cosine":
-            raise ValueError(f"scheduler={self.scheduler_name!r}: expected 'cosine' or 'constant'")
-        total = max(1, self.total_steps())
-        per_epoch = total / max(1, self.trainer.max_epochs or 1)
-        warmup = int(round(self.warmup_epochs * per_epoch))
-        floor = self.min_lr_ratio
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / warmup
-            progress = min(1.0, (step - warmup) / max(1, total - warmup))
-            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-        schedule = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
-
-    def total_steps(self) -> int:
-        """Optimiser steps of the whole run (the cosine schedule's length).
-
-        Subclasses that know their loader should override this: Lightning's
-        ``estimated_stepping_batches`` loads the training loader before a checkpoint is restored,
-        and the loader's saved position is then never applied.
-        """
-        return int(self.trainer.estimated_stepping_batches)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["brainfuse"] = {
-            "fingerprint": self.fingerprint,
-            "rng": rng_states(),
-            # Lightning does not save it: a run resumed after early stopping would train on.
-            "should_stop": bool(self.trainer.should_stop),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Applied in on_train_start: loading happens before Lightning's own setup, which may
-        # still draw random numbers.
-        self._pending_restore = checkpoint.get("brainfuse", {})
-
-    def on_train_start(self) -> None:
-        if self._pending_restore:
-            if "rng" in self._pending_restore:
-                set_rng_states(self._pending_restore["rng"])
-            self.trainer.should_stop = bool(self._pending_restore.get("should_stop", False))
-        self._pending_restore = {}
+    def embed(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.model.embed(batch)

@@ -3,9 +3,10 @@
 This module imports neither torch nor Lightning, so that the Snakefile can read the registry
 (modalities, stages, encoder names) without paying for those imports at parse time.
 
-``TORCH_METHODS`` is merged into :data:`brainfuse.methods.METHODS` by the caller; a method's
-``features`` field names the encoder it trains (a key of
-:data:`brainfuse.training.encoders.ENCODERS`).
+``TORCH_METHODS`` is merged into :data:`brainfuse.methods.METHODS` by the caller. A method
+listed in :data:`PLUGIN_MODULES` builds its stages with the plugins that module registers (see
+:mod:`brainfuse.training.stages`); any other method trains its ``features`` encoder (a key of
+:data:`brainfuse.training.encoders.ENCODERS`) with an MLP head in every stage.
 """
 
 from __future__ import annotations
@@ -76,7 +77,57 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
         "n_layers": 2,
         "dim_feedforward": 128,
     },
+    # SC+FC fusion (brainfuse.training.m3d_bfs). Architecture as in the paper (4-layer GCN,
+    # hidden 128, 2 fusion layers, top-1 noisy gating, contrastive weight 0.5, alpha 0.6, tau
+    # 0.1); schedule and fusion width sized for ~30 subjects on one CPU core (synthetic caches,
+    # 30 subjects, 3 folds: 15-25 s per fold for the three stages).
+    "m3d_bfs": {
+        "hidden": 128,
+        "n_layers": 4,
+        "sc_top_k": None,  # SC edges kept per node (None: every edge, weighted)
+        "fc_top_k": 10,  # FC edges kept per node (top |r|)
+        "sc_standardize": True,  # z-score each subject's SC before it becomes node features
+        "fc_standardize": False,
+        "fusion_dim": 64,
+        "n_fusion_layers": 2,
+        "n_experts": 4,  # per MoE in the finetune stage (the pretrain stage has one)
+        "expert_hidden": 64,
+        "experts_k": 1,  # experts per node token
+        "noisy_gating": True,
+        "moe_coef": 0.01,  # scale of cv^2(importance) + cv^2(load)
+        "clip_weight": 0.5,  # pretrain: CE + clip_weight * CLIP
+        "clip_tau": 0.1,
+        "disen_tau": 0.1,
+        "alpha": 0.6,  # finetune: CE + alpha * L_moe + (1 - alpha) * L_disen
+        "freeze_encoders_in_pretrain": False,
+        # ~15 training subjects per fold: small batches give enough optimiser steps.
+        "batch_size": 4,
+        "epochs": 30,
+        "lr": 2e-3,
+        "per_stage": {},
+    },
 }
+# ConneX (brainfuse.training.connex) and its one-modality ablations share their defaults.
+DEFAULT_PARAMS["connex"] = {
+    "hidden": 64,
+    "n_layers": 2,  # GCN layers of each modality's backbone
+    "sc_top_k": None,
+    "fc_top_k": 10,
+    "sc_standardize": True,
+    "fc_standardize": False,
+    "heads": 4,
+    "n_attention_layers": 1,
+    "n_mixer_layers": 2,
+    "token_hidden": 64,
+    "channel_hidden": 128,
+    "loss_weight_sc": 0.5,  # multi-head joint loss: weights of the SC, FC and fused heads
+    "loss_weight_fc": 0.5,
+    "loss_weight_fused": 1.0,
+    "batch_size": 4,
+    "epochs": 30,
+}
+DEFAULT_PARAMS["connex_sc_only"] = dict(DEFAULT_PARAMS["connex"])
+DEFAULT_PARAMS["connex_fc_only"] = dict(DEFAULT_PARAMS["connex"])
 
 TORCH_METHODS: dict[str, MethodSpec] = {
     "gcn_fc": MethodSpec(
@@ -95,11 +146,42 @@ TORCH_METHODS: dict[str, MethodSpec] = {
         ("fmri",), "torch", features="temporal_transformer",
         description="transformer over time points of the ROI time series (window L)",
     ),
+    "m3d_bfs": MethodSpec(
+        ("fmri", "sc"), "torch", features="m3d_bfs",
+        description="M3D-BFS: SC/FC GCNs, mixtures of experts per modality and joint (3 stages)",
+    ),
+    "connex": MethodSpec(
+        ("fmri", "sc"), "torch", features="connex",
+        description="ConneX: SC/FC GCNs, cross-modal attention, MLP-Mixer, multi-head loss",
+    ),
+    "connex_sc_only": MethodSpec(
+        ("sc",), "torch", features="connex",
+        description="ConneX ablation on SC alone (GCN, self-attention, MLP-Mixer)",
+    ),
+    "connex_fc_only": MethodSpec(
+        ("fmri",), "torch", features="connex",
+        description="ConneX ablation on FC alone (GCN, self-attention, MLP-Mixer)",
+    ),
 }  # fmt: skip
 
+#: Methods whose stages are plugins: method -> module that registers them when imported
+#: (:func:`brainfuse.training.stages.register_stage`). Strings, so this file stays torch-free.
+PLUGIN_MODULES: dict[str, str] = {
+    "m3d_bfs": "brainfuse.training.m3d_bfs",
+    "connex": "brainfuse.training.connex",
+    "connex_sc_only": "brainfuse.training.connex",
+    "connex_fc_only": "brainfuse.training.connex",
+}
 
-def method_params(method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Resolved hyper-parameters of ``method``: common, then method defaults, then ``params``.
+
+def method_params(
+    method: str, params: dict[str, Any] | None = None, stage: str | None = None
+) -> dict[str, Any]:
+    """Resolved hyper-parameters of ``method`` (and of one of its stages).
+
+    Order, later winning: :data:`COMMON_PARAMS`, the method's :data:`DEFAULT_PARAMS`,
+    ``params``, then - with ``stage`` - the method defaults' ``per_stage[stage]`` and
+    ``params``' ``per_stage[stage]``.
 
     Parameters
     ----------
@@ -107,19 +189,32 @@ def method_params(method: str, params: dict[str, Any] | None = None) -> dict[str
         A key of :data:`TORCH_METHODS`.
     params : dict, optional
         Overrides (typically the config's ``methods.<name>.params``). ``stages`` is ignored, so
-        the whole config entry can be passed.
+        the whole config entry can be passed. ``per_stage`` maps a stage name to overrides of
+        that stage only, e.g. ``{"epochs": 30, "per_stage": {"finetune": {"lr": 3e-4}}}``.
+    stage : str, optional
+        Apply that stage's ``per_stage`` entries.
 
     Returns
     -------
     dict
-        A new dict; ``encoder`` names the encoder (the method's ``features`` unless overridden).
+        A new dict without ``per_stage``; ``encoder`` names the encoder (the method's
+        ``features`` unless overridden).
     """
     if method not in TORCH_METHODS:
         raise KeyError(f"{method!r} is not a torch method; known: {sorted(TORCH_METHODS)}")
+    defaults = dict(DEFAULT_PARAMS.get(method, {}))
     overrides = {k: v for k, v in (params or {}).items() if k != "stages"}
-    return {
+    per_stage = [defaults.pop("per_stage", None) or {}, overrides.pop("per_stage", None) or {}]
+    for entry in per_stage:
+        if not isinstance(entry, dict) or not all(isinstance(v, dict) for v in entry.values()):
+            raise ValueError(f"methods.{method}.params.per_stage: expected stage -> dict")
+    resolved = {
         "encoder": TORCH_METHODS[method].features,
         **COMMON_PARAMS,
-        **DEFAULT_PARAMS.get(method, {}),
+        **defaults,
         **overrides,
     }
+    if stage is not None:
+        for entry in per_stage:
+            resolved.update(entry.get(stage, {}))
+    return resolved

@@ -1,8 +1,12 @@
 """One Lightning training stage of one torch method on one outer fold.
 
 :func:`run_torch_stage` is what the ``train_stage`` rule runs for ``family == "torch"`` methods.
-The fold's test subjects are read once, after training, with the model selected on the
-validation subjects.
+What the stage trains comes from its plugin (:func:`~.stages.plugin_for`: a
+:class:`~.module.StageModule` and whether the stage is supervised); everything else - data,
+checkpoints, resume, model selection, evaluation and outputs - is here, the same for every
+stage. The fold's test subjects are read once, after training, with the model selected on the
+validation subjects: a supervised stage predicts them with its classifier, a self-supervised
+stage with a linear probe on its frozen embeddings (:func:`~.stages.linear_probe`).
 
 Restarts
 --------
@@ -45,7 +49,7 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -58,17 +62,24 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from torch.utils.data import DataLoader
 
 from .. import atomic
 from ..cache import files_hash, read_cache
 from ..folds import read_folds, subjects_of
 from ..metrics import binary_metrics
 from .augment import build_augmentations
-from .data import BrainDataset, eval_loader, train_loader
-from .encoders import BrainClassifier, build_encoder, encoder_arguments
-from .module import MONITORS, LitClassifier
-from .registry import COMMON_PARAMS, DEFAULT_PARAMS, TORCH_METHODS, method_params
+from .data import BrainDataset, eval_loader
+from .encoders import BrainClassifier, encoder_arguments
+from .module import MONITORS, StageModule
+from .registry import COMMON_PARAMS, DEFAULT_PARAMS, PLUGIN_MODULES, TORCH_METHODS, method_params
+from .stages import (
+    StageContext,
+    StagePlugin,
+    build_classifier_model,
+    embeddings,
+    linear_probe,
+    plugin_for,
+)
 
 log = logging.getLogger("brainfuse")
 
@@ -155,11 +166,24 @@ class SaveOnSigterm(Callback):
             log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
 
 
-def load_previous(model: torch.nn.Module, path: str | Path) -> dict[str, list[str]]:
+def load_previous(
+    model: torch.nn.Module,
+    path: str | Path,
+    remap: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+) -> dict[str, list[str]]:
     """Load a previous stage's ``model.bin`` into the matching parameters of ``model``.
 
     Keys present in both with the same shape are loaded (``strict=False``); the rest are
     reported.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Receives the tensors.
+    path : str or Path
+        A ``model.bin`` (or any file holding a state dict, or ``{"state_dict": ...}``).
+    remap : callable, optional
+        Maps the saved state dict to the one to load (rename, select or replicate tensors).
 
     Returns
     -------
@@ -174,6 +198,8 @@ def load_previous(model: torch.nn.Module, path: str | Path) -> dict[str, list[st
     state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: no state_dict in the file")
+    if remap is not None:
+        state = remap(dict(state))
     own = model.state_dict()
     mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
     loadable = {k: v for k, v in state.items() if k in own and k not in mismatched}
@@ -197,15 +223,27 @@ def load_previous(model: torch.nn.Module, path: str | Path) -> dict[str, list[st
     return report
 
 
-def check_params(method: str, hp: dict[str, Any]) -> None:
-    """Refuse parameters no part of the stage uses (typos would otherwise pass silently)."""
-    known = set(COMMON_PARAMS) | set(DEFAULT_PARAMS.get(method, {})) | {"encoder"}
-    known |= encoder_arguments(hp["encoder"])
+def check_params(method: str, hp: dict[str, Any], supervised: bool = True) -> None:
+    """Refuse parameters no part of the stage uses (typos would otherwise pass silently).
+
+    Known keys: :data:`~.registry.COMMON_PARAMS`, the method's defaults (and those of its
+    ``per_stage`` entries) and, for methods without plugins, the encoder's arguments.
+    """
+    defaults = DEFAULT_PARAMS.get(method, {})
+    known = set(COMMON_PARAMS) | set(defaults) | {"encoder"}
+    for entry in (defaults.get("per_stage") or {}).values():
+        known |= set(entry)
+    if method not in PLUGIN_MODULES:
+        known |= encoder_arguments(hp["encoder"])
     unknown = sorted(set(hp) - known)
     if unknown:
         raise ValueError(f"methods.{method}.params: unknown keys {unknown}")
     if hp["monitor"] not in MONITORS:
         raise ValueError(f"monitor={hp['monitor']!r}; expected one of {sorted(MONITORS)}")
+    if not supervised and hp["monitor"] != "val_loss":
+        raise ValueError(
+            f"monitor={hp['monitor']!r}: a self-supervised stage is selected on val_loss"
+        )
 
 
 def _fingerprint(
@@ -296,17 +334,19 @@ def _process_settings(num_threads: int | None):
 
 @torch.no_grad()
 def predict_proba(
-    model: BrainClassifier,
+    model: BrainClassifier | StageModule,
     dataset: BrainDataset,
     batch_size: int,
     device: torch.device | str = "cpu",
 ) -> np.ndarray:
-    """Positive-class probabilities of every sample of ``dataset``, in order."""
+    """Positive-class probabilities of every sample of ``dataset``, in order (a
+    :class:`StageModule` predicts with its ``logits``)."""
     model = model.to(device).eval()
+    forward = model.logits if isinstance(model, StageModule) else model
     out = []
     for batch in eval_loader(dataset, batch_size):
         batch = {k: v.to(device) for k, v in batch.items()}
-        out.append(model(batch).float().softmax(-1)[:, 1].cpu())
+        out.append(forward(batch).float().softmax(-1)[:, 1].cpu())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
@@ -335,7 +375,8 @@ def run_torch_stage(
     method : str
         A key of :data:`~.registry.TORCH_METHODS`.
     stage : str
-        Stage name (recorded; every stage trains the classifier with its own parameters).
+        Stage name: selects the stage's plugin (:func:`~.stages.plugin_for`) and its
+        ``per_stage`` parameters.
     fold : int
         Outer fold of ``folds_path``.
     params : dict
@@ -345,13 +386,15 @@ def run_torch_stage(
     folds_path : str
         ``folds.tsv``; train/val/test subjects of ``fold``.
     previous : str, optional
-        The previous stage's ``model.bin``; its matching weights initialise the model.
+        The previous stage's ``model.bin``; the stage module initialises from it
+        (:meth:`~.module.StageModule.load_previous`).
     positive : str
         Label of the positive class.
     seed : int
         Seed of initialisation, shuffling, augmentation and dropout.
     out_model, out_metrics, out_predictions : str
-        Outputs (written atomically by global rank 0 only).
+        Outputs (written atomically by global rank 0 only). Extra tables of the stage module
+        (:meth:`~.module.StageModule.test_extras`) are written beside ``out_metrics``.
     checkpoint_dir : str
         Checkpoints and logs of this stage (see the module docstring); not a rule output.
     devices : int
@@ -361,8 +404,9 @@ def run_torch_stage(
     """
     start = time.perf_counter()
     spec = TORCH_METHODS[method]
-    hp = method_params(method, params)
-    check_params(method, hp)
+    plugin = plugin_for(method, stage)
+    hp = method_params(method, params, stage)
+    check_params(method, hp, plugin.supervised)
     ckpt_dir = Path(checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     rank = int(os.environ.get("LOCAL_RANK", 0))  # set by Lightning for the ranks it starts
@@ -381,23 +425,12 @@ def run_torch_stage(
             seed=seed,
             standardize=hp["standardize"],
         )
-        encoder = build_encoder(hp["encoder"], full.n_nodes, **_encoder_kwargs(hp))
-        model = BrainClassifier(encoder, 2, hidden=hp["head_hidden"], dropout=hp["dropout"])
-        # Serve only what the encoder and the augmentations read (fft, EEG, ... cost time).
-        full = full.with_fields([*model.input_keys, *(augment.requires if augment else ())])
-        previous_report = load_previous(model, previous) if previous else None
-
         folds = read_folds(folds_path)
         roles = {r: subjects_of(folds, fold, r) for r in ("train", "val", "test")}
-        train_set = full.subset(roles["train"], train=True, transform=augment)
-        val_set = full.subset(roles["val"], train=False, transform=None)
-        if len(train_set) == 0:
+        train_plain = full.subset(roles["train"], train=False, transform=None)
+        if len(train_plain) == 0:
             raise ValueError(f"fold {fold}: no training samples with {', '.join(spec.modalities)}")
-        has_val = len(val_set) > 0
-        if not has_val:
-            log.warning("fold %d: no validation samples; the last epoch's model is used", fold)
-
-        counts = np.bincount(train_set.labels, minlength=2).astype(float)
+        counts = np.bincount(train_plain.labels, minlength=2).astype(float)
         weights = (
             (counts.sum() / (2 * np.maximum(counts, 1))).tolist() if hp["class_weighted"] else None
         )
@@ -413,7 +446,34 @@ def run_torch_stage(
             folds_path,
             previous,
         )
-        lit = _StageModule(model, train_set, val_set if has_val else None, hp, weights, fingerprint)
+        context = StageContext(
+            method=method,
+            stage=stage,
+            fold=fold,
+            seed=seed,
+            hp=hp,
+            dataset=full,
+            train_set=train_plain,
+            class_weights=weights,
+            previous=previous,
+        )
+        lit = _build(plugin, context, fingerprint)
+        previous_report = lit.load_previous(previous) if previous else None
+        lit.previous_report = previous_report
+        # Serve only what the stage and the augmentations read (fft, EEG, ... cost time).
+        full = full.with_fields([*lit.input_keys, *(augment.requires if augment else ())])
+        train_set = full.subset(roles["train"], train=True, transform=augment)
+        val_set = full.subset(roles["val"], train=False, transform=None)
+        has_val = len(val_set) > 0
+        if not has_val:
+            log.warning("fold %d: no validation samples; the last epoch's model is used", fold)
+        lit.attach(
+            train_set,
+            val_set if has_val else None,
+            int(hp["batch_size"]),
+            int(hp["num_workers"]),
+            int(hp["epochs"]),
+        )
         ckpt_path, resumed_from_step = _resume_point(ckpt_dir, fingerprint, rank)
         if ckpt_path:
             log.info(
@@ -504,9 +564,40 @@ def run_torch_stage(
             best_step = int(best["global_step"])
         test_set = full.subset(roles["test"], train=False, transform=None)
         device = torch.device("cuda") if cuda else torch.device("cpu")
-        y_score = predict_proba(lit.model, test_set, int(hp["batch_size"]), device)
+        batch_size = int(hp["batch_size"])
+        evaluation: dict[str, Any]
+        if plugin.supervised:
+            y_score = predict_proba(lit, test_set, batch_size, device)
+            evaluation = {"evaluation": "classifier"}
+        else:
+            # The probe reads the training subjects without augmentation.
+            x = {
+                role: embeddings(lit, data, batch_size, device)
+                for role, data in (
+                    ("train", full.subset(roles["train"], train=False, transform=None)),
+                    ("val", val_set),
+                    ("test", test_set),
+                )
+            }
+            y_score, probe_c = linear_probe(
+                x["train"],
+                train_set.labels,
+                x["val"],
+                val_set.labels,
+                x["test"],
+                seed,
+            )
+            evaluation = {
+                "evaluation": "linear_probe",
+                "probe_C": probe_c,
+                "embedding_dim": int(x["train"].shape[1]),
+            }
         y_true = test_set.labels.astype(int)
         y_pred = (y_score >= 0.5).astype(int)
+        with torch.no_grad():
+            extra_metrics, extra_tables = (
+                lit.to(device).eval().test_extras(test_set, batch_size, device)
+            )
 
         predictions = test_set.table[["sample_id", "subject", "label"]].copy()
         predictions.insert(0, "method", method)
@@ -537,7 +628,9 @@ def run_torch_stage(
             "previous": previous,
             "previous_keys": previous_report,
             "seconds": time.perf_counter() - start,
+            **evaluation,
             **_test_metrics(y_true, y_pred, y_score),
+            **extra_metrics,
         }
         saved = {
             "format": MODEL_FORMAT,
@@ -547,28 +640,31 @@ def run_torch_stage(
             "encoder": hp["encoder"],
             "n_nodes": full.n_nodes,
             "params": hp,
-            "input_keys": list(lit.model.input_keys),
+            "supervised": plugin.supervised,
+            "input_keys": list(lit.input_keys),
             "state_dict": lit.model.state_dict(),
         }
         with atomic.atomic_path(out_model) as tmp:
             torch.save(saved, tmp)
         atomic.write_tsv(out_predictions, predictions)
+        for name, table in extra_tables.items():
+            atomic.write_tsv(Path(out_metrics).parent / name, table)
         atomic.write_json(out_metrics, metrics)
         if not hp["keep_checkpoints"]:
             _remove_checkpoints(ckpt_dir)
 
 
-def _encoder_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
-    kwargs = dict(hp)
-    if (
-        hp["encoder"] == "temporal_transformer"
-        and hp.get("tokens") == "roi"
-        and hp.get("in_len") is None
-    ):
-        # ROI tokens hold the whole window, or its spectrum
-        key = hp.get("input_key", "timeseries")
-        kwargs["in_len"] = hp["length"] if key == "timeseries" else hp["length"] // 2 + 1
-    return kwargs
+def _build(plugin: StagePlugin, context: StageContext, fingerprint: str) -> StageModule:
+    """The plugin's stage module, told what the runner knows about the stage."""
+    lit = plugin.build(context)
+    if not isinstance(lit, StageModule):
+        raise TypeError(
+            f"{context.method}/{context.stage}: the plugin built {type(lit).__name__}, "
+            "not a StageModule"
+        )
+    lit.supervised = plugin.supervised
+    lit.fingerprint = fingerprint
+    return lit
 
 
 def _test_metrics(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray) -> dict:
@@ -580,61 +676,6 @@ def _test_metrics(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray) -
     return binary_metrics(y_true, y_pred, y_score)
 
 
-class _StageModule(LitClassifier):
-    """:class:`LitClassifier` that builds its loaders once the rank and world size are known."""
-
-    def __init__(
-        self,
-        model: BrainClassifier,
-        train_set: BrainDataset,
-        val_set: BrainDataset | None,
-        hp: dict[str, Any],
-        class_weights: list[float] | None,
-        fingerprint: str,
-    ) -> None:
-        super().__init__(
-            model,
-            lr=hp["lr"],
-            weight_decay=hp["weight_decay"],
-            optimizer=hp["optimizer"],
-            scheduler=hp["scheduler"],
-            warmup_epochs=hp["warmup_epochs"],
-            min_lr_ratio=hp["min_lr_ratio"],
-            label_smoothing=hp["label_smoothing"],
-            class_weights=class_weights,
-            fingerprint=fingerprint,
-            freeze_encoder=hp["freeze_encoder"],
-        )
-        self.train_set, self.val_set = train_set, val_set
-        self.batch_size, self.num_workers = int(hp["batch_size"]), int(hp["num_workers"])
-        self.epochs = int(hp["epochs"])
-
-    def train_dataloader(self) -> DataLoader:
-        return train_loader(
-            self.train_set,
-            self.batch_size,
-            self.train_set.seed,
-            self.global_rank,
-            self.trainer.world_size,
-            self.num_workers,
-        )
-
-    def val_dataloader(self) -> DataLoader | list:
-        if self.val_set is None:
-            return []
-        return eval_loader(
-            self.val_set,
-            self.batch_size,
-            self.global_rank,
-            self.trainer.world_size,
-            self.num_workers,
-        )
-
-    def total_steps(self) -> int:
-        per_rank = math.ceil(len(self.train_set) / self.trainer.world_size)
-        return self.epochs * math.ceil(per_rank / self.batch_size)
-
-
 def read_model(path: str | Path) -> dict[str, Any]:
     """A ``model.bin`` written by :func:`run_torch_stage` (state dict, params, encoder name)."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -644,10 +685,11 @@ def read_model(path: str | Path) -> dict[str, Any]:
 
 
 def rebuild_model(saved: dict[str, Any]) -> BrainClassifier:
-    """The trained :class:`BrainClassifier` of a :func:`read_model` result."""
-    hp = saved["params"]
-    encoder = build_encoder(saved["encoder"], int(saved["n_nodes"]), **_encoder_kwargs(hp))
-    model = BrainClassifier(encoder, 2, hidden=hp["head_hidden"], dropout=hp["dropout"])
+    """The trained :class:`BrainClassifier` of a :func:`read_model` result (methods without
+    stage plugins)."""
+    if saved["method"] in PLUGIN_MODULES:
+        raise ValueError(f"{saved['method']}: a plugin stage; rebuild it with its own module")
+    model = build_classifier_model(saved["params"], int(saved["n_nodes"]))
     model.load_state_dict(saved["state_dict"])
     return model.eval()
 

@@ -3,7 +3,9 @@
 fMRI: each parcel's signal is white noise plus a weak global factor; in patients the ``planted``
 parcels also share a common factor with loading ``effect`` (their mutual correlation rises by
 about ``effect``). Runs differ in length (NaN padding) and one run has a masked parcel. EEG and SC
-caches cover the same subjects except the ones listed in ``drop_eeg``.
+caches cover the same subjects except the ones listed in ``drop_eeg``. SC is symmetric noise; with
+``sc_effect > 0`` the edges among the planted parcels of patients are stronger by ``sc_effect``
+(a planted structural effect for the SC+FC fusion methods).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def write_synthetic_caches(
     drop_eeg: tuple[int, ...] = (),
     n_folds: int = 3,
     seed: int = 0,
+    sc_effect: float = 0.0,
 ) -> dict[str, str]:
     """Write ``fmri.parquet``, ``eeg.parquet``, ``sc.parquet`` and ``folds.tsv`` to ``outdir``.
 
@@ -62,6 +65,9 @@ def write_synthetic_caches(
         Outer folds of ``folds.tsv``.
     seed : int
         Seed of every draw.
+    sc_effect : float
+        Added to the SC edges among the planted parcels of patients (0: no SC effect). No
+        random draw depends on it, so the other caches do not change with it.
 
     Returns
     -------
@@ -140,6 +146,11 @@ def write_synthetic_caches(
 
     sc = np.abs(rng.standard_normal((n_subjects, n_nodes, n_nodes))).astype(np.float32)
     sc = (sc + sc.transpose(0, 2, 1)) / 2
+    if sc_effect:
+        block = np.ix_(planted, planted)
+        for s, label in enumerate(labels):
+            if label == "patient":
+                sc[s][block] += np.float32(sc_effect)
     sc_table = pd.DataFrame(
         {
             "sample_id": [f"sub-{s}_dwi" for s in subjects],
