@@ -88,6 +88,16 @@ def test_linear_baseline_detects_planted_effect(demo_run):
     assert summary.loc["majority", "balanced_accuracy_mean"] == pytest.approx(0.5)
 
 
+def test_report_recovers_planted_parcels(demo_run):
+    results = demo_run / "results"
+    summary = json.loads((results / "biomarkers" / "logreg_fc" / "summary.json").read_text())
+    parcels = summary["ground_truth"]["fc"]["parcels"]
+    assert parcels["precision"] >= 0.5 > parcels["chance"] * 3
+    page = (results / "reports" / "logreg_fc.html").read_text()
+    assert "precision" in page.lower()
+    assert "href='logreg_fc.html'" in (results / "reports" / "index.html").read_text()
+
+
 def test_planted_fc_difference_in_cache(demo_run):
     from brainfuse.cache import read_cache
 
