@@ -218,3 +218,8 @@ def method_params(
         for entry in per_stage:
             resolved.update(entry.get(stage, {}))
     return resolved
+
+# The self-supervised methods register themselves here (their registry imports no torch either).
+from .ssl.registry import install_into as _install_ssl  # noqa: E402
+
+_install_ssl(TORCH_METHODS, DEFAULT_PARAMS, PLUGIN_MODULES)

@@ -1,0 +1,350 @@
+"""Self-supervised methods (MCSP, BrainMass, BrainMAE, dFC generative): building blocks and a
+short multi-stage run of each method over one fold of synthetic fMRI + EEG caches."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from brainfuse.connectivity import sliding_window_fc as numpy_dfc
+from brainfuse.folds import read_folds, subjects_of
+from brainfuse.training.data import BrainDataset, eval_loader
+from brainfuse.training.ssl import common
+from brainfuse.training.ssl.registry import (
+    SSL_DEFAULT_PARAMS,
+    SSL_METHODS,
+    SSL_STAGES,
+    install,
+)
+from brainfuse.training.ssl.synthetic import write_multimodal_caches
+
+install()  # before the stage modules: they look their methods up in the training registry
+
+from brainfuse.training.registry import TORCH_METHODS, method_params  # noqa: E402
+from brainfuse.training.ssl import brainmae, brainmass, dfc_generative, mcsp  # noqa: E402
+from brainfuse.training.stage import check_params, run_torch_stage  # noqa: E402
+from brainfuse.training.stages import StageContext, plugin_for  # noqa: E402
+
+torch.set_num_threads(1)
+
+NO_EEG = 5  # subject written without EEG
+#: Small networks and short schedules: about 1-6 s per stage on one core.
+TINY: dict[str, dict] = {
+    "mcsp": {
+        "d_model": 32,
+        "n_heads": 2,
+        "n_layers": 1,
+        "dim_feedforward": 64,
+        "proj_hidden": 32,
+        "proj_dim": 16,
+        "length": 100,
+        "eeg_length": 100,
+        "lr": 2e-3,
+        "per_stage": {
+            "pretrain": {"epochs": 2, "batch_size": 8},
+            "finetune": {"epochs": 15},
+            "distill": {"epochs": 4},
+        },
+    },
+    "brainmass": {
+        "n_layers": 1,
+        "dim_feedforward": 64,
+        "proj_hidden": 64,
+        "proj_dim": 32,
+        "length": 100,
+        "few_shot": [2, 4],
+        "few_shot_repeats": 3,
+        "per_stage": {
+            "pretrain": {"epochs": 4, "batch_size": 8},
+            "finetune": {"epochs": 25, "patience": 25},
+        },
+    },
+    "brainmae": {
+        "d_model": 32,
+        "d_embed": 16,
+        "n_heads": 2,
+        "n_layers": 1,
+        "dim_feedforward": 64,
+        "length": 100,
+        "segment": 10,
+        "decoder_dim": 16,
+        "decoder_heads": 2,
+        "encoder_dropout": 0.0,
+        "per_stage": {
+            "pretrain": {"epochs": 3, "batch_size": 8},
+            "finetune": {"epochs": 15, "lr": 3e-3, "patience": 15},
+        },
+    },
+    "dfc_generative": {
+        "d_model": 32,
+        "n_heads": 2,
+        "n_layers": 1,
+        "dim_feedforward": 64,
+        "length": 100,
+        "per_stage": {"pretrain": {"epochs": 4, "batch_size": 8}, "finetune": {"epochs": 15}},
+    },
+}
+TINY["mcsp_fmri_only"] = TINY["mcsp"]
+#: Stages run per method (mcsp_fmri_only's distillation is the code mcsp runs).
+RUN_STAGES = {**SSL_STAGES, "mcsp_fmri_only": ("pretrain", "finetune")}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> dict[str, str]:
+    return write_multimodal_caches(
+        tmp_path_factory.mktemp("ssl_caches"),
+        n_subjects=32,
+        effect=0.6,
+        eeg_effect=0.6,
+        drop_eeg=(NO_EEG,),
+        seed=0,
+    )
+
+
+@pytest.fixture(scope="module")
+def fmri(data) -> BrainDataset:
+    return BrainDataset({"fmri": data["fmri"]}, "patient", length=100)
+
+
+def _batch(dataset: BrainDataset, n: int = 4) -> dict[str, torch.Tensor]:
+    return next(iter(eval_loader(dataset, n)))
+
+
+def _context(method: str, stage: str, dataset: BrainDataset, data: dict, **params) -> StageContext:
+    hp = method_params(method, {**TINY[method], **params}, stage)
+    folds = read_folds(data["folds"])
+    return StageContext(
+        method=method,
+        stage=stage,
+        fold=0,
+        seed=0,
+        hp=hp,
+        dataset=dataset,
+        train_set=dataset.subset(subjects_of(folds, 0, "train")),
+    )
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_registry_and_plugins():
+    for method, spec in SSL_METHODS.items():
+        assert TORCH_METHODS[method] == spec
+        for stage in SSL_STAGES[method]:
+            plugin = plugin_for(method, stage)
+            assert plugin.supervised == (stage != "pretrain")
+            hp = method_params(method, None, stage)
+            check_params(method, hp, plugin.supervised)  # every default is a known key
+    assert SSL_METHODS["mcsp"].modalities == ("fmri", "eeg")
+    assert SSL_METHODS["mcsp_fmri_only"].modalities == ("fmri",)
+    assert SSL_DEFAULT_PARAMS["mcsp"]["alpha"] == 0.8
+    assert SSL_DEFAULT_PARAMS["brainmass"]["momentum"] == 0.996
+    with pytest.raises(ValueError, match="unknown keys"):
+        check_params("brainmae", method_params("brainmae", {"mask_ration": 0.5}, "pretrain"))
+
+
+# --------------------------------------------------------------------------- building blocks
+
+
+def test_masked_pearson_and_pseudo_fc():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 6, 40, generator=gen)
+    keep = torch.rand(2, 40, generator=gen) < 0.7
+    node_mask = torch.ones(2, 6, dtype=torch.bool)
+    node_mask[1, 5] = False
+    r = common.masked_pearson(x, keep, node_mask)
+    for b in range(2):
+        valid = node_mask[b].numpy()
+        expected = np.corrcoef(x[b][:, keep[b]].numpy()[valid])
+        assert np.allclose(r[b].numpy()[np.ix_(valid, valid)], expected, atol=1e-5)
+    assert torch.all(r[1, 5] == 0) and torch.all(r[1, :, 5] == 0)
+    time_mask = torch.zeros(2, 40, dtype=torch.bool)
+    time_mask[0, :30], time_mask[1, :40] = True, True
+    view = common.pseudo_fc(x, time_mask, None, 0.2)
+    assert view.shape == (2, 6, 6)
+    assert torch.allclose(view.diagonal(dim1=1, dim2=2), torch.ones(2, 6))
+    assert not torch.allclose(view, common.masked_pearson(x, time_mask))  # points dropped
+
+
+def test_sliding_window_fc_matches_cache_definition():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 5, 60, generator=gen, dtype=torch.float64)
+    time_mask = torch.ones(2, 60, dtype=torch.bool)
+    time_mask[1, 50:] = False
+    dfc, valid = dfc_generative.sliding_window_fc(x, time_mask, window=20, step=5)
+    expected = numpy_dfc(x[0].numpy().T, 20, 5)
+    assert dfc.shape == (2, dfc_generative.n_windows(60, 20, 5), 10)
+    assert np.allclose(dfc[0].numpy(), expected, atol=1e-6)
+    assert valid[0].all() and valid[1].sum() == dfc_generative.n_windows(50, 20, 5)
+
+
+def test_region_aware_adjacency_has_no_self_loops():
+    attention = brainmae.RegionAwareAttention(d_model=8, d_embed=4)
+    adj = attention.adjacency(torch.randn(7, 4))
+    assert torch.allclose(adj.sum(-1), torch.ones(7))
+    assert torch.all(adj.diagonal() == 0) and torch.all(adj >= 0)
+
+
+def test_brainmae_encoder_ignores_hidden_patches():
+    torch.manual_seed(0)
+    encoder = brainmae.BrainMAEEncoder(6, length=40, segment=10, d_model=16, d_embed=8, n_heads=2)
+    encoder.eval()
+    x, time_mask = torch.randn(1, 6, 40), torch.ones(1, 40, dtype=torch.bool)
+    node_mask = torch.ones(1, 6, dtype=torch.bool)
+    hidden = torch.zeros(1, 6, 4, dtype=torch.bool)
+    hidden[0, 2, 1] = hidden[0, 4, 3] = True
+    changed = x.clone()
+    changed[0, 2, 10:20] += 5.0  # the content of a hidden patch
+    a, visible = encoder.tokens(x, time_mask, node_mask, hidden)
+    b, _ = encoder.tokens(changed, time_mask, node_mask, hidden)
+    assert torch.allclose(a[visible], b[visible], atol=1e-6)
+    c, _ = encoder.tokens(changed, time_mask, node_mask)
+    assert not torch.allclose(a[visible], c[visible])
+
+
+def test_brainmass_mask_rois_hides_rows_and_columns():
+    torch.manual_seed(0)
+    fc = torch.rand(2, 8, 8)
+    node_mask = torch.ones(2, 8, dtype=torch.bool)
+    node_mask[1, 7] = False
+    token = torch.full((8,), 9.0)
+    out, masked = brainmass.mask_rois(fc, node_mask, 0.25, token)
+    assert masked.sum(-1).tolist() == [2, 2]
+    assert not masked[1, 7]
+    for b in range(2):
+        hidden = masked[b]
+        assert torch.all(out[b][hidden] == 9.0)
+        assert torch.all(out[b][~hidden][:, hidden] == 0)
+        assert torch.equal(out[b][~hidden][:, ~hidden], fc[b][~hidden][:, ~hidden])
+
+
+def test_mcsp_uses_fmri_alone_without_eeg(data):
+    both = BrainDataset(
+        {"fmri": data["fmri"], "eeg": data["eeg"]}, "patient", length=100, eeg_length=100
+    )
+    module = mcsp.MCSPFinetune(_context("mcsp", "finetune", both, data)).eval()
+    batch = _batch(both.with_fields(module.input_keys))
+    without = dict(batch)
+    without["envelope_mask"] = torch.zeros_like(batch["envelope_mask"])
+    fmri_only = {k: v for k, v in batch.items() if k not in mcsp.EEG_KEYS}
+    with torch.no_grad():
+        fused = module.fused_embedding(batch)
+        lacking = module.fused_embedding(without)
+        alone = module.fused_embedding(fmri_only)
+        fmri_part = module.network.domain_embeddings(mcsp.domain_inputs(batch, "fmri"))
+    assert torch.allclose(lacking, alone)
+    assert torch.allclose(alone, torch.cat([fmri_part[k] for k in mcsp.DOMAINS], -1))
+    assert not torch.allclose(fused, alone)
+    assert module.logits(batch).shape == (4, 2)
+
+
+def test_relative_log_amplitude():
+    # log10 power: +2 (x100 power, x10 amplitude) on parcel 0; parcel 3 is masked.
+    power = torch.tensor([[2.0, 0.0, 0.0, -30.0]])
+    node_mask = torch.tensor([[True, True, True, False]])
+    out = mcsp.relative_log_amplitude(power, node_mask)
+    assert out[0, 3] == 0 and out[0, :3].sum().abs() < 1e-6
+    assert (out[0, 0] - out[0, 1]).item() == pytest.approx(np.log(10.0), rel=1e-6)
+
+
+def test_mcsp_rejects_unknown_band(data):
+    both = BrainDataset({"fmri": data["fmri"], "eeg": data["eeg"]}, "patient")
+    with pytest.raises(ValueError, match="eeg_band"):
+        mcsp.MCSPPretrain(_context("mcsp", "pretrain", both, data, eeg_band="gamma"))
+
+
+def test_pretrain_on_all_unlabelled_widens_training_set(data, fmri):
+    folds = read_folds(data["folds"])
+    train = fmri.subset(subjects_of(folds, 0, "train"), train=True)
+    val = fmri.subset(subjects_of(folds, 0, "val"))
+    for everyone, expected in ((False, len(train)), (True, len(fmri) - len(val))):
+        ctx = _context("brainmae", "pretrain", fmri, data, pretrain_on_all_unlabelled=everyone)
+        module = brainmae.BrainMAEPretrain(ctx)
+        module.supervised = False
+        module.attach(train, val, 8, 0, 1)
+        assert len(module.train_set) == expected
+        assert module.train_set.train
+        assert not set(module.train_set.table["subject"]) & set(val.table["subject"])
+
+
+def test_stage_losses_are_finite_and_differentiable(data, fmri):
+    for method, cls in (
+        ("brainmass", brainmass.BrainMassPretrain),
+        ("brainmae", brainmae.BrainMAEPretrain),
+        ("dfc_generative", dfc_generative.DFCPretrain),
+        ("mcsp_fmri_only", mcsp.MCSPPretrain),
+    ):
+        module = cls(_context(method, "pretrain", fmri, data))
+        terms = module.losses(_batch(fmri.with_fields(module.input_keys)))
+        assert torch.isfinite(terms["loss"]) and terms["loss"].requires_grad, method
+        terms["loss"].backward()
+
+
+def test_frozen_embedding_metrics_on_separable_embeddings():
+    rng = np.random.default_rng(0)
+    y_train, y_test = np.repeat([0, 1], 10), np.repeat([0, 1], 5)
+    x_train = rng.standard_normal((20, 4)) + 3 * y_train[:, None]
+    x_test = rng.standard_normal((10, 4)) + 3 * y_test[:, None]
+    out = common.frozen_embedding_metrics(x_train, y_train, x_test, y_test, (2, 20), 4)
+    assert out["svm"]["auc"] == 1.0 and out["logreg"]["auc"] == 1.0
+    assert out["few_shot"]["logreg"]["k=2"]["draws"] == 4
+    assert "k=20" not in out["few_shot"]["svm"]  # more than the classes hold
+
+
+# --------------------------------------------------------------------------- multi-stage runs
+
+
+def _run(method: str, data: dict[str, str], out: Path) -> dict[str, dict]:
+    modalities = TORCH_METHODS[method].modalities
+    previous, metrics = None, {}
+    for stage in RUN_STAGES[method]:
+        stage_dir = out / stage
+        run_torch_stage(
+            method,
+            stage,
+            0,
+            {"num_threads": 1, **TINY[method]},
+            {m: data[m] for m in modalities},
+            data["folds"],
+            previous,
+            "patient",
+            0,
+            str(stage_dir / "model.bin"),
+            str(stage_dir / "metrics.json"),
+            str(stage_dir / "predictions.tsv"),
+            str(out / "checkpoints" / stage),
+        )
+        metrics[stage] = json.loads((stage_dir / "metrics.json").read_text())
+        predictions = pd.read_csv(stage_dir / "predictions.tsv", sep="\t")
+        assert len(predictions) == metrics[stage]["n_test"] > 0
+        assert predictions["y_score"].between(0, 1).all()
+        previous = str(stage_dir / "model.bin")
+    return metrics
+
+
+@pytest.mark.parametrize("method", sorted(SSL_METHODS))
+def test_method_stages_run_and_finetuned_model_beats_chance(method, data, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="brainfuse")
+    metrics = _run(method, data, tmp_path)
+    pretrain = metrics["pretrain"]
+    assert pretrain["evaluation"] == "linear_probe" and np.isfinite(pretrain["auc"])
+    assert pretrain["n_pretrain"] == pretrain["n_train"]
+    assert metrics["finetune"]["evaluation"] == "classifier"
+    assert metrics["finetune"]["previous_keys"]["missing"] == []  # the encoder was loaded
+    assert metrics["finetune"]["auc"] > 0.5
+    if method == "mcsp":
+        assert metrics["pretrain"]["missing_modalities"] == {"eeg": [f"{NO_EEG:02d}"]}
+    if method == "mcsp":
+        distill = metrics["distill"]
+        assert set(distill["distillation_auc"]) == {*mcsp.DOMAINS, "teacher"}
+        assert distill["distillation_auc"]["teacher"] == pytest.approx(metrics["finetune"]["auc"])
+    if method == "brainmass":
+        frozen = pretrain["frozen_embeddings"]
+        assert {"svm", "logreg", "few_shot"} <= set(frozen)
+        assert frozen["few_shot"]["svm"]["k=4"]["draws"] == 3
