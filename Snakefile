@@ -37,3 +37,5 @@ rule all:
         f"{R}/reports/index.html",
         f"{R}/eval/summary.tsv",
         f"{R}/dataset_description.json",
+        # per-sample derivatives are deliverables too: a deleted one is remade with what depends on it
+        [expand_samples(m, p) for m, p in PER_SAMPLE_OUTPUTS.items() if m in AVAILABLE],

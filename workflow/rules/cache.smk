@@ -1,4 +1,5 @@
 # Dataset-level Parquet caches (one row per included sample), the QC table and the CV folds.
+PER_SAMPLE_OUTPUTS = {"fmri": FMRI_TS, "eeg": EEG_FEATURES, "sc": SC_RELMAT}
 
 
 rule fmri_cache:
