@@ -193,7 +193,7 @@ def test_deleting_one_output_reruns_only_its_dependents(demo_run):
     result = snakemake(demo_run, "-n", "--cores", "2", "--quiet", "rules")
     out = result.stdout + result.stderr
     counts = dict(
-        line.split()[:2][::-1]
+        line.split()[:2]
         for line in out.splitlines()
         if len(line.split()) == 2 and line.split()[1].isdigit()
     )
