@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from ..stages import StageContext, StagePlugin, register_stage
-from .common import SSLStage
+from .common import HeadFinetune, SSLStage
 from .losses import masked_mse
 
 __all__ = [
@@ -285,7 +285,7 @@ class BrainMAEPretrain(SSLStage):
         return {"loss": mse, "masked_mse": mse.detach()}
 
 
-class BrainMAEFinetune(SSLStage):
+class BrainMAEFinetune(HeadFinetune, SSLStage):
     """BrainMAE's fine-tuning stage: encoder + linear head, cross-entropy."""
 
     input_keys = ("timeseries", "time_mask", "node_mask")
@@ -298,12 +298,6 @@ class BrainMAEFinetune(SSLStage):
 
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model.encoder(batch["timeseries"], batch["time_mask"], batch["node_mask"])
-
-    def logits(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.model.head(self.embed(batch))
-
-    def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"loss": self.cross_entropy(self.logits(batch), batch["y"])}
 
 
 register_stage(

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..stages import StageContext, StagePlugin, register_stage
-from .common import MLP, SSLStage, pseudo_fc
+from .common import MLP, HeadFinetune, SSLStage, pseudo_fc
 from .losses import ema_update, info_nce, masked_mse, symmetric_byol_loss
 
 __all__ = ["BrainMassEncoder", "BrainMassFinetune", "BrainMassNetwork", "BrainMassPretrain"]
@@ -249,7 +249,7 @@ class BrainMassPretrain(SSLStage):
         ema_update(net.target_projector, net.projector, m)
 
 
-class BrainMassFinetune(SSLStage):
+class BrainMassFinetune(HeadFinetune, SSLStage):
     """BrainMass's fine-tuning stage: pre-trained encoder + MLP head, cross-entropy on FC."""
 
     input_keys = ("fc", "node_mask")
@@ -262,12 +262,6 @@ class BrainMassFinetune(SSLStage):
 
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model.encoder(batch["fc"], batch["node_mask"])
-
-    def logits(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.model.head(self.embed(batch))
-
-    def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"loss": self.cross_entropy(self.logits(batch), batch["y"])}
 
 
 register_stage(

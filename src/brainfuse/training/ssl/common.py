@@ -360,6 +360,16 @@ def load_matching(
     return report
 
 
+class HeadFinetune:
+    """Fine-tuning mixin: a linear/MLP ``model.head`` on the stage's ``embed``, cross-entropy."""
+
+    def logits(self, batch: dict[str, Tensor]) -> Tensor:
+        return self.model.head(self.embed(batch))
+
+    def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {"loss": self.cross_entropy(self.logits(batch), batch["y"])}
+
+
 class SSLStage(StageModule):
     """Base of the stage modules of the self-supervised methods.
 

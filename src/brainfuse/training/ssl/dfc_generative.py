@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from ..encoders import sinusoidal_positions
 from ..stages import StageContext, StagePlugin, register_stage
-from .common import MLP, SSLStage
+from .common import MLP, HeadFinetune, SSLStage
 from .losses import masked_mse
 
 __all__ = [
@@ -220,7 +220,7 @@ class DFCPretrain(_DFCStage):
         return {"loss": loss, "window_mse": window_mse.detach(), "edge_mse": edge_mse.detach()}
 
 
-class DFCFinetune(_DFCStage):
+class DFCFinetune(HeadFinetune, _DFCStage):
     """Encoder + MLP head on the sliding-window FC, cross-entropy."""
 
     load_prefixes = ("encoder.",)
@@ -231,12 +231,6 @@ class DFCFinetune(_DFCStage):
         self.model.encoder.mask_token.requires_grad_(False)
         if self.hp["freeze_encoder"]:
             self.model.encoder.requires_grad_(False)
-
-    def logits(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.model.head(self.embed(batch))
-
-    def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {"loss": self.cross_entropy(self.logits(batch), batch["y"])}
 
 
 register_stage(
