@@ -163,7 +163,11 @@ def test_ground_truth(dataset, atlas):
     networks = {atlas.networks[atlas.labels.index(p)] for p in fmri["parcels"]}
     assert 2 <= len(networks) <= 3
     assert truth["eeg"]["band_hz"] == [8, 13] and len(truth["eeg"]["parcels"]) == 6
-    assert len(truth["sc"]["edges"]) == 10
+    sc = truth["sc"]
+    assert len(sc["parcels"]) == 6 and set(sc["parcels"]) <= set(atlas.labels)
+    # every planted edge touches a planted parcel, and each planted parcel has many edges
+    assert all(set(edge) & set(sc["parcels"]) for edge in sc["edges"])
+    assert len(sc["edges"]) > 6 * 10
     assert truth["label_column"] == "group" and truth["groups"] == ["control", "patient"]
 
 

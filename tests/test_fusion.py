@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from brainfuse.training import registry
 from brainfuse.training.data import BrainDataset, eval_loader
+from brainfuse.training.encoders import NODE_NORMS
 from brainfuse.training.m3d_bfs import (
     M3DBFS,
     NoisyTopKGate,
@@ -136,6 +137,26 @@ def test_clip_loss_is_lower_for_matched_pairs():
 # --------------------------------------------------------------------------- M3D-BFS network
 
 
+@pytest.mark.parametrize("norm", sorted(NODE_NORMS))
+def test_node_norm_keeps_node_strength_unless_layer(norm):
+    """A node whose state is half as strong (a disconnected parcel) stays distinguishable
+    after every normalisation but LayerNorm, which rescales each node to unit variance."""
+    torch.manual_seed(0)
+    module = NODE_NORMS[norm](8).eval()
+    x = torch.randn(3, 5, 8)
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[0, 4] = False
+    weaker = x.clone()
+    weaker[:, 0] *= 0.5
+    if norm == "batch":  # statistics of the batch being normalised
+        module.train()
+    with torch.no_grad():
+        a, b = module(x, mask), module(weaker, mask)
+    same = torch.allclose(a[:, 0], b[:, 0], atol=1e-4)
+    assert same == (norm == "layer")
+    assert torch.isfinite(a).all() and a.shape == x.shape
+
+
 def test_m3d_forward_shapes_and_gradients(batch):
     torch.manual_seed(0)
     model = M3DBFS(N, hidden=16, n_layers=2, fusion_dim=16, n_fusion_layers=2, n_experts=3,
@@ -169,7 +190,7 @@ def test_copied_experts_reproduce_the_single_expert_model(batch, tmp_path):
     # In training the noisy gates spread tokens over the identical experts: same output.
     many.train()
     for module in many.modules():
-        if isinstance(module, nn.Dropout):
+        if isinstance(module, (nn.Dropout, nn.BatchNorm1d)):
             module.eval()
     with torch.no_grad():
         c = many(batch["sc"], batch["fc"], batch["node_mask"])

@@ -22,6 +22,7 @@ out.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -37,16 +38,25 @@ ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "workflow" / "profiles" / "slurm" / "config.yaml"
 GPU_KEYS = ("gpu", "gpu_model", "gres")
 N_SUBJECTS, N_FOLDS = 8, 2  # the smallest demo the schema allows
-METHODS = {"majority": {"stages": ["fit"]}, "logreg_fc": {"stages": ["fit"]}}
-RUN_TIMEOUT = 480  # seconds for the SLURM run (then SIGINT, and SIGKILL 30 s later)
+# Two baselines (CPU jobs) and one torch method (GPU jobs). With 3 training subjects per fold,
+# batches of 1 and 40 epochs make 120 steps, a checkpoint after each (a few seconds of
+# training): the job to kill is found while it trains.
+TORCH_PARAMS = {"epochs": 40, "batch_size": 1, "patience": 40, "checkpoint_every_n_steps": 1}
+METHODS = {
+    "majority": {"stages": ["fit"]},
+    "logreg_fc": {"stages": ["fit"]},
+    "gcn_fc": {"stages": ["train"], "params": TORCH_PARAMS},
+}
+KILLED = ("gcn_fc", 0, "train")  # the training job killed mid-run: method, fold, stage
+RUN_TIMEOUT = 600  # seconds for the SLURM run (then SIGINT, and SIGKILL 30 s later)
 # per-sample group -> outputs counting its samples (under results/)
 GROUP_OUTPUTS = {"fmri": "sub-*/func/*_stat-mean_timeseries.tsv"}
 TARGET = "results/eval/summary.tsv"
 
 
-def snakemake(workdir: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
+def snakemake_command(workdir: Path, *args: str, timeout: float) -> list[str]:
     """snakemake under ``timeout -s INT``: with the SLURM executor it ignores SIGTERM."""
-    cmd = [
+    return [
         "timeout", "-s", "INT", "-k", "30", str(int(timeout)),
         sys.executable, "-m", "snakemake",
         "--snakefile", str(ROOT / "Snakefile"),
@@ -54,10 +64,22 @@ def snakemake(workdir: Path, *args: str, timeout: float) -> subprocess.Completed
         "--configfile", str(workdir / "config.yaml"),
         *args,
     ]  # fmt: skip
+
+
+def snakemake_env() -> dict[str, str]:
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     env.pop("SLURM_CONF", None)
+    return env
+
+
+def snakemake(workdir: Path, *args: str, timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout + 60, env=env, cwd=workdir
+        snakemake_command(workdir, *args, timeout=timeout),
+        capture_output=True,
+        text=True,
+        timeout=timeout + 60,
+        env=snakemake_env(),
+        cwd=workdir,
     )
 
 
@@ -82,9 +104,9 @@ def local_profile(profile: dict, cpu: str, gpu: str) -> dict:
       300 s, more than 3 x the first check after 10 s; the plugin then waits 20 s, 30 s, ...
       between checks until a job ends), no account (nothing to validate it against)
     - the local partition names, and GPU jobs ask for the plain fake GPU (no model)
-    - sized for two shared cores: at most 4 jobs at a time (the four training jobs run together;
-      most of a short job's time is Snakemake starting and the plugin waiting to poll), fMRI
-      groups of 5 runs (two group jobs side by side), no retries
+    - sized for two shared cores: at most 4 jobs at a time (most of a short job's time is
+      Snakemake starting and the plugin waiting to poll), fMRI groups of 5 runs (two group jobs
+      side by side); the profile's ``retries`` stay, the killed training job needs them
     - SLURM logs kept for the failure message
     """
     profile = dict(profile)
@@ -92,7 +114,6 @@ def local_profile(profile: dict, cpu: str, gpu: str) -> dict:
     profile.update(
         {
             "jobs": 4,
-            "retries": 0,
             "latency-wait": 10,
             "slurm-status-command": "squeue",
             "slurm-init-seconds-before-status-checks": 10,
@@ -121,7 +142,8 @@ def local_profile(profile: dict, cpu: str, gpu: str) -> dict:
 
 
 def test_profile_dry_run(tmp_path, atlas_data_dir):
-    """Every profile key is accepted; per-sample rules are grouped, training asks for a GPU."""
+    """Every profile key is accepted; per-sample rules are grouped, torch training stages ask
+    for a GPU, baselines and per-sample jobs do not."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
     workdir = tmp_path / "dry"
     write_config(workdir, reduced_config(atlas_data_dir, demo_subjects=12))
@@ -132,9 +154,13 @@ def test_profile_dry_run(tmp_path, atlas_data_dir):
         assert f"Group job {group} " in out, f"no group job {group}"
     blocks = out.split("rule ")
     train = [b for b in blocks if b.startswith("train_stage:")]
-    assert train and all("slurm_partition=gpu" in b and "gpu=1" in b for b in train)
-    per_sample = [b for b in blocks if b.split(":")[0] in ("fmri_run", "eeg_run", "sc_run")]
-    assert per_sample and all("slurm_partition=cpu" in b and "gpu=" not in b for b in per_sample)
+    assert len(train) == N_FOLDS  # gcn_fc: one stage per fold
+    assert all("slurm_partition=gpu" in b and "gpu=1" in b for b in train)
+    cpu_rules = ("fmri_run", "eeg_run", "sc_run", "fit_baseline")
+    cpu_jobs = [b for b in blocks if b.split(":")[0] in cpu_rules]
+    baselines = [b for b in cpu_jobs if b.startswith("fit_baseline:")]
+    assert len(baselines) == (len(METHODS) - 1) * N_FOLDS
+    assert all("slurm_partition=cpu" in b and "gpu=" not in b for b in cpu_jobs)
 
 
 @pytest.fixture(scope="module")
@@ -168,10 +194,122 @@ def demo_dataset(tmp_path: Path, atlas_data_dir: str | None) -> Path:
     return workdir / "results" / "demo_bids"
 
 
+def stage_dir(workdir: Path, method: str, fold: int, stage: str) -> Path:
+    return workdir / "results" / "models" / method / f"fold-{fold}" / stage
+
+
+def checkpoint(workdir: Path, method: str, fold: int, stage: str) -> Path:
+    return workdir / "results" / "checkpoints" / method / f"fold-{fold}" / stage / "last.ckpt"
+
+
+def checkpoint_step(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
+def assert_same_as_uninterrupted(
+    workdir: Path, config: dict, method: str, fold: int, stage: str, out: Path
+) -> dict:
+    """The stage's outputs in ``workdir`` equal those of the same stage trained in one go outside
+    Snakemake (same caches, folds, parameters and thread count): identical predictions.tsv and
+    model weights. Returns the workflow's metrics.json."""
+    import torch
+
+    from brainfuse.methods import METHODS as REGISTRY
+    from brainfuse.train import run_stage
+
+    done = stage_dir(workdir, method, fold, stage)
+    saved = torch.load(done / "model.bin", map_location="cpu", weights_only=True)
+    run_stage(
+        method=method,
+        stage=stage,
+        fold=fold,
+        cache_paths={
+            m: str(workdir / "results" / "cache" / f"{m}.parquet")
+            for m in REGISTRY[method].modalities
+        },
+        folds_path=str(workdir / "results" / "folds" / "folds.tsv"),
+        positive=config["label"]["positive"],
+        seed=config["seed"],
+        out_model=str(out / "model.bin"),
+        out_metrics=str(out / "metrics.json"),
+        out_predictions=str(out / "predictions.tsv"),
+        # the job's thread count (the rule's threads), as the job recorded it
+        params={
+            **config["methods"][method].get("params", {}),
+            "num_threads": saved["params"]["num_threads"],
+        },
+        checkpoint_dir=str(out / "checkpoints"),
+    )
+    reference = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((done / "metrics.json").read_text())
+    assert reference["resumed_from_step"] == 0
+    assert (done / "predictions.tsv").read_text() == (out / "predictions.tsv").read_text()
+    weights = saved["state_dict"]
+    uninterrupted = torch.load(out / "model.bin", map_location="cpu", weights_only=True)
+    assert weights.keys() == uninterrupted["state_dict"].keys()
+    for key, tensor in weights.items():
+        assert torch.equal(tensor, uninterrupted["state_dict"][key]), key
+    for key in ("steps", "epochs", "best_step", "best_val", "auc"):
+        assert metrics[key] == reference[key], key
+    return metrics
+
+
+def running_job(comment: str) -> str | None:
+    """The id of the running SLURM job whose comment (rule and wildcards) is ``comment``."""
+    result = subprocess.run(
+        ["squeue", "--noheader", "--format=%i %T %k"], capture_output=True, text=True, timeout=30
+    )
+    for line in result.stdout.splitlines():
+        job_id, state, job_comment = [*line.split(maxsplit=2), ""][:3]
+        if job_comment.strip() == comment and state == "RUNNING":
+            return job_id
+    return None
+
+
+def kill_like_a_time_limit(job_id: str, stage_log: Path, timeout: float = 60) -> str:
+    """What SLURM does to a training job near its time limit with the profile's
+    ``--signal=TERM@120``: SIGTERM to the processes of the job's steps (the training script
+    saves a checkpoint and exits), then, at the limit, the kill (``scancel``: SIGTERM to every
+    process including the batch shell and ``srun``, SIGKILL ``KillWait`` later). Returns the
+    stage log's lines about SIGTERM, read before the resubmitted job rewrites the log."""
+
+    def alive() -> bool:
+        result = subprocess.run(
+            ["squeue", "--noheader", "--jobs", job_id, "--states=RUNNING,COMPLETING"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return bool(result.stdout.strip())
+
+    def sigterm_lines() -> str:
+        lines = stage_log.read_text(errors="replace").splitlines()
+        return "\n".join(line for line in lines if "SIGTERM" in line)
+
+    # Job steps only, as sbatch --signal without `B:` does. Signalling the batch step too
+    # (`--full`) reaches `srun`, which then kills the step before the script can save.
+    subprocess.run(["scancel", "--signal=TERM", job_id], check=True, timeout=30)
+    deadline = time.monotonic() + 30
+    # "interrupted by SIGTERM" is the script's last word, after the checkpoint (if any)
+    while alive() and "interrupted by" not in sigterm_lines() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    subprocess.run(["scancel", job_id], check=True, timeout=30)
+    deadline = time.monotonic() + timeout
+    while alive():
+        assert time.monotonic() < deadline, f"SLURM job {job_id} outlived scancel"
+        time.sleep(0.2)
+    return sigterm_lines()
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
-@pytest.mark.timeout(RUN_TIMEOUT + 180)
+@pytest.mark.timeout(RUN_TIMEOUT + 240)
 def test_workflow_on_slurm(local_slurm: LocalSlurm, tmp_path, atlas_data_dir):
+    """The workflow on SLURM: jobs in the right partitions with the right GPU requests, fMRI
+    runs in group jobs, and a training job killed as at a time limit is resubmitted by Snakemake
+    and resumes from its checkpoint to the result of an uninterrupted run."""
     bids = demo_dataset(tmp_path, atlas_data_dir)
     workdir = tmp_path / "work"
     config = reduced_config(
@@ -187,38 +325,93 @@ def test_workflow_on_slurm(local_slurm: LocalSlurm, tmp_path, atlas_data_dir):
     profile_dir.mkdir()
     (profile_dir / "config.yaml").write_text(yaml.safe_dump(profile))
 
+    method, fold, stage = KILLED
+    comment = f"rule_train_stage_wildcards_{method}_{fold}_{stage}"
+    last = checkpoint(workdir, method, fold, stage)
+    outputs = stage_dir(workdir, method, fold, stage)
+    stage_log = workdir / "results" / "logs" / "train" / f"{method}_fold-{fold}_{stage}.log"
+    killed: dict = {}
+    out_path = tmp_path / "snakemake.out"
     start = time.monotonic()
-    result = snakemake(workdir, "--profile", str(profile_dir), TARGET, timeout=RUN_TIMEOUT)
-    print(f"snakemake on SLURM: {time.monotonic() - start:.0f} s")
+    with open(out_path, "w") as out:
+        proc = subprocess.Popen(
+            snakemake_command(workdir, "--profile", str(profile_dir), TARGET, timeout=RUN_TIMEOUT),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=snakemake_env(),
+            cwd=workdir,
+        )
+        try:
+            # Kill the training job once it has checkpointed; then let Snakemake carry on.
+            while proc.poll() is None:
+                if not killed and last.exists():
+                    job_id = running_job(comment)
+                    assert job_id, f"no running SLURM job {comment} while {last} exists"
+                    killed["sigterm_log"] = kill_like_a_time_limit(job_id, stage_log)
+                    killed["job"] = next(j for j in local_slurm.jobs() if j["JobId"] == job_id)
+                    killed["step"] = checkpoint_step(last)
+                    killed["done"] = (outputs / "metrics.json").exists()
+                time.sleep(0.05)
+        finally:
+            if proc.poll() is None:
+                proc.kill()  # `timeout` has already had its chance
+            proc.wait(timeout=60)
+    print(f"snakemake on SLURM: {time.monotonic() - start:.0f} s; killed: {killed}")
+    output = out_path.read_text()
     jobs = local_slurm.jobs()
 
     def context() -> str:
         slurm_logs = sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
         tails = [f"--- {p}\n{p.read_text(errors='replace')[-1500:]}" for p in slurm_logs[-3:]]
-        return "\n".join(
-            [result.stdout[-3000:], result.stderr[-5000:], *tails, local_slurm.log_tail(1500)]
-        )
+        return "\n".join([output[-8000:], *tails, local_slurm.log_tail(1500)])
 
-    assert result.returncode == 0, context()
+    assert proc.returncode == 0, context()
     assert (workdir / TARGET).exists(), context()
+
+    # The kill landed mid-training, in the GPU job: a checkpoint, no outputs yet.
+    assert killed, f"{last} never appeared"
+    assert killed["step"] > 0 and not killed["done"], killed
+    # The training script itself got the SIGTERM and stopped on it (saving a checkpoint, unless
+    # the signal came during validation).
+    assert "interrupted by SIGTERM" in killed["sigterm_log"], killed
+    assert killed["job"]["Partition"] == gpu, killed["job"]
+    assert "gpu:1" in killed["job"].get("TresPerJob", "") + killed["job"].get("TresPerNode", "")
 
     # Every SLURM job of this run, as slurmctld recorded it (it keeps them for MinJobAge).
     assert jobs, "slurmctld knows no jobs"
     by_rule: dict[str, list[dict]] = {}
     for job in jobs:
+        if job["JobId"] == killed["job"]["JobId"]:
+            assert job["JobState"] in ("CANCELLED", "FAILED"), job
+            continue
         assert job["JobState"] == "COMPLETED", job
         rule = job.get("Comment", "").removeprefix("rule_").split("_wildcards_")[0]
         by_rule.setdefault(rule, []).append(job)
 
+    # Torch training stages asked for a GPU in the GPU partition, one job per fold, and the
+    # killed one was submitted again (the profile's `retries`).
+    torch_methods = [m for m, spec in METHODS.items() if spec.get("params")]
     train = by_rule.pop("train_stage", [])
-    assert len(train) == len(METHODS) * N_FOLDS, sorted(by_rule)  # one job per method and fold
+    assert len(train) == len(torch_methods) * N_FOLDS, sorted(by_rule)
+    assert sum(job["Comment"] == comment for job in train) == 1
     for job in train:
         assert job["Partition"] == gpu, job
         assert "gpu:1" in job.get("TresPerJob", "") + job.get("TresPerNode", ""), job
+    # Baselines and everything else: CPU partition, no GPU.
+    baselines = by_rule.get("fit_baseline", [])
+    assert len(baselines) == (len(METHODS) - len(torch_methods)) * N_FOLDS, sorted(by_rule)
     for rule, rule_jobs in by_rule.items():
         for job in rule_jobs:
             assert job["Partition"] == cpu, (rule, job)
             assert "gpu" not in job.get("TresPerJob", "") + job.get("TresPerNode", ""), job
+
+    # The resubmitted job resumed from the checkpoint the killed one left, and ended where an
+    # uninterrupted run ends.
+    metrics = assert_same_as_uninterrupted(
+        workdir, config, method, fold, stage, tmp_path / "reference"
+    )
+    assert metrics["resumed_from_step"] == killed["step"], (metrics, killed)
+    assert metrics["steps"] > killed["step"]
 
     # fMRI runs go in group jobs of up to `group-components` runs each; a group job's comment
     # names the group and its rules: rule_fmri_fmri_run.

@@ -328,6 +328,12 @@ def _run(method: str, data: dict[str, str], out: Path) -> dict[str, dict]:
     return metrics
 
 
+def _fmri_only_counts(data: dict[str, str]) -> dict[str, int]:
+    fmri = BrainDataset({"fmri": data["fmri"]}, "patient")
+    folds = read_folds(data["folds"])
+    return {r: len(fmri.subset(subjects_of(folds, 0, r))) for r in ("train", "val", "test")}
+
+
 @pytest.mark.parametrize("method", sorted(SSL_METHODS))
 def test_method_stages_run_and_finetuned_model_beats_chance(method, data, tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="brainfuse")
@@ -339,7 +345,9 @@ def test_method_stages_run_and_finetuned_model_beats_chance(method, data, tmp_pa
     assert metrics["finetune"]["previous_keys"]["missing"] == []  # the encoder was loaded
     assert metrics["finetune"]["auc"] > 0.5
     if method == "mcsp":
+        # the subject without EEG is kept (fMRI alone), not left out
         assert metrics["pretrain"]["missing_modalities"] == {"eeg": [f"{NO_EEG:02d}"]}
+        assert metrics["pretrain"]["n_train"] == _fmri_only_counts(data)["train"]
     if method == "mcsp":
         distill = metrics["distill"]
         assert set(distill["distillation_auc"]) == {*mcsp.DOMAINS, "teacher"}

@@ -155,6 +155,27 @@ def test_modalities_join_reports_missing_eeg(data, caplog):
     assert int(joint[int(first)]["envelope_mask"].sum()) == 55
 
 
+def test_optional_eeg_keeps_subjects_without_it(data, caplog):
+    with caplog.at_level(logging.WARNING, logger="brainfuse"):
+        joint = BrainDataset(
+            data, "patient", modalities=("fmri", "eeg"), eeg_length=32, optional=("eeg",)
+        )
+    assert joint.missing == {"eeg": [NO_EEG]} and "served without eeg" in caplog.text
+    fmri_only = BrainDataset(data, "patient", modalities=("fmri",))
+    assert len(joint) == len(fmri_only)  # nobody left out
+    (lacking,) = np.flatnonzero(joint.table["subject"].to_numpy() == NO_EEG)
+    absent, present = joint[int(lacking)], joint[int(lacking) - 1]
+    assert joint.table["row_eeg"].iloc[lacking] == -1
+    assert not absent["envelope_mask"].any() and not absent["envelopes"].any()
+    assert absent["envelopes"].shape == present["envelopes"].shape == (2, 16, 32)
+    assert absent["aec"].shape == (2, 16, 16) and not absent["aec"].any()
+    assert present["envelope_mask"].any()
+    # the fMRI of that subject is served as without EEG
+    assert torch.equal(absent["fc"], fmri_only[int(lacking)]["fc"])
+    with pytest.raises(ValueError, match="only a non-anchor EEG"):
+        BrainDataset(data, "patient", modalities=("fmri", "eeg"), optional=("fmri",))
+
+
 def test_fold_subsets_are_disjoint(data, fmri):
     folds = read_folds(data["folds"])
     parts = {r: fmri.subset(subjects_of(folds, 0, r)) for r in ("train", "val", "test")}

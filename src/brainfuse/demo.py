@@ -28,7 +28,8 @@ Generative models, in brief (details in the functions that implement them):
   and network-correlated, projected to 32 10-20 electrodes by an MNE three-shell sphere-model
   forward solution; patients have more alpha in 6 parietal parcels.
 * **SC** - distance-dependent, sparse, log-normally weighted streamline matrices with strong
-  homotopic edges; 10 planted edges are scaled in patients.
+  homotopic edges; in patients every edge of 6 planted parcels is weaker (a disconnection of
+  those parcels, spread over ~150 tracts, as white-matter lesions or hub damage would give).
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ _EEG_CHANNELS_EXTRA: tuple[str, ...] = tuple(
 # Planted-effect sizes (ground truth).
 FMRI_DELTA_R = 0.35
 EEG_ALPHA_RATIO = 1.8
-SC_SCALE = 0.4
+SC_SCALE = 0.5
+SC_PLANTED_PARCELS = 6
 
 # Site effects: scanner/amplifier differences that a harmonisation step should absorb.
 _SITE_FMRI = {
@@ -264,6 +266,7 @@ def make_demo_dataset(
             "site_effects": _SITE_EEG,
         },
         "sc": {
+            "parcels": sc_info["parcels"],
             "edges": sc_info["edges"],
             "scale": SC_SCALE,
             "density": sc_info["density"],
@@ -1391,20 +1394,22 @@ def sc_template(
     return present, mu
 
 
-def _choose_sc_edges(present: np.ndarray, mu: np.ndarray, rng: np.random.Generator, k: int = 10):
-    """``k`` template edges with above-median weight, no node used twice."""
-    iu = np.triu_indices(len(mu), 1)
-    edges = [(i, j) for i, j in zip(*iu, strict=True) if present[i, j]]
-    median = np.median([mu[e] for e in edges])
-    strong = [e for e in edges if mu[e] > median]
-    chosen, used = [], set()
-    for e in (strong[i] for i in rng.permutation(len(strong))):
-        if e[0] not in used and e[1] not in used:
-            chosen.append(e)
-            used |= set(e)
-        if len(chosen) == k:
-            break
-    return sorted(chosen)
+def _choose_sc_parcels(
+    present: np.ndarray, rng: np.random.Generator, k: int = SC_PLANTED_PARCELS
+) -> tuple[list[int], list[tuple[int, int]]]:
+    """``k`` parcels of above-median template degree and every template edge touching them."""
+    degree = present.sum(axis=1)
+    candidates = np.flatnonzero(degree > np.median(degree))
+    parcels = sorted(int(i) for i in rng.choice(candidates, k, replace=False))
+    touched = np.zeros(len(present), dtype=bool)
+    touched[parcels] = True
+    iu = np.triu_indices(len(present), 1)
+    edges = [
+        (int(i), int(j))
+        for i, j in zip(*iu, strict=True)
+        if present[i, j] and (touched[i] or touched[j])
+    ]
+    return parcels, edges
 
 
 def simulate_sc_matrix(
@@ -1433,7 +1438,8 @@ def simulate_sc_matrix(
 
 
 def simulate_sc(root: Path, atlas: Atlas, participants: pd.DataFrame, seed: int) -> dict[str, Any]:
-    """Write QSIRecon-like connectivity TSVs; return the planted edges (names) and density."""
+    """Write QSIRecon-like connectivity TSVs; return the planted parcels and edges (names) and
+    the density."""
     write_json(
         root / "dataset_description.json",
         {
@@ -1454,7 +1460,7 @@ def simulate_sc(root: Path, atlas: Atlas, participants: pd.DataFrame, seed: int)
     )
     rng = _rng(seed, _S_SC_GROUP)
     present, mu = sc_template(atlas, rng)
-    planted = _choose_sc_edges(present, mu, rng)
+    parcels, planted = _choose_sc_parcels(present, rng)
     densities = []
     for s, row in enumerate(participants.itertuples()):
         sub = row.participant_id
@@ -1467,6 +1473,7 @@ def simulate_sc(root: Path, atlas: Atlas, participants: pd.DataFrame, seed: int)
             pd.DataFrame(w, columns=list(atlas.labels)),
         )
     return {
+        "parcels": [atlas.labels[i] for i in parcels],
         "edges": [[atlas.labels[i], atlas.labels[j]] for i, j in planted],
         "density": round(float(np.mean(densities)), 4),
     }

@@ -25,6 +25,9 @@ class MethodSpec:
         For sklearn methods, the baseline kind (``majority``, ``logreg``, ``svm``).
     features : str
         Feature extractor name in :data:`FEATURES`.
+    optional : tuple of str
+        Modalities among ``modalities`` that a subject may lack: its samples are then served
+        without them (e.g. MCSP's EEG) instead of being left out.
     """
 
     modalities: tuple[str, ...]
@@ -32,6 +35,7 @@ class MethodSpec:
     estimator: str = ""
     features: str = ""
     description: str = ""
+    optional: tuple[str, ...] = ()
 
 
 def _fc(caches: dict[str, Cache]) -> np.ndarray:

@@ -1,5 +1,6 @@
 # Input discovery, output name patterns and resources, shared by every rule file.
 import os
+import re
 
 from snakebids import bids, set_bids_spec
 
@@ -81,3 +82,10 @@ def previous_stage(w):
         if i == 0
         else [f"{R}/models/{w.method}/fold-{w.fold}/{stages[i - 1]}/model.bin"]
     )
+
+
+def methods_regex(family):
+    """A wildcard constraint matching exactly the names of one family's methods (``sklearn``,
+    ``torch``): it sends each method's stages to the rule of its family."""
+    names = sorted(name for name, spec in METHODS.items() if spec.family == family)
+    return "|".join(re.escape(name) for name in names)

@@ -1,4 +1,7 @@
 # One job per method x stage x fold; a stage takes the previous stage's checkpoint as input.
+# Two rules write the same outputs, told apart by the method: `train_stage` trains the torch
+# methods (Lightning; the rule that asks for a GPU), `fit_baseline` fits the scikit-learn
+# baselines (CPU only, so a cluster profile never gives them a GPU). Both run the same script.
 STAGE_DIR = f"{R}/models/{{method}}/fold-{{fold}}/{{stage}}"
 
 
@@ -17,7 +20,8 @@ rule train_stage:
         f"{R}/logs/train/{{method}}_fold-{{fold}}_{{stage}}.log",
     benchmark:
         f"{R}/benchmarks/train/{{method}}_fold-{{fold}}_{{stage}}.tsv"
-    retries: 1
+    wildcard_constraints:
+        method=methods_regex("torch"),
     conda:
         ENV
     threads: res("train", "threads")
@@ -34,3 +38,12 @@ rule train_stage:
         checkpoint_dir=lambda w: f"{R}/checkpoints/{w.method}/fold-{w.fold}/{w.stage}",
     script:
         "../scripts/train_stage.py"
+
+
+# The baselines: the same job without `gpu` (resources are replaced as a whole here).
+use rule train_stage as fit_baseline with:
+    wildcard_constraints:
+        method=methods_regex("sklearn"),
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),

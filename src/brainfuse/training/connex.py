@@ -194,6 +194,8 @@ class ConneX(nn.Module):
         Hidden units of the token- and channel-mixing MLPs.
     dropout : float
         Dropout throughout and before the heads.
+    node_norm : {"layer", "batch", "none"}
+        Normalisation inside the backbones (:class:`~.encoders.NodeGCNEncoder`).
     """
 
     def __init__(
@@ -212,6 +214,7 @@ class ConneX(nn.Module):
         token_hidden: int = 64,
         channel_hidden: int = 128,
         dropout: float = 0.1,
+        node_norm: str = "batch",
     ) -> None:
         super().__init__()
         self.graphs = tuple(graphs)
@@ -220,7 +223,9 @@ class ConneX(nn.Module):
         top_k = {"sc": sc_top_k, "fc": fc_top_k}
         standardize = {"sc": sc_standardize, "fc": fc_standardize}
         self.backbones = nn.ModuleDict({
-            g: NodeGCNEncoder(n_nodes, hidden, n_layers, top_k[g], None, dropout, standardize[g])
+            g: NodeGCNEncoder(
+                n_nodes, hidden, n_layers, top_k[g], None, dropout, standardize[g], node_norm
+            )
             for g in self.graphs
         })  # fmt: skip
         # Which modality a token comes from (the attention is otherwise blind to it).
@@ -299,7 +304,7 @@ class Train(StageModule):
 def _model_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
     names = ("hidden", "n_layers", "sc_top_k", "fc_top_k", "sc_standardize", "fc_standardize",
              "heads", "n_attention_layers", "n_mixer_layers", "token_hidden", "channel_hidden",
-             "dropout")  # fmt: skip
+             "dropout", "node_norm")  # fmt: skip
     return {name: hp[name] for name in names}
 
 

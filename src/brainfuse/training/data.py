@@ -55,7 +55,9 @@ COMPANION_MASK: dict[str, str] = {
 
 
 def join_modalities(
-    tables: Mapping[str, pd.DataFrame], anchor: str | None = None
+    tables: Mapping[str, pd.DataFrame],
+    anchor: str | None = None,
+    optional: Iterable[str] = (),
 ) -> tuple[pd.DataFrame, dict[str, list[str]]]:
     """Join the samples of several modalities by subject (and session when both tables have one).
 
@@ -69,6 +71,8 @@ def join_modalities(
         Each cache's identifier table (``subject``, optional ``session``, ``sample_id``, ...).
     anchor : str, optional
         The modality whose rows are the samples.
+    optional : iterable of str
+        Non-anchor modalities a sample may lack: it is kept, with ``row_<modality> = -1``.
 
     Returns
     -------
@@ -76,8 +80,10 @@ def join_modalities(
         The anchor's columns plus ``row_<modality>`` (int) for every modality.
     missing : dict of str to list of str
         For each modality, the subjects that have some other modality but lack this one; their
-        samples are left out. Modalities with nobody missing are omitted.
+        samples are left out (kept without it for an optional modality). Modalities with nobody
+        missing are omitted.
     """
+    optional = set(optional)
     names = list(tables)
     anchor = anchor or names[0]
     base = tables[anchor].reset_index(drop=True).copy()
@@ -99,7 +105,11 @@ def join_modalities(
         lacking = merged[f"row_{name}"].isna()
         if lacking.any():
             missing[name] = sorted(set(merged.loc[lacking, "subject"].astype(str)))
-        base = merged.loc[~lacking].drop(columns="_key").reset_index(drop=True)
+        if name in optional:
+            merged[f"row_{name}"] = merged[f"row_{name}"].fillna(-1)
+        else:
+            merged = merged.loc[~lacking]
+        base = merged.drop(columns="_key").reset_index(drop=True)
         base[f"row_{name}"] = base[f"row_{name}"].astype(int)
     present = set(base["subject"].astype(str))
     without_anchor = {str(s) for n in names if n != anchor for s in tables[n]["subject"]} - set(
@@ -109,9 +119,10 @@ def join_modalities(
         missing[anchor] = sorted(without_anchor - present)
     for name, subjects in missing.items():
         log.warning(
-            "%d subject(s) lack %s data and are left out of this dataset: %s",
+            "%d subject(s) lack %s data and are %s: %s",
             len(subjects),
             name,
+            f"served without {name}" if name in optional else "left out of this dataset",
             ", ".join(subjects),
         )
     return base, missing
@@ -213,6 +224,9 @@ class BrainDataset(Dataset):
         Seed of the per-item generators.
     standardize : bool
         Z-score each ROI (and EEG band x node) over its valid time points.
+    optional : iterable of str
+        Non-anchor modalities a subject may lack: its samples are kept, and that modality's
+        fields are zeros with all-False masks (EEG: ``envelope_mask``).
 
     Attributes
     ----------
@@ -243,6 +257,7 @@ class BrainDataset(Dataset):
         transform: Transform | None = None,
         seed: int = 0,
         standardize: bool = True,
+        optional: Iterable[str] = (),
     ) -> None:
         self.modalities = tuple(modalities or caches)
         unknown = [m for m in self.modalities if m not in MODALITY_FIELDS]
@@ -255,7 +270,10 @@ class BrainDataset(Dataset):
         self.metadata = {m: loaded[m].metadata for m in self.modalities}
         self._arrays = {m: loaded[m].arrays for m in self.modalities}
         self._tables = {m: loaded[m].table for m in self.modalities}
-        table, self.missing = join_modalities(self._tables, anchor=self.modalities[0])
+        self.optional = frozenset(optional)
+        if self.modalities[0] in self.optional or not self.optional <= {"eeg"}:
+            raise ValueError(f"optional={sorted(self.optional)}: only a non-anchor EEG may be")
+        table, self.missing = join_modalities(self._tables, self.modalities[0], self.optional)
         table["y"] = (table["label"].astype(str) == str(positive)).astype(np.int64)
         self.positive = str(positive)
         self.fields = _resolve_fields(self.modalities, fields)
@@ -271,8 +289,9 @@ class BrainDataset(Dataset):
         self._n_time: dict[str, np.ndarray] = {}
         for m, key in (("fmri", "timeseries"), ("eeg", "envelopes")):
             if m in self.modalities and key in self._arrays[m]:
-                series = self._arrays[m][key]
-                self._n_time[m] = _n_timepoints(self._tables[m], self._rows[m], series)
+                series, rows = self._arrays[m][key], self._rows[m]
+                n_time = _n_timepoints(self._tables[m], np.maximum(rows, 0), series)
+                self._n_time[m] = np.where(rows >= 0, n_time, 0)
 
     def __len__(self) -> int:
         return len(self.table)
@@ -371,6 +390,8 @@ class BrainDataset(Dataset):
 
     def _eeg_item(self, index: int, gen: torch.Generator | None) -> Sample:
         arrays, row, out = self._arrays["eeg"], self._rows["eeg"][index], {}
+        if row < 0:  # a subject without EEG (optional modality)
+            return self._absent_eeg()
         if "envelopes" in self.fields:
             out["envelopes"], out["envelope_mask"] = _window(
                 arrays["envelopes"][row],
@@ -383,6 +404,17 @@ class BrainDataset(Dataset):
         for key in ("aec", "band_power"):
             if key in self.fields:
                 out[key] = torch.from_numpy(np.nan_to_num(arrays[key][row].astype(np.float32)))
+        return out
+
+    def _absent_eeg(self) -> Sample:
+        arrays, out = self._arrays["eeg"], {}
+        if "envelopes" in self.fields:
+            bands_nodes = arrays["envelopes"].shape[1:-1]
+            out["envelopes"] = torch.zeros((*bands_nodes, self.eeg_length))
+            out["envelope_mask"] = torch.zeros(self.eeg_length, dtype=torch.bool)
+        for key in ("aec", "band_power"):
+            if key in self.fields:
+                out[key] = torch.zeros(arrays[key].shape[1:])
         return out
 
 

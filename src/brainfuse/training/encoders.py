@@ -261,12 +261,17 @@ class NodeGCNEncoder(nn.Module):
     hidden : int
         Node state size.
     n_layers : int
-        Graph convolutions, each conv -> LayerNorm -> ReLU -> dropout.
+        Graph convolutions, each conv -> norm -> ReLU -> dropout.
     top_k, threshold : int or float, optional
         Edges kept (:func:`sparsify`), weighted by |value|; ``top_k=None`` and
         ``threshold=None`` keep every edge.
     dropout : float
         Dropout after each layer.
+    norm : {"layer", "graph", "batch", "none"}
+        Normalisation of the node states. ``layer`` (LayerNorm) rescales every node's state to
+        unit variance, which erases how strongly a node is connected overall - the very
+        difference a disconnected parcel makes; ``graph`` (GraphNorm over each graph's valid
+        nodes), ``batch`` (BatchNorm over the batch's valid nodes) and ``none`` keep it.
     standardize : bool
         Z-score each sample's connectivity values (over its valid off-diagonal entries) before
         they become node features; the edge weights stay as given. Non-negative inputs such as
@@ -283,12 +288,15 @@ class NodeGCNEncoder(nn.Module):
         threshold: float | None = None,
         dropout: float = 0.1,
         standardize: bool = False,
+        norm: Literal["layer", "graph", "batch", "none"] = "layer",
     ) -> None:
         super().__init__()
+        if norm not in NODE_NORMS:
+            raise ValueError(f"norm={norm!r}: expected one of {sorted(NODE_NORMS)}")
         self.top_k, self.threshold, self.standardize = top_k, threshold, standardize
         self.input = nn.Linear(n_nodes, hidden)
         self.convs = nn.ModuleList(DenseGCNConv(hidden, hidden) for _ in range(n_layers))
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(n_layers))
+        self.norms = nn.ModuleList(NODE_NORMS[norm](hidden) for _ in range(n_layers))
         self.dropout = nn.Dropout(dropout)
         self.out_dim = hidden
 
@@ -303,8 +311,58 @@ class NodeGCNEncoder(nn.Module):
         features = _zscore_offdiagonal(x, mask) if self.standardize else x
         h = self.input(features) * valid
         for conv, norm in zip(self.convs, self.norms, strict=True):
-            h = self.dropout(torch.relu(norm(conv(h, adj, mask)))) * valid
+            h = self.dropout(torch.relu(norm(conv(h, adj, mask), mask))) * valid
         return h
+
+
+class _NodeLayerNorm(nn.LayerNorm):
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return super().forward(x)
+
+
+class _NodeBatchNorm(nn.BatchNorm1d):
+    """BatchNorm of node states (B, N, D) over the batch's valid nodes (masked ones are left
+    out of the statistics)."""
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        out = torch.zeros_like(x)
+        out[mask] = super().forward(x[mask])
+        return out
+
+
+class _NodeGraphNorm(nn.Module):
+    """GraphNorm (Cai et al., 2021) of dense node states: each channel standardised over the
+    valid nodes of its own graph, with a learnable share of the mean removed and an affine map.
+    Nodes keep their strength relative to the rest of their graph, and nothing depends on the
+    other samples of the batch."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.bias = nn.Parameter(torch.zeros(dim))
+        self.mean_scale = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        valid = mask.unsqueeze(-1).to(x.dtype)
+        count = valid.sum(1, keepdim=True).clamp(min=1)
+        centred = x - self.mean_scale * (x * valid).sum(1, keepdim=True) / count
+        var = (centred.pow(2) * valid).sum(1, keepdim=True) / count
+        return self.weight * centred / (var + self.eps).sqrt() + self.bias
+
+
+class _NoNorm(nn.Identity):
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        return x
+
+
+#: Node-state normalisations of :class:`NodeGCNEncoder`.
+NODE_NORMS: dict[str, type[nn.Module]] = {
+    "layer": _NodeLayerNorm,
+    "graph": _NodeGraphNorm,
+    "batch": _NodeBatchNorm,
+    "none": _NoNorm,
+}
 
 
 class ClusterReadout(nn.Module):

@@ -295,13 +295,14 @@ class UnimodalEncoders(nn.Module):
         dropout: float = 0.1,
         sc_standardize: bool = True,
         fc_standardize: bool = False,
+        node_norm: str = "batch",
     ) -> None:
         super().__init__()
         self.sc_encoder = NodeGCNEncoder(
-            n_nodes, hidden, n_layers, sc_top_k, None, dropout, sc_standardize
+            n_nodes, hidden, n_layers, sc_top_k, None, dropout, sc_standardize, node_norm
         )
         self.fc_encoder = NodeGCNEncoder(
-            n_nodes, hidden, n_layers, fc_top_k, None, dropout, fc_standardize
+            n_nodes, hidden, n_layers, fc_top_k, None, dropout, fc_standardize, node_norm
         )
         self.sc_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, 2))
         self.fc_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, 2))
@@ -366,6 +367,8 @@ class M3DBFS(nn.Module):
     sc_standardize, fc_standardize : bool
         Z-score each sample's SC (FC) values before they become node features
         (:class:`~.encoders.NodeGCNEncoder`).
+    node_norm : {"layer", "batch", "none"}
+        Normalisation inside the GCN encoders (:class:`~.encoders.NodeGCNEncoder`).
     """
 
     def __init__(
@@ -384,14 +387,15 @@ class M3DBFS(nn.Module):
         dropout: float = 0.1,
         sc_standardize: bool = True,
         fc_standardize: bool = False,
+        node_norm: str = "batch",
     ) -> None:
         super().__init__()
         self.n_nodes = n_nodes
         self.sc_encoder = NodeGCNEncoder(
-            n_nodes, hidden, n_layers, sc_top_k, None, dropout, sc_standardize
+            n_nodes, hidden, n_layers, sc_top_k, None, dropout, sc_standardize, node_norm
         )
         self.fc_encoder = NodeGCNEncoder(
-            n_nodes, hidden, n_layers, fc_top_k, None, dropout, fc_standardize
+            n_nodes, hidden, n_layers, fc_top_k, None, dropout, fc_standardize, node_norm
         )
 
         def projection() -> nn.Module:
@@ -483,6 +487,7 @@ def _model_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
         "dropout": float(hp["dropout"]),
         "sc_standardize": bool(hp["sc_standardize"]),
         "fc_standardize": bool(hp["fc_standardize"]),
+        "node_norm": str(hp["node_norm"]),
     }
 
 
@@ -499,9 +504,23 @@ def _fusion_kwargs(hp: dict[str, Any], n_experts: int) -> dict[str, Any]:
 
 
 class _Stage(StageModule):
-    """What the three stages share: inputs and the SC/FC batch entries."""
+    """What the three stages share: inputs, the SC/FC batch entries and frozen modules."""
 
     input_keys = ("sc", "fc", "node_mask")
+    frozen: tuple[nn.Module, ...] = ()
+
+    def freeze(self, *modules: nn.Module) -> None:
+        """Fix ``modules``: no gradients, and evaluation mode (BatchNorm statistics and
+        dropout) whenever the stage trains."""
+        for module in modules:
+            module.requires_grad_(False)
+        self.frozen = (*self.frozen, *modules)
+
+    def train(self, mode: bool = True) -> _Stage:
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
 
     @staticmethod
     def _inputs(batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
@@ -546,8 +565,7 @@ class Pretrain(_Stage):
                          ctx.class_weights)  # fmt: skip
         self.hp = hp
         if hp["freeze_encoders_in_pretrain"]:
-            self.model.sc_encoder.requires_grad_(False)
-            self.model.fc_encoder.requires_grad_(False)
+            self.freeze(self.model.sc_encoder, self.model.fc_encoder)
 
     def load_previous(self, path: str) -> dict[str, list[str]]:
         from .stage import load_previous
@@ -585,8 +603,7 @@ class Finetune(Pretrain):
 
     def __init__(self, ctx: StageContext) -> None:
         super().__init__(ctx)
-        for module in self.model.frozen_in_finetune:
-            module.requires_grad_(False)
+        self.freeze(*self.model.frozen_in_finetune)
 
     def load_previous(self, path: str) -> dict[str, list[str]]:
         from .stage import load_previous

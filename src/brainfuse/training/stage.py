@@ -424,6 +424,7 @@ def run_torch_stage(
             eeg_length=hp["eeg_length"],
             seed=seed,
             standardize=hp["standardize"],
+            optional=spec.optional,
         )
         folds = read_folds(folds_path)
         roles = {r: subjects_of(folds, fold, r) for r in ("train", "val", "test")}

@@ -31,6 +31,7 @@ SSL_METHODS: dict[str, MethodSpec] = {
         ("fmri", "eeg"), "torch", features="mcsp",
         description="MCSP: cross-domain (spatial/temporal/frequency) and cross-modal "
         "(fMRI-EEG) contrastive pre-training, fusion fine-tuning, distillation",
+        optional=("eeg",),  # subjects without EEG train and predict with their fMRI alone
     ),
     "mcsp_fmri_only": MethodSpec(
         ("fmri",), "torch", features="mcsp",
