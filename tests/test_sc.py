@@ -67,3 +67,51 @@ def test_normalise(matrix):
     assert np.allclose(out, out.T) and np.all(np.diag(out) == 0)
     assert out.max() == pytest.approx(1.0)
     assert (out[np.triu_indices(6, 1)] > 0).mean() == pytest.approx(0.4, abs=0.07)
+
+
+def test_bad_subject_files_are_excluded_with_reasons_and_the_rest_cached(
+    tmp_path, atlas, atlas_data_dir
+):
+    """The pipeline steps: each bad SC file becomes a QC exclusion naming the file and the
+    reason; the good subjects still make the cache."""
+    from brainfuse.cache import read_cache
+    from brainfuse.steps import build_sc_cache, sc_run
+
+    rng = np.random.default_rng(1)
+    n, labels = atlas.n_nodes, list(atlas.labels)
+    good = rng.lognormal(size=(n, n))
+    good = np.triu(good, 1) + np.triu(good, 1).T
+    asymmetric = good + np.triu(np.ones_like(good), 1)
+    with_nan = good.copy()
+    with_nan[3, 7] = with_nan[7, 3] = np.nan
+    matrices = {"01": good, "02": asymmetric, "03": with_nan, "04": good[:-1, :-1], "05": good}
+    atlas_cfg = {"name": atlas.name, "path": None, "labels": None, "data_dir": atlas_data_dir,
+                 "min_coverage": 0.5}  # fmt: skip
+    sidecars, data = [], []
+    for sub, m in matrices.items():
+        path = tmp_path / f"sub-{sub}_relmat.tsv"
+        pd.DataFrame(m, columns=labels[: len(m)]).to_csv(path, sep="\t", index=False)
+        out = tmp_path / "out" / f"sub-{sub}_desc-normalized_relmat.tsv"
+        sc_run(str(path), {"subject": sub}, atlas_cfg, {"normalise": "log1p"}, str(out),
+               str(out.with_suffix(".json")))  # fmt: skip
+        sidecars.append(str(out.with_suffix(".json")))
+        data.append(str(out))
+    participants = tmp_path / "participants.tsv"
+    pd.DataFrame({"participant_id": [f"sub-{s}" for s in matrices],
+                  "group": ["control", "patient"] * 2 + ["patient"]}).to_csv(
+        participants, sep="\t", index=False)  # fmt: skip
+    build_sc_cache(sidecars, data, str(participants),
+                   {"column": "group", "entity": None, "positive": "patient"}, atlas_cfg,
+                   {"normalise": "log1p", "density": None}, str(tmp_path / "sc.parquet"),
+                   str(tmp_path / "sc_qc.tsv"))  # fmt: skip
+    qc = pd.read_csv(tmp_path / "sc_qc.tsv", sep="\t", dtype={"subject": str}).set_index("subject")
+    assert qc.loc[["01", "05"], "status"].eq("included").all()
+    reasons = qc["reason"].fillna("")
+    assert qc.loc[["02", "03", "04"], "status"].eq("excluded").all()
+    assert "not symmetric" in reasons["02"] and "sub-02_relmat.tsv" in reasons["02"]
+    assert "non-finite" in reasons["03"] and "sub-03_relmat.tsv" in reasons["03"]
+    assert "sub-04_relmat.tsv" in reasons["04"]
+    cache = read_cache(tmp_path / "sc.parquet")
+    assert list(cache.table["subject"].astype(str)) == ["01", "05"]
+    assert cache.arrays["sc"].shape == (2, n, n)
+    np.testing.assert_allclose(cache.arrays["sc"][0], np.log1p(good), rtol=1e-5)

@@ -51,6 +51,9 @@ def demo_run(tmp_path_factory, atlas_data_dir):
         "logreg_sc": {"stages": ["fit"]},
         "logreg_eeg": {"stages": ["fit"]},
         "gcn_fc": {"stages": ["train"], "params": {"epochs": 15}},
+        # SC+FC fusion with their default parameters
+        "m3d_bfs": {"stages": ["encoders", "pretrain", "finetune"]},
+        "connex": {"stages": ["train"]},
     }
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "--cores", "2")
@@ -70,6 +73,8 @@ def test_report_and_summary(demo_run):
         "logreg_sc",
         "logreg_eeg",
         "gcn_fc",
+        "m3d_bfs",
+        "connex",
     }
     for column in ("balanced_accuracy_mean", "balanced_accuracy_sd", "auc_mean", "auc_sd"):
         assert column in summary.columns
@@ -85,7 +90,28 @@ def test_linear_baseline_detects_planted_effect(demo_run):
         "method"
     )
     assert summary.loc["logreg_fc", "balanced_accuracy_mean"] > 0.75
+    assert summary.loc["logreg_sc", "balanced_accuracy_mean"] > 0.7
     assert summary.loc["majority", "balanced_accuracy_mean"] == pytest.approx(0.5)
+
+
+def test_fusion_methods_beat_chance_with_every_stage_a_job(demo_run):
+    results = demo_run / "results"
+    summary = pd.read_csv(results / "eval" / "summary.tsv", sep="\t").set_index("method")
+    for method in ("m3d_bfs", "connex"):
+        assert summary.loc[method, "balanced_accuracy_mean"] > 0.75, summary.loc[method]
+        assert summary.loc[method, "auc_mean"] > 0.8, summary.loc[method]
+    for stage in ("encoders", "pretrain", "finetune"):
+        for fold in range(5):
+            metrics = json.loads(
+                (
+                    results / "models" / "m3d_bfs" / f"fold-{fold}" / stage / "metrics.json"
+                ).read_text()
+            )
+            assert metrics["stage"] == stage and metrics["n_test"] > 0
+    # the routing shares behind the report's sample-adaptivity figure
+    routing = pd.read_csv(results / "models" / "m3d_bfs" / "fold-0" / "finetune" / "routing.tsv",
+                          sep="\t")  # fmt: skip
+    assert {"sc", "fc", "shared"} == set(routing["moe"])
 
 
 def test_report_recovers_planted_parcels(demo_run):
@@ -201,5 +227,7 @@ def test_deleting_one_output_reruns_only_its_dependents(demo_run):
     assert "eeg_run" not in counts and "sc_run" not in counts and "demo_data" not in counts
     assert counts.get("fmri_cache") == "1"  # only the fMRI cache depends on it
     assert "eeg_cache" not in counts and "sc_cache" not in counts
-    result = snakemake(demo_run, "--cores", "2")
+    # Remaking what the deleted file feeds (the rest of the DAG reruns from there as usual).
+    result = snakemake(demo_run, "--cores", "2", "results/cache/fmri.parquet")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert target.exists()

@@ -227,6 +227,7 @@ def method_params(
             resolved.update(entry.get(stage, {}))
     return resolved
 
+
 # The self-supervised methods register themselves here (their registry imports no torch either).
 from .ssl.registry import install_into as _install_ssl  # noqa: E402
 
