@@ -1,7 +1,8 @@
 """The workflow through workflow/profiles/slurm: a dry run, and a real run on a local SLURM.
 
 ``test_profile_dry_run`` (no cluster, seconds) checks that Snakemake accepts every profile key and
-that the profile groups the per-sample jobs and sends training to the GPU partition.
+that the profile groups the per-sample jobs, sends torch training to the GPU partition and keeps
+the baselines on CPU.
 
 ``test_workflow_on_slurm`` (marked ``slurm`` and ``slow``) runs the workflow up to
 ``results/eval/summary.tsv`` on a one-node cluster from tests/slurm_cluster.py: Debian's Slurm
@@ -14,10 +15,16 @@ of its own (5-30 s each, depending on how busy the machine is), and the plugin p
 after 10 s, 30 s, 60 s, ... so each level of the DAG costs about 30 s; EEG, SC and the report
 levels are left out for that reason (tests/test_workflow.py runs them locally). The
 repository's profile is used, changed only where a one-node test cluster needs it
-(:func:`local_profile`). The assertions read what slurmctld recorded about every job: training
-jobs asked for a GPU in the GPU partition, the rest did not, and the fMRI runs went in as group
-jobs. The cluster is always shut down and its state removed, also when the run fails or times
-out.
+(:func:`local_profile`). The assertions read what slurmctld recorded about every job: torch
+training jobs (rule ``train_stage``) asked for a GPU in the GPU partition, the baselines (rule
+``fit_baseline``) and everything else did not, and the fMRI runs went in as group jobs.
+
+During the run, one training job is killed as SLURM kills a job at its time limit (SIGTERM to
+its step, as the profile's ``--signal=TERM@120`` sends it before the limit, then ``scancel``) once
+it has written a checkpoint. Snakemake must submit it again (the profile's ``retries``), and the
+new job must resume from that checkpoint and end with the predictions and weights of the same
+stage trained in one go. The cluster is always shut down and its state removed, also when the
+run fails or times out.
 """
 
 from __future__ import annotations

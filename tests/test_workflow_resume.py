@@ -1,14 +1,19 @@
-"""Kill the whole workflow mid-training with SIGKILL, run the same command again, get the result
-of an uninterrupted run.
+"""Interrupt the whole workflow mid-training, run the same command again, get the result of an
+uninterrupted run.
 
 The workflow runs through the workstation profile (workflow/profiles/local) on the fMRI of the
 smallest demo dataset (as in tests/test_slurm.py), with one torch method whose training stage
 checkpoints every step. Once that stage's ``last.ckpt`` exists, Snakemake's whole process group
-(Snakemake, the job's Snakemake process and the training script) gets SIGKILL: nothing runs
-after it, no cleanup, no SIGTERM checkpoint. What a user then sees and does is what the test
-does: the same command refuses to start because the dead run left its lock, ``--unlock``, the
-same command again. The resumed stage must report the step of the checkpoint it found and end
-with the predictions and weights of the same stage trained in one go.
+(Snakemake, the job's Snakemake process and the training script) gets a signal:
+
+* SIGKILL: nothing runs after it, no cleanup. What a user then sees and does is what the test
+  does: the same command refuses to start because the dead run left its lock, ``--unlock``, the
+  same command again;
+* SIGINT (Ctrl-C in the terminal): Snakemake cleans up, and the same command runs at once.
+
+Either way the stage's outputs must not exist after the interruption, and the rerun stage must
+report the step of the checkpoint it found and end with the predictions and weights of the same
+stage trained in one go outside Snakemake.
 """
 
 from __future__ import annotations
@@ -67,17 +72,20 @@ def run(workdir: Path, *args: str, timeout: float = 240) -> subprocess.Completed
     )
 
 
-def kill_when_checkpointed(workdir: Path, last: Path, timeout: float = 300) -> str:
-    """Start the workflow in a process group of its own; SIGKILL the group once the stage's
-    ``last.ckpt`` exists. Returns the run's output."""
-    log_path = workdir / "killed_run.log"
+def signal_when_checkpointed(
+    workdir: Path, last: Path, sig: signal.Signals, timeout: float = 300
+) -> tuple[int, str]:
+    """Start the workflow in a process group of its own and send ``sig`` to the whole group once
+    the stage's ``last.ckpt`` exists, as a terminal's Ctrl-C (SIGINT) or a kill of the session
+    (SIGKILL) reaches every process of the run. Returns Snakemake's exit status and output."""
+    log_path = workdir / f"{sig.name}_run.log"
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             command(workdir, TARGET),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=ENV,
-            start_new_session=True,  # its own process group: the kill reaches every job
+            start_new_session=True,  # its own process group: the signal reaches every job
         )
         try:
             deadline = time.monotonic() + timeout
@@ -86,14 +94,14 @@ def kill_when_checkpointed(workdir: Path, last: Path, timeout: float = 300) -> s
                 assert time.monotonic() < deadline, "no checkpoint within the time limit"
                 time.sleep(0.02)
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
+            os.killpg(proc.pid, sig)
+            returncode = proc.wait(timeout=120)
     # The group is gone only when its last member is (the job processes are not our children).
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while _group_alive(proc.pid):
-        assert time.monotonic() < deadline, "processes of the killed run survived SIGKILL"
+        assert time.monotonic() < deadline, f"processes of the run survived {sig.name}"
         time.sleep(0.1)
-    return log_path.read_text()
+    return returncode, log_path.read_text()
 
 
 def _group_alive(pgid: int) -> bool:
@@ -110,9 +118,12 @@ def incomplete_markers(workdir: Path) -> set[str]:
     return {base64.urlsafe_b64decode(p.name).decode() for p in folder.iterdir() if p.is_file()}
 
 
-def test_sigkilled_workflow_resumes_to_the_same_result(tmp_path, atlas_data_dir):
-    bids = demo_dataset(tmp_path, atlas_data_dir)
-    workdir = tmp_path / "work"
+@pytest.fixture(scope="module")
+def bids(tmp_path_factory, atlas_data_dir) -> Path:
+    return demo_dataset(tmp_path_factory.mktemp("dataset"), atlas_data_dir)
+
+
+def prepare(workdir: Path, bids: Path, atlas_data_dir: str | None) -> dict:
     config = reduced_config(
         atlas_data_dir,
         demo=False,
@@ -121,21 +132,43 @@ def test_sigkilled_workflow_resumes_to_the_same_result(tmp_path, atlas_data_dir)
     )
     config["methods"] = {METHOD: {"stages": [STAGE], "params": PARAMS}}
     write_config(workdir, config)
+    return config
+
+
+def assert_cut_off_mid_training(workdir: Path, output: str) -> int:
+    """The signal landed mid-training: a checkpoint, none of the stage's outputs. Returns the
+    checkpoint's step."""
+    step = checkpoint_step(checkpoint(workdir, METHOD, FOLD, STAGE))
     outputs = stage_dir(workdir, METHOD, FOLD, STAGE)
-    last = checkpoint(workdir, METHOD, FOLD, STAGE)
-
-    start = time.monotonic()
-    killed_log = kill_when_checkpointed(workdir, last)
-    print(f"run until the kill: {time.monotonic() - start:.0f} s")
-
-    # The kill landed mid-training: a checkpoint, none of the stage's outputs, and Snakemake's
-    # record that the job started and never finished.
-    killed_step = checkpoint_step(last)
-    assert killed_step > 0, killed_log[-3000:]
-    assert not any((outputs / name).exists() for name in OUTPUTS), killed_log[-3000:]
-    marked = {str((outputs / name).relative_to(workdir)) for name in OUTPUTS}
-    assert marked <= incomplete_markers(workdir), killed_log[-3000:]
+    assert step > 0, output[-3000:]
+    assert not any((outputs / name).exists() for name in OUTPUTS), output[-3000:]
     assert not (workdir / TARGET).exists()
+    return step
+
+
+def assert_resumed(workdir: Path, config: dict, step: int, reference: Path) -> None:
+    """The stage ran again, from the checkpoint at ``step``, to the uninterrupted result."""
+    metrics = json.loads((stage_dir(workdir, METHOD, FOLD, STAGE) / "metrics.json").read_text())
+    assert metrics["resumed_from_step"] == step, metrics
+    assert metrics["steps"] > step, metrics
+    assert not incomplete_markers(workdir)
+    assert_same_as_uninterrupted(workdir, config, METHOD, FOLD, STAGE, reference)
+
+
+def test_sigkilled_workflow_resumes_to_the_same_result(bids, tmp_path, atlas_data_dir):
+    workdir = tmp_path / "work"
+    config = prepare(workdir, bids, atlas_data_dir)
+    start = time.monotonic()
+    returncode, output = signal_when_checkpointed(
+        workdir, checkpoint(workdir, METHOD, FOLD, STAGE), signal.SIGKILL
+    )
+    print(f"run until the kill: {time.monotonic() - start:.0f} s")
+    assert returncode == -signal.SIGKILL
+    step = assert_cut_off_mid_training(workdir, output)
+    # Snakemake recorded that the job started and never finished.
+    outputs = stage_dir(workdir, METHOD, FOLD, STAGE)
+    marked = {str((outputs / name).relative_to(workdir)) for name in OUTPUTS}
+    assert marked <= incomplete_markers(workdir), output[-3000:]
 
     # The dead run's lock stays behind (README, "Resuming"): the same command says so ...
     locked = run(workdir, TARGET, timeout=120)
@@ -148,12 +181,20 @@ def test_sigkilled_workflow_resumes_to_the_same_result(tmp_path, atlas_data_dir)
     print(f"rerun: {time.monotonic() - start:.0f} s")
     assert rerun.returncode == 0, rerun.stderr[-4000:]
     assert (workdir / TARGET).exists()
+    assert_resumed(workdir, config, step, tmp_path / "reference")
 
-    # The stage ran again and started from the checkpoint the kill left.
-    metrics = json.loads((outputs / "metrics.json").read_text())
-    assert metrics["resumed_from_step"] == killed_step, metrics
-    assert metrics["steps"] > killed_step, metrics
-    assert not incomplete_markers(workdir)
 
-    # The same stage trained in one go, outside Snakemake, gives the same predictions and weights.
-    assert_same_as_uninterrupted(workdir, config, METHOD, FOLD, STAGE, tmp_path / "reference")
+def test_interrupted_workflow_resumes_without_unlock(bids, tmp_path, atlas_data_dir):
+    """Ctrl-C (SIGINT to the run's process group): Snakemake stops its jobs and cleans up after
+    itself, so the same command resumes at once; the stage resumes from its periodic checkpoint
+    (Lightning saves nothing on an interrupt)."""
+    workdir = tmp_path / "work"
+    config = prepare(workdir, bids, atlas_data_dir)
+    returncode, output = signal_when_checkpointed(
+        workdir, checkpoint(workdir, METHOD, FOLD, STAGE), signal.SIGINT
+    )
+    assert returncode != 0, output[-3000:]
+    step = assert_cut_off_mid_training(workdir, output)
+    rerun = run(workdir, TARGET)
+    assert rerun.returncode == 0, rerun.stderr[-4000:]
+    assert_resumed(workdir, config, step, tmp_path / "reference")
