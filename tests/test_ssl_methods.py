@@ -28,8 +28,13 @@ install()  # before the stage modules: they look their methods up in the trainin
 
 from brainfuse.training.registry import TORCH_METHODS, method_params  # noqa: E402
 from brainfuse.training.ssl import brainmae, brainmass, dfc_generative, mcsp  # noqa: E402
-from brainfuse.training.stage import check_params, run_torch_stage  # noqa: E402
-from brainfuse.training.stages import StageContext, plugin_for  # noqa: E402
+from brainfuse.training.stage import check_params, predict_proba, run_torch_stage  # noqa: E402
+from brainfuse.training.stages import (  # noqa: E402
+    StageContext,
+    embeddings,
+    fit_linear_probe,
+    plugin_for,
+)
 
 torch.set_num_threads(1)
 
@@ -284,6 +289,43 @@ def test_stage_losses_are_finite_and_differentiable(data, fmri):
         terms = module.losses(_batch(fmri.with_fields(module.input_keys)))
         assert torch.isfinite(terms["loss"]) and terms["loss"].requires_grad, method
         terms["loss"].backward()
+
+
+def test_probe_initialised_head_predicts_as_the_probe(data, fmri):
+    """LP-FT: before fine-tuning, the stage predicts exactly what the linear probe of its
+    (pre-trained) embeddings predicts."""
+    folds = read_folds(data["folds"])
+    roles = {r: fmri.subset(subjects_of(folds, 0, r)) for r in ("train", "val", "test")}
+    module = brainmae.BrainMAEFinetune(_context("brainmae", "finetune", fmri, data))
+    module.supervised = True
+    module.attach(roles["train"], roles["val"], 8, 0, 1)
+    c = module.initialise_head_from_probe()
+    assert module.training  # left ready to train
+    x = {
+        r: embeddings(module, d.with_fields(module.input_keys), 8, "cpu") for r, d in roles.items()
+    }
+    probe, c_probe = fit_linear_probe(
+        x["train"], roles["train"].labels, x["val"], roles["val"].labels, 0
+    )
+    assert c == c_probe
+    expected = probe.predict_proba(x["test"])[:, 1]
+    got = predict_proba(module, roles["test"].with_fields(module.input_keys), 8)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
+def test_brainmae_similarity_readout_compares_roi_trajectories():
+    torch.manual_seed(0)
+    encoder = brainmae.BrainMAEEncoder(5, length=40, segment=10, d_model=8, d_embed=4, n_layers=0)
+    x = torch.randn(2, 5, 40)
+    x[:, 1] = x[:, 0]  # same series as ROI 0 (ROI identity is a constant, centred away)
+    x[:, 2] = -x[:, 0]
+    sim = encoder.roi_similarity(
+        x, torch.ones(2, 40, dtype=torch.bool), torch.ones(2, 5, dtype=torch.bool)
+    )
+    assert sim.shape == (2, 10)  # upper triangle of 5 x 5, row-major: (0,1), (0,2), ...
+    assert torch.allclose(sim[:, 0], torch.ones(2), atol=1e-5)
+    assert (sim[:, 1] < -0.99).all()  # only the shared segment embedding does not flip
+    assert (sim.abs() <= 1 + 1e-5).all()
 
 
 def test_frozen_embedding_metrics_on_separable_embeddings():

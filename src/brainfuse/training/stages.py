@@ -156,6 +156,7 @@ __all__ = [
     "StageContext",
     "StagePlugin",
     "embeddings",
+    "fit_linear_probe",
     "linear_probe",
     "plugin_for",
     "register_stage",
@@ -322,25 +323,24 @@ def embeddings(
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, 0))
 
 
-def linear_probe(
+def fit_linear_probe(
     x_train: np.ndarray,
     y_train: np.ndarray,
     x_val: np.ndarray,
     y_val: np.ndarray,
-    x_test: np.ndarray,
     seed: int,
-) -> tuple[np.ndarray, float]:
-    """Positive-class probabilities of the test samples from a logistic regression probe.
+):
+    """A logistic regression probe of embeddings, or None when the training labels have one
+    class.
 
     Standardised features, balanced class weights; fitted on the training samples, ``C`` chosen
     on the validation samples among :data:`~brainfuse.baselines.C_GRID` (balanced accuracy, AUC
-    breaking ties; ``C = 1`` when the validation split lacks a class). The test samples are
-    scored once, by the selected probe.
+    breaking ties; ``C = 1`` when the validation split lacks a class).
 
     Returns
     -------
-    y_score : ndarray
-        (n_test,) probabilities.
+    model : sklearn Pipeline or None
+        ``StandardScaler`` then ``LogisticRegression``.
     c : float
         The chosen ``C``.
     """
@@ -349,8 +349,7 @@ def linear_probe(
     from ..baselines import C_GRID, make_estimator
 
     if len(np.unique(y_train)) < 2:
-        # Nothing to fit: the training share of positives for everyone.
-        return np.full(len(x_test), float(np.mean(y_train)) if len(y_train) else 0.5), 1.0
+        return None, 1.0
     best_c, best, best_model = C_GRID[0], (-np.inf, -np.inf), None
     if len(np.unique(y_val)) > 1:
         for c in C_GRID:
@@ -364,6 +363,31 @@ def linear_probe(
                 best_c, best, best_model = c, score, model
     if best_model is None:
         best_model = make_estimator("logreg", best_c, seed).fit(x_train, y_train)
+    return best_model, float(best_c)
+
+
+def linear_probe(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    x_test: np.ndarray,
+    seed: int,
+) -> tuple[np.ndarray, float]:
+    """Positive-class probabilities of the test samples from :func:`fit_linear_probe`'s probe
+    (the test samples are scored once, by the selected probe; without a second class in the
+    training labels, the training share of positives for everyone).
+
+    Returns
+    -------
+    y_score : ndarray
+        (n_test,) probabilities.
+    c : float
+        The chosen ``C``.
+    """
+    model, c = fit_linear_probe(x_train, y_train, x_val, y_val, seed)
+    if model is None:
+        return np.full(len(x_test), float(np.mean(y_train)) if len(y_train) else 0.5), c
     if len(x_test) == 0:
-        return np.zeros(0), float(best_c)
-    return best_model.predict_proba(x_test)[:, 1], float(best_c)
+        return np.zeros(0), c
+    return model.predict_proba(x_test)[:, 1], c

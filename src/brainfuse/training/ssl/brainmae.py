@@ -22,7 +22,12 @@ Stages (``[pretrain, finetune]``):
     masked positions and reconstructs the masked patches. Loss: MSE over the valid time points
     of masked patches only (targets are the z-scored series).
 ``finetune`` (supervised)
-    The encoder (no masking), mean over valid tokens, a linear head; cross-entropy.
+    The encoder (no masking), a readout, a linear head; cross-entropy. Readouts
+    (``readout``): ``mean`` - the mean of the valid tokens; ``roi`` - per ROI the mean and the
+    standard deviation of its tokens over the segments, a shared linear map to ``readout_dim``
+    values per ROI, flattened in atlas order (ROI identity and the segment-to-segment
+    co-fluctuation that connectivity differences show up as are kept; the global mean loses
+    both).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from .common import HeadFinetune, SSLStage
 from .losses import masked_mse
 
 __all__ = [
+    "ROIReadout",
     "BrainMAEEncoder",
     "BrainMAEFinetune",
     "BrainMAENetwork",
@@ -47,6 +53,7 @@ __all__ = [
 ]
 
 METHOD = "brainmae"
+READOUTS = ("mean", "roi", "similarity")
 
 
 def patchify(x: Tensor, time_mask: Tensor, segment: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -183,12 +190,18 @@ class BrainMAEEncoder(nn.Module):
         return self.roi_project(self.roi_embedding)[:, None, :] + self.segment_embedding[None]
 
     def tokens(
-        self, x: Tensor, time_mask: Tensor, node_mask: Tensor, hidden: Tensor | None = None
+        self,
+        x: Tensor,
+        time_mask: Tensor,
+        node_mask: Tensor,
+        hidden: Tensor | None = None,
+        normalise: bool = True,
     ) -> tuple[Tensor, Tensor]:
         """Encoded (B, N, S, D) tokens and their (B, N, S) visibility.
 
         ``hidden`` (B, N, S) marks tokens removed from the input (masked autoencoding); hidden
-        and invalid tokens are never attended to.
+        and invalid tokens are never attended to. ``normalise=False`` returns the residual
+        stream before the final LayerNorm.
         """
         patches, _, segment_valid = patchify(x, time_mask, self.segment)
         visible = node_mask.bool().unsqueeze(-1) & segment_valid.unsqueeze(1)
@@ -198,13 +211,50 @@ class BrainMAEEncoder(nn.Module):
         h = h * visible.unsqueeze(-1).to(h.dtype)
         for block in self.blocks:
             h = block(h, self.roi_embedding, visible)
-        return self.norm(h), visible
+        return (self.norm(h) if normalise else h), visible
 
     def forward(self, x: Tensor, time_mask: Tensor, node_mask: Tensor) -> Tensor:
         """(B, D) mean of the valid tokens."""
         h, visible = self.tokens(x, time_mask, node_mask)
         w = visible.unsqueeze(-1).to(h.dtype)
         return (h * w).sum((1, 2)) / w.sum((1, 2)).clamp(min=1.0)
+
+    def roi_similarity(self, x: Tensor, time_mask: Tensor, node_mask: Tensor) -> Tensor:
+        """(B, E) upper triangle of the cosine similarity between ROIs' token trajectories:
+        each ROI's tokens, centred over its valid segments and concatenated, compared with every
+        other ROI's (0 for invalid ROIs); a connectivity matrix of the learnt representation."""
+        h, visible = self.tokens(x, time_mask, node_mask, normalise=False)
+        w = visible.unsqueeze(-1).to(h.dtype)
+        mean = (h * w).sum(2, keepdim=True) / w.sum(2, keepdim=True).clamp(min=1.0)
+        z = ((h - mean) * w).flatten(2)
+        z = z / z.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+        sim = z @ z.transpose(1, 2)
+        rows, cols = torch.triu_indices(sim.shape[1], sim.shape[1], 1, device=sim.device)
+        return sim[:, rows, cols]
+
+    def roi_statistics(self, x: Tensor, time_mask: Tensor, node_mask: Tensor) -> Tensor:
+        """(B, N, 2 D): each ROI's token mean and standard deviation over its valid segments
+        (zeros for an invalid ROI), taken before the final LayerNorm, which would rescale every
+        token and so erase the amplitude that co-fluctuating ROIs add to each other."""
+        h, visible = self.tokens(x, time_mask, node_mask, normalise=False)
+        w = visible.unsqueeze(-1).to(h.dtype)
+        count = w.sum(2).clamp(min=1.0)
+        mean = (h * w).sum(2) / count
+        var = ((h - mean.unsqueeze(2)).pow(2) * w).sum(2) / count
+        return torch.cat([mean, (var + 1e-6).sqrt()], -1) * w.amax(2)
+
+
+class ROIReadout(nn.Module):
+    """Per-ROI statistics (B, N, F) -> a shared linear map to ``readout_dim`` per ROI,
+    flattened: (B, N * readout_dim)."""
+
+    def __init__(self, n_nodes: int, in_dim: int, readout_dim: int) -> None:
+        super().__init__()
+        self.project = nn.Linear(in_dim, readout_dim)
+        self.out_dim = n_nodes * readout_dim
+
+    def forward(self, stats: Tensor) -> Tensor:
+        return self.project(stats).flatten(1)
 
 
 class BrainMAENetwork(nn.Module):
@@ -238,7 +288,15 @@ class BrainMAENetwork(nn.Module):
             self.decoder_norm = nn.LayerNorm(d_dec)
             self.decoder_out = nn.Linear(d_dec, int(hp["segment"]))
         else:
-            self.head = nn.Sequential(nn.Dropout(float(hp["dropout"])), nn.Linear(d_model, 2))
+            if hp["readout"] not in READOUTS:
+                raise ValueError(f"readout={hp['readout']!r}: expected one of {READOUTS}")
+            embed_dim = d_model
+            if hp["readout"] == "roi":
+                self.readout = ROIReadout(n_nodes, 2 * d_model, int(hp["readout_dim"]))
+                embed_dim = self.readout.out_dim
+            elif hp["readout"] == "similarity":
+                embed_dim = n_nodes * (n_nodes - 1) // 2
+            self.head = nn.Sequential(nn.Dropout(float(hp["dropout"])), nn.Linear(embed_dim, 2))
 
 
 def random_patch_mask(valid: Tensor, ratio: float) -> Tensor:
@@ -297,7 +355,12 @@ class BrainMAEFinetune(HeadFinetune, SSLStage):
             self.model.encoder.requires_grad_(False)
 
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
-        return self.model.encoder(batch["timeseries"], batch["time_mask"], batch["node_mask"])
+        inputs = batch["timeseries"], batch["time_mask"], batch["node_mask"]
+        if self.hp["readout"] == "roi":
+            return self.model.readout(self.model.encoder.roi_statistics(*inputs))
+        if self.hp["readout"] == "similarity":
+            return self.model.encoder.roi_similarity(*inputs)
+        return self.model.encoder(*inputs)
 
 
 register_stage(

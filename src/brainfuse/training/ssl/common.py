@@ -361,13 +361,68 @@ def load_matching(
 
 
 class HeadFinetune:
-    """Fine-tuning mixin: a linear/MLP ``model.head`` on the stage's ``embed``, cross-entropy."""
+    """Fine-tuning mixin: a linear/MLP ``model.head`` on the stage's ``embed``, cross-entropy.
+
+    ``head_init: probe`` starts fine-tuning from the linear probe (LP-FT, Kumar et al., 2022):
+    before the first step of a fresh run, a standardised logistic regression is fitted to the
+    pre-trained embeddings of the training subjects (``C`` chosen on the validation subjects,
+    :func:`~brainfuse.training.stages.fit_linear_probe`) and folded into the linear head. With a
+    random head, the first updates push large, noisy gradients into the pre-trained encoder;
+    on a few dozen subjects this undid what pre-training had learnt (demo: fine-tuned models
+    below their own linear probes). ``head_init: random`` keeps the usual initialisation.
+    """
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model.head(self.embed(batch))
 
+    def on_fit_start(self) -> None:
+        # A resumed run restores its head from the checkpoint instead.
+        if self.hp.get("head_init") == "probe" and self.trainer.ckpt_path is None:
+            self.initialise_head_from_probe()
+
+    @torch.no_grad()
+    def initialise_head_from_probe(self) -> float | None:
+        """Set the linear head to the probe of the current embeddings; returns its ``C`` (None
+        when the training subjects have one class and the head is left as it is)."""
+        from ..stages import embeddings, fit_linear_probe
+
+        linear = _single_linear(self.model.head)
+        train = self._labelled_train.subset(
+            self._labelled_train.table["subject"], train=False, transform=None
+        )
+        sets = [train] + ([self.val_set] if self.val_set is not None else [])
+        x = [embeddings(self, data, self.batch_size, self.device) for data in sets]
+        y = [data.labels for data in sets]
+        if self.val_set is None:
+            x.append(x[0][:0])
+            y.append(y[0][:0])
+        probe, c = fit_linear_probe(x[0], y[0], x[1], y[1], self.seed)
+        self.train()
+        if probe is None:
+            return None
+        scaler, logreg = probe[0], probe[-1]
+        w = logreg.coef_[0] / scaler.scale_
+        b = logreg.intercept_[0] - float(w @ scaler.mean_)
+        # softmax([0, z]) with z = w.x + b gives the probe's positive-class probability.
+        linear.weight.zero_()
+        linear.bias.zero_()
+        linear.weight[1] = torch.as_tensor(w, dtype=linear.weight.dtype)
+        linear.bias[1] = float(b)
+        log.info("head initialised from the linear probe (C=%g)", c)
+        return c
+
     def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         return {"loss": self.cross_entropy(self.logits(batch), batch["y"])}
+
+
+def _single_linear(head: nn.Module) -> nn.Linear:
+    linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    if len(linears) != 1 or linears[0].out_features != 2:
+        raise ValueError(
+            "head_init=probe needs a linear head (head_hidden: 0); this head has "
+            f"{len(linears)} linear layers"
+        )
+    return linears[0]
 
 
 class SSLStage(StageModule):
