@@ -24,3 +24,12 @@ def atlas(atlas_data_dir):
     from brainfuse.atlas import load_atlas
 
     return load_atlas(data_dir=atlas_data_dir)
+
+
+@pytest.fixture(scope="session")
+def small_demo_bids(tmp_path_factory, atlas_data_dir) -> Path:
+    """The smallest demo dataset (8 subjects, every fMRI run as BOLD), written once per session
+    by the workflow's own demo_data rule; the workflow tests read it as real data."""
+    from test_slurm import demo_dataset
+
+    return demo_dataset(tmp_path_factory.mktemp("small_demo"), atlas_data_dir)

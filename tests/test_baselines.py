@@ -52,7 +52,9 @@ def test_tangent_space_pipeline(planted):
     reference = ConnectivityMeasure(cov_estimator=LedoitWolf(store_precision=False), kind="tangent")
     reference.fit(list(x[np.r_[train, val]]))
     np.testing.assert_allclose(model[0].mean_, reference.mean_, rtol=1e-6)
-    everything = ConnectivityMeasure(cov_estimator=LedoitWolf(store_precision=False), kind="tangent")
+    everything = ConnectivityMeasure(
+        cov_estimator=LedoitWolf(store_precision=False), kind="tangent"
+    )
     assert not np.allclose(model[0].mean_, everything.fit(list(x)).mean_, rtol=1e-6)
 
 

@@ -12,7 +12,9 @@ from brainfuse.cli import BENCHES, main
 
 def test_inspect_cache(tmp_path, capsys):
     path = tmp_path / "sc.parquet"
-    table = pd.DataFrame({"sample_id": ["sub-01", "sub-02"], "subject": ["01", "02"], "label": ["a", "b"]})
+    table = pd.DataFrame(
+        {"sample_id": ["sub-01", "sub-02"], "subject": ["01", "02"], "label": ["a", "b"]}
+    )
     write_cache(path, table, {"sc": np.ones((2, 3, 3), np.float32)}, {"atlas": "Schaefer100"})
     assert main(["inspect", str(path)]) == 0
     out = capsys.readouterr().out
@@ -29,7 +31,9 @@ def test_inspect_table_and_json(tmp_path, capsys):
 
 
 def test_console_script_help():
-    result = subprocess.run([sys.executable, "-m", "brainfuse.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "brainfuse.cli", "--help"], capture_output=True, text=True
+    )
     assert result.returncode == 0
     for command in ("demo-data", "inspect", "bench", "run"):
         assert command in result.stdout

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_slurm import demo_dataset, reduced_config, snakemake, write_config
+from test_slurm import reduced_config, snakemake, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -28,10 +28,9 @@ REPORT = ("evaluate", "report_figures", "report")
 
 
 @pytest.fixture(scope="module")
-def completed(tmp_path_factory, atlas_data_dir) -> tuple[Path, dict]:
-    tmp = tmp_path_factory.mktemp("config_reruns")
-    bids = demo_dataset(tmp, atlas_data_dir)
-    workdir = tmp / "work"
+def completed(tmp_path_factory, atlas_data_dir, small_demo_bids) -> tuple[Path, dict]:
+    bids = small_demo_bids
+    workdir = tmp_path_factory.mktemp("config_reruns") / "work"
     config = reduced_config(
         atlas_data_dir,
         demo=False,

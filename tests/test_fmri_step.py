@@ -17,33 +17,45 @@ TR = 2.0
 N_VOLUMES = 150
 
 
-def _write_run(tmp_path, atlas, crop_top: int = 0, fd_level: float = 0.05, stem="sub-01_task-rest_run-1"):
+def _write_run(
+    tmp_path, atlas, crop_top: int = 0, fd_level: float = 0.05, stem="sub-01_task-rest_run-1"
+):
     rng = np.random.default_rng(0)
     affine = np.diag([6.0, 6.0, 6.0, 1.0])
     affine[:3, 3] = atlas.img.affine[:3, 3]
-    labels = resample_img(atlas.img, target_affine=affine, target_shape=(31, 37, 31),
-                          interpolation="nearest", force_resample=True, copy_header=True)
+    labels = resample_img(
+        atlas.img,
+        target_affine=affine,
+        target_shape=(31, 37, 31),
+        interpolation="nearest",
+        force_resample=True,
+        copy_header=True,
+    )
     lab = np.asarray(labels.dataobj).astype(int)
     if crop_top:
         lab = lab[:, :, : lab.shape[2] - crop_top]
     signals = rng.normal(size=(N_VOLUMES, atlas.n_nodes)) + 100
     data = np.zeros((*lab.shape, N_VOLUMES), dtype=np.float32)
     inside = lab > 0
-    data[inside] = signals[:, lab[inside] - 1].T + rng.normal(0, 0.1, size=(inside.sum(), N_VOLUMES))
+    data[inside] = signals[:, lab[inside] - 1].T + rng.normal(
+        0, 0.1, size=(inside.sum(), N_VOLUMES)
+    )
     func = tmp_path / "func"
     func.mkdir(exist_ok=True)
     bold = func / f"{stem}_space-MNI152NLin6Asym_desc-preproc_bold.nii.gz"
     nib.Nifti1Image(data, affine).to_filename(bold)
     (func / f"{stem}_space-MNI152NLin6Asym_desc-preproc_bold.json").write_text(
-        json.dumps({"RepetitionTime": TR}))
+        json.dumps({"RepetitionTime": TR})
+    )
     motion = np.cumsum(rng.normal(0, fd_level / 3, size=(N_VOLUMES, 6)), axis=0)
     table = pd.DataFrame(motion, columns=MOTION)
     for m in MOTION:
         d = table[m].diff()
         table[f"{m}_derivative1"], table[f"{m}_power2"] = d, table[m] ** 2
         table[f"{m}_derivative1_power2"] = d**2
-    table["framewise_displacement"] = table[MOTION].diff().abs().sum(axis=1).where(
-        table.index > 0) + fd_level
+    table["framewise_displacement"] = (
+        table[MOTION].diff().abs().sum(axis=1).where(table.index > 0) + fd_level
+    )
     confounds = func / f"{stem}_desc-confounds_timeseries.tsv"
     table.to_csv(confounds, sep="\t", index=False, na_rep="n/a")
     return bold, confounds, signals
@@ -51,15 +63,33 @@ def _write_run(tmp_path, atlas, crop_top: int = 0, fd_level: float = 0.05, stem=
 
 def _run(tmp_path, atlas, bold, confounds, **params):
     out = tmp_path / "out"
-    outputs = {k: str(out / f"x_{k}") for k in ("ts.tsv", "ts.json", "fc.tsv", "raw.tsv", "cov.tsv", "qc.png")}
+    outputs = {
+        k: str(out / f"x_{k}")
+        for k in ("ts.tsv", "ts.json", "fc.tsv", "raw.tsv", "cov.tsv", "qc.png")
+    }
     fmri_run(
-        bold=str(bold), confounds=str(confounds), mask=str(tmp_path / "missing_mask.nii.gz"),
-        sidecar=str(bold).replace(".nii.gz", ".json"), entities={"subject": "01", "task": "rest", "run": "1"},
+        bold=str(bold),
+        confounds=str(confounds),
+        mask=str(tmp_path / "missing_mask.nii.gz"),
+        sidecar=str(bold).replace(".nii.gz", ".json"),
+        entities={"subject": "01", "task": "rest", "run": "1"},
         atlas_cfg={"name": atlas.name, "min_coverage": 0.5, "data_dir": None},
-        params={"strategy": "24P", "detrend": True, "high_pass": 0.01, "low_pass": 0.1,
-                "fd_threshold": 0.5, "min_clean_seconds": 120, "dummy_scans": 0, **params},
-        out_timeseries=outputs["ts.tsv"], out_sidecar=outputs["ts.json"], out_relmat=outputs["fc.tsv"],
-        out_relmat_raw=outputs["raw.tsv"], out_coverage=outputs["cov.tsv"], out_figure=outputs["qc.png"],
+        params={
+            "strategy": "24P",
+            "detrend": True,
+            "high_pass": 0.01,
+            "low_pass": 0.1,
+            "fd_threshold": 0.5,
+            "min_clean_seconds": 120,
+            "dummy_scans": 0,
+            **params,
+        },
+        out_timeseries=outputs["ts.tsv"],
+        out_sidecar=outputs["ts.json"],
+        out_relmat=outputs["fc.tsv"],
+        out_relmat_raw=outputs["raw.tsv"],
+        out_coverage=outputs["cov.tsv"],
+        out_figure=outputs["qc.png"],
     )
     return outputs
 
@@ -102,6 +132,6 @@ def test_missing_confounds_file_is_excluded(tmp_path, atlas):
 
 def test_corrupt_nifti_is_excluded(tmp_path, atlas):
     bold, confounds, _ = _write_run(tmp_path, atlas)
-    bold.write_bytes(bold.read_bytes()[: 5000])
+    bold.write_bytes(bold.read_bytes()[:5000])
     qc = json.loads(open(_run(tmp_path, atlas, bold, confounds)["ts.json"]).read())
     assert qc["status"] == "excluded" and bold.name in qc["reason"]

@@ -313,11 +313,11 @@ def kill_like_a_time_limit(job_id: str, stage_log: Path, timeout: float = 60) ->
 @pytest.mark.slurm
 @pytest.mark.slow
 @pytest.mark.timeout(RUN_TIMEOUT + 240)
-def test_workflow_on_slurm(local_slurm: LocalSlurm, tmp_path, atlas_data_dir):
+def test_workflow_on_slurm(local_slurm: LocalSlurm, tmp_path, atlas_data_dir, small_demo_bids):
     """The workflow on SLURM: jobs in the right partitions with the right GPU requests, fMRI
     runs in group jobs, and a training job killed as at a time limit is resubmitted by Snakemake
     and resumes from its checkpoint to the result of an uninterrupted run."""
-    bids = demo_dataset(tmp_path, atlas_data_dir)
+    bids = small_demo_bids
     workdir = tmp_path / "work"
     config = reduced_config(
         atlas_data_dir,

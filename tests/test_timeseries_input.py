@@ -20,7 +20,9 @@ def test_xcpd_table_reordered_with_nan_for_missing(tmp_path):
     rng = np.random.default_rng(0)
     data = rng.normal(size=(20, 4))
     path = tmp_path / "sub-01_task-rest_run-1_space-X_seg-Y_stat-mean_timeseries.tsv"
-    pd.DataFrame(data, columns=["node3", "node0", "node1", "node4"]).to_csv(path, sep="\t", index=False)
+    pd.DataFrame(data, columns=["node3", "node0", "node1", "node4"]).to_csv(
+        path, sep="\t", index=False
+    )
     out = read_timeseries_table(path, NAMES)
     assert out.shape == (20, 5)
     np.testing.assert_allclose(out[:, 3], data[:, 0], rtol=1e-6)
@@ -50,5 +52,9 @@ def test_tr_and_motion(tmp_path):
     with pytest.raises(InputError, match="no TR"):
         repetition_time_of_table(tmp_path / "other.tsv", None)
     pd.DataFrame({"framewise_displacement": [np.nan, 0.1, 0.3]}).to_csv(
-        tmp_path / "sub-01_task-rest_desc-motion_timeseries.tsv", sep="\t", index=False, na_rep="n/a")
+        tmp_path / "sub-01_task-rest_desc-motion_timeseries.tsv",
+        sep="\t",
+        index=False,
+        na_rep="n/a",
+    )
     np.testing.assert_allclose(motion_of_table(path), [0, 0.1, 0.3])

@@ -32,7 +32,6 @@ from test_slurm import (
     assert_same_as_uninterrupted,
     checkpoint,
     checkpoint_step,
-    demo_dataset,
     reduced_config,
     stage_dir,
     write_config,
@@ -119,8 +118,8 @@ def incomplete_markers(workdir: Path) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def bids(tmp_path_factory, atlas_data_dir) -> Path:
-    return demo_dataset(tmp_path_factory.mktemp("dataset"), atlas_data_dir)
+def bids(small_demo_bids) -> Path:
+    return small_demo_bids
 
 
 def prepare(workdir: Path, bids: Path, atlas_data_dir: str | None) -> dict:
