@@ -85,6 +85,9 @@ def signal_when_checkpointed(
             stderr=subprocess.STDOUT,
             env=ENV,
             start_new_session=True,  # its own process group: the signal reaches every job
+            # A shell that starts pytest in the background leaves SIGINT ignored, and ignored
+            # signals are inherited: give the run a terminal's default handling.
+            preexec_fn=_default_sigint,
         )
         try:
             deadline = time.monotonic() + timeout
@@ -101,6 +104,10 @@ def signal_when_checkpointed(
         assert time.monotonic() < deadline, f"processes of the run survived {sig.name}"
         time.sleep(0.1)
     return returncode, log_path.read_text()
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _group_alive(pgid: int) -> bool:
