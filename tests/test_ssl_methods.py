@@ -393,6 +393,11 @@ def test_method_stages_run_and_finetuned_model_beats_chance(method, data, tmp_pa
     if method == "mcsp":
         distill = metrics["distill"]
         assert set(distill["distillation_auc"]) == {*mcsp.DOMAINS, "teacher"}
+        # student_readout: auto - chosen on the validation subjects, then used for the test ones
+        selected = distill["student_readout_selected"]
+        assert set(distill["student_readout_val_auc"]) == {"mean", *mcsp.DOMAINS}
+        if selected != "mean":
+            assert distill["auc"] == pytest.approx(distill["distillation_auc"][selected])
         assert distill["distillation_auc"]["teacher"] == pytest.approx(metrics["finetune"]["auc"])
     if method == "brainmass":
         frozen = pretrain["frozen_embeddings"]

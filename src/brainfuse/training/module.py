@@ -195,6 +195,14 @@ class StageModule(LightningModule):
         """Parameters the optimiser updates (default: those that require gradients)."""
         return (p for p in self.model.parameters() if p.requires_grad)
 
+    def select_on_validation(
+        self, val_set: BrainDataset, batch_size: int, device: torch.device
+    ) -> dict[str, Any]:
+        """Choices left to the validation subjects after training (the selected model is loaded;
+        called in eval mode, without gradients, before the test subjects are read). Returns
+        JSON-serialisable entries for ``metrics.json``; the default chooses nothing."""
+        return {}
+
     def test_extras(
         self, test_set: BrainDataset, batch_size: int, device: torch.device
     ) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -563,9 +563,13 @@ def run_torch_stage(
             best = torch.load(best_path, map_location="cpu", weights_only=False)
             lit.load_state_dict(best["state_dict"])
             best_step = int(best["global_step"])
-        test_set = full.subset(roles["test"], train=False, transform=None)
         device = torch.device("cuda") if cuda else torch.device("cpu")
         batch_size = int(hp["batch_size"])
+        selection: dict[str, Any] = {}
+        if has_val:
+            with torch.no_grad():
+                selection = lit.to(device).eval().select_on_validation(val_set, batch_size, device)
+        test_set = full.subset(roles["test"], train=False, transform=None)
         evaluation: dict[str, Any]
         if plugin.supervised:
             y_score = predict_proba(lit, test_set, batch_size, device)
@@ -630,6 +634,7 @@ def run_torch_stage(
             "previous_keys": previous_report,
             "seconds": time.perf_counter() - start,
             **evaluation,
+            **selection,
             **_test_metrics(y_true, y_pred, y_score),
             **extra_metrics,
         }

@@ -69,6 +69,8 @@ __all__ = [
 ]
 
 DOMAINS = ("spatial", "temporal", "frequency")
+#: How the distillation stage predicts: the students' mean, one student, or chosen on validation.
+READOUTS = ("mean", *DOMAINS, "auto")
 METHODS = ("mcsp", "mcsp_fmri_only")
 
 FMRI_KEYS = ("fc", "node_mask", "timeseries", "time_mask", "fft")
@@ -421,9 +423,11 @@ class MCSPDistill(_MCSPStage):
     def __init__(self, ctx: StageContext) -> None:
         super().__init__(ctx)
         readout = str(self.hp["student_readout"])
-        if readout != "mean" and readout not in DOMAINS:
-            raise ValueError(f"student_readout={readout!r}: expected 'mean' or one of {DOMAINS}")
-        self.readout = readout
+        if readout not in READOUTS:
+            raise ValueError(f"student_readout={readout!r}: expected one of {READOUTS}")
+        # "auto" trains and validates with the mean, then chooses (select_on_validation).
+        self.auto = readout == "auto"
+        self.readout = "mean" if self.auto else readout
         self.network.encoders.requires_grad_(False)
         self.network.classifier.requires_grad_(False)
         self._copy_teacher_encoders()
@@ -447,11 +451,45 @@ class MCSPDistill(_MCSPStage):
         return {k: self.network.students[k]["head"](emb[k]) for k in DOMAINS}
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
-        per_student = self.student_logits(batch)
-        if self.readout != "mean":
-            return per_student[self.readout]
+        return self._readout_logits(self.student_logits(batch), self.readout)
+
+    @staticmethod
+    def _readout_logits(per_student: dict[str, Tensor], readout: str) -> Tensor:
+        if readout != "mean":
+            return per_student[readout]
         probs = torch.stack([v.float().softmax(-1) for v in per_student.values()]).mean(0)
         return probs.clamp(min=1e-12).log()
+
+    def select_on_validation(
+        self, val_set: BrainDataset, batch_size: int, device: torch.device
+    ) -> dict[str, Any]:
+        """With ``student_readout: auto``, predict with the readout (the students' mean or one
+        student) of the highest validation AUC, balanced accuracy breaking ties, the mean
+        winning remaining ties."""
+        if not self.auto:
+            return {}
+        from ..data import eval_loader
+        from ..module import binary_scores
+
+        options = ("mean", *DOMAINS)
+        probs: dict[str, list[Tensor]] = {k: [] for k in options}
+        for batch in eval_loader(val_set, batch_size):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            per_student = self.student_logits(batch)
+            for k in options:
+                logits = self._readout_logits(per_student, k)
+                probs[k].append(logits.float().softmax(-1)[:, 1].cpu())
+        y = val_set.labels.astype(int)
+        scores = {}
+        for k in options:
+            s = binary_scores(y, torch.cat(probs[k]).numpy())
+            scores[k] = (s["auc"], s["balanced_accuracy"])
+        best = max(options, key=lambda k: tuple(np.nan_to_num(scores[k], nan=-1.0)))
+        self.readout = best
+        return {
+            "student_readout_selected": best,
+            "student_readout_val_auc": {k: v[0] for k, v in scores.items()},
+        }
 
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         students = {k: self.network.students[k]["encoder"] for k in DOMAINS}

@@ -108,7 +108,8 @@ _MCSP: dict[str, Any] = {
     # Distillation: w * CE(teacher) + (1 - w) * CE(labels); predictions from the students.
     "distill_soft_weight": 0.5,
     "distill_temperature": 1.0,
-    "student_readout": "mean",  # mean | spatial | temporal | frequency
+    # auto (chosen on the validation subjects) | mean | spatial | temporal | frequency
+    "student_readout": "auto",
     "optimizer": "adam",
     "lr": 1e-3,
     "weight_decay": 0.0,
