@@ -194,7 +194,7 @@ class ConneX(nn.Module):
         Hidden units of the token- and channel-mixing MLPs.
     dropout : float
         Dropout throughout and before the heads.
-    node_norm : {"layer", "batch", "none"}
+    node_norm : {"layer", "graph", "batch", "none"}
         Normalisation inside the backbones (:class:`~.encoders.NodeGCNEncoder`).
     """
 

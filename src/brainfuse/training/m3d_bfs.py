@@ -278,6 +278,24 @@ def _sc_mask(sc: Tensor) -> Tensor:
     return torch.ones(sc.shape[:2], dtype=torch.bool, device=sc.device)
 
 
+def _graph_encoders(
+    n_nodes: int,
+    hidden: int,
+    n_layers: int,
+    sc_top_k: int | None,
+    fc_top_k: int | None,
+    dropout: float,
+    sc_standardize: bool,
+    fc_standardize: bool,
+    node_norm: str,
+) -> tuple[NodeGCNEncoder, NodeGCNEncoder]:
+    """The SC and the FC GCN encoder (stages 1-3 build them alike, so stage 1's load by name)."""
+    return tuple(
+        NodeGCNEncoder(n_nodes, hidden, n_layers, top_k, None, dropout, standardize, node_norm)
+        for top_k, standardize in ((sc_top_k, sc_standardize), (fc_top_k, fc_standardize))
+    )
+
+
 class UnimodalEncoders(nn.Module):
     """Stage 1 network: an SC and an FC GCN encoder, each with a classification head.
 
@@ -298,12 +316,10 @@ class UnimodalEncoders(nn.Module):
         node_norm: str = "batch",
     ) -> None:
         super().__init__()
-        self.sc_encoder = NodeGCNEncoder(
-            n_nodes, hidden, n_layers, sc_top_k, None, dropout, sc_standardize, node_norm
-        )
-        self.fc_encoder = NodeGCNEncoder(
-            n_nodes, hidden, n_layers, fc_top_k, None, dropout, fc_standardize, node_norm
-        )
+        self.sc_encoder, self.fc_encoder = _graph_encoders(
+            n_nodes, hidden, n_layers, sc_top_k, fc_top_k, dropout, sc_standardize,
+            fc_standardize, node_norm,
+        )  # fmt: skip
         self.sc_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, 2))
         self.fc_head = nn.Sequential(nn.Dropout(dropout), nn.Linear(2 * hidden, 2))
 
@@ -367,7 +383,7 @@ class M3DBFS(nn.Module):
     sc_standardize, fc_standardize : bool
         Z-score each sample's SC (FC) values before they become node features
         (:class:`~.encoders.NodeGCNEncoder`).
-    node_norm : {"layer", "batch", "none"}
+    node_norm : {"layer", "graph", "batch", "none"}
         Normalisation inside the GCN encoders (:class:`~.encoders.NodeGCNEncoder`).
     """
 
@@ -391,12 +407,10 @@ class M3DBFS(nn.Module):
     ) -> None:
         super().__init__()
         self.n_nodes = n_nodes
-        self.sc_encoder = NodeGCNEncoder(
-            n_nodes, hidden, n_layers, sc_top_k, None, dropout, sc_standardize, node_norm
-        )
-        self.fc_encoder = NodeGCNEncoder(
-            n_nodes, hidden, n_layers, fc_top_k, None, dropout, fc_standardize, node_norm
-        )
+        self.sc_encoder, self.fc_encoder = _graph_encoders(
+            n_nodes, hidden, n_layers, sc_top_k, fc_top_k, dropout, sc_standardize,
+            fc_standardize, node_norm,
+        )  # fmt: skip
 
         def projection() -> nn.Module:
             return nn.Sequential(nn.Linear(hidden, fusion_dim), nn.ReLU(), nn.LayerNorm(fusion_dim))

@@ -22,12 +22,10 @@ Stages (``[pretrain, finetune]``):
     masked positions and reconstructs the masked patches. Loss: MSE over the valid time points
     of masked patches only (targets are the z-scored series).
 ``finetune`` (supervised)
-    The encoder (no masking), a readout, a linear head; cross-entropy. Readouts
-    (``readout``): ``mean`` - the mean of the valid tokens; ``roi`` - per ROI the mean and the
-    standard deviation of its tokens over the segments, a shared linear map to ``readout_dim``
-    values per ROI, flattened in atlas order (ROI identity and the segment-to-segment
-    co-fluctuation that connectivity differences show up as are kept; the global mean loses
-    both).
+    The encoder (no masking), a readout, a linear head; cross-entropy. Readouts (``readout``):
+    ``similarity`` - the cosine similarity of the ROIs' token trajectories (upper triangle), which
+    keeps which ROIs co-fluctuate; ``mean`` - the mean of the valid tokens, which averages that
+    away.
 """
 
 from __future__ import annotations
@@ -43,7 +41,6 @@ from .common import HeadFinetune, SSLStage
 from .losses import masked_mse
 
 __all__ = [
-    "ROIReadout",
     "BrainMAEEncoder",
     "BrainMAEFinetune",
     "BrainMAENetwork",
@@ -53,7 +50,7 @@ __all__ = [
 ]
 
 METHOD = "brainmae"
-READOUTS = ("mean", "roi", "similarity")
+READOUTS = ("mean", "similarity")
 
 
 def patchify(x: Tensor, time_mask: Tensor, segment: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -232,30 +229,6 @@ class BrainMAEEncoder(nn.Module):
         rows, cols = torch.triu_indices(sim.shape[1], sim.shape[1], 1, device=sim.device)
         return sim[:, rows, cols]
 
-    def roi_statistics(self, x: Tensor, time_mask: Tensor, node_mask: Tensor) -> Tensor:
-        """(B, N, 2 D): each ROI's token mean and standard deviation over its valid segments
-        (zeros for an invalid ROI), taken before the final LayerNorm, which would rescale every
-        token and so erase the amplitude that co-fluctuating ROIs add to each other."""
-        h, visible = self.tokens(x, time_mask, node_mask, normalise=False)
-        w = visible.unsqueeze(-1).to(h.dtype)
-        count = w.sum(2).clamp(min=1.0)
-        mean = (h * w).sum(2) / count
-        var = ((h - mean.unsqueeze(2)).pow(2) * w).sum(2) / count
-        return torch.cat([mean, (var + 1e-6).sqrt()], -1) * w.amax(2)
-
-
-class ROIReadout(nn.Module):
-    """Per-ROI statistics (B, N, F) -> a shared linear map to ``readout_dim`` per ROI,
-    flattened: (B, N * readout_dim)."""
-
-    def __init__(self, n_nodes: int, in_dim: int, readout_dim: int) -> None:
-        super().__init__()
-        self.project = nn.Linear(in_dim, readout_dim)
-        self.out_dim = n_nodes * readout_dim
-
-    def forward(self, stats: Tensor) -> Tensor:
-        return self.project(stats).flatten(1)
-
 
 class BrainMAENetwork(nn.Module):
     """Every tensor of BrainMAE's stages: the encoder, and the decoder (pre-training) or the
@@ -290,12 +263,8 @@ class BrainMAENetwork(nn.Module):
         else:
             if hp["readout"] not in READOUTS:
                 raise ValueError(f"readout={hp['readout']!r}: expected one of {READOUTS}")
-            embed_dim = d_model
-            if hp["readout"] == "roi":
-                self.readout = ROIReadout(n_nodes, 2 * d_model, int(hp["readout_dim"]))
-                embed_dim = self.readout.out_dim
-            elif hp["readout"] == "similarity":
-                embed_dim = n_nodes * (n_nodes - 1) // 2
+            similarity = hp["readout"] == "similarity"
+            embed_dim = n_nodes * (n_nodes - 1) // 2 if similarity else d_model
             self.head = nn.Sequential(nn.Dropout(float(hp["dropout"])), nn.Linear(embed_dim, 2))
 
 
@@ -356,8 +325,6 @@ class BrainMAEFinetune(HeadFinetune, SSLStage):
 
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         inputs = batch["timeseries"], batch["time_mask"], batch["node_mask"]
-        if self.hp["readout"] == "roi":
-            return self.model.readout(self.model.encoder.roi_statistics(*inputs))
         if self.hp["readout"] == "similarity":
             return self.model.encoder.roi_similarity(*inputs)
         return self.model.encoder(*inputs)

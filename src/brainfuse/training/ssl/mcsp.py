@@ -460,6 +460,24 @@ class MCSPDistill(_MCSPStage):
         probs = torch.stack([v.float().softmax(-1) for v in per_student.values()]).mean(0)
         return probs.clamp(min=1e-12).log()
 
+    def readout_probabilities(
+        self, dataset: BrainDataset, batch_size: int, device: torch.device
+    ) -> dict[str, np.ndarray]:
+        """Positive-class probabilities of every sample under each readout (``mean`` and each
+        student) and under the ``teacher``."""
+        from ..data import eval_loader
+
+        names = ("mean", *DOMAINS, "teacher")
+        probs: dict[str, list[Tensor]] = {k: [] for k in names}
+        for batch in eval_loader(dataset, batch_size):
+            batch = {k: v.to(device) for k, v in batch.items()}
+            per_student = self.student_logits(batch)
+            logits = {k: self._readout_logits(per_student, k) for k in ("mean", *DOMAINS)}
+            logits["teacher"] = self.network.classifier(self.fused_embedding(batch))
+            for k, value in logits.items():
+                probs[k].append(value.float().softmax(-1)[:, 1].cpu())
+        return {k: torch.cat(v).numpy() if v else np.zeros(0) for k, v in probs.items()}
+
     def select_on_validation(
         self, val_set: BrainDataset, batch_size: int, device: torch.device
     ) -> dict[str, Any]:
@@ -468,21 +486,14 @@ class MCSPDistill(_MCSPStage):
         winning remaining ties."""
         if not self.auto:
             return {}
-        from ..data import eval_loader
         from ..module import binary_scores
 
         options = ("mean", *DOMAINS)
-        probs: dict[str, list[Tensor]] = {k: [] for k in options}
-        for batch in eval_loader(val_set, batch_size):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            per_student = self.student_logits(batch)
-            for k in options:
-                logits = self._readout_logits(per_student, k)
-                probs[k].append(logits.float().softmax(-1)[:, 1].cpu())
+        probs = self.readout_probabilities(val_set, batch_size, device)
         y = val_set.labels.astype(int)
         scores = {}
         for k in options:
-            s = binary_scores(y, torch.cat(probs[k]).numpy())
+            s = binary_scores(y, probs[k])
             scores[k] = (s["auc"], s["balanced_accuracy"])
         best = max(options, key=lambda k: tuple(np.nan_to_num(scores[k], nan=-1.0)))
         self.readout = best
@@ -513,22 +524,15 @@ class MCSPDistill(_MCSPStage):
         self, test_set: BrainDataset, batch_size: int, device: torch.device
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Adds each student's and the teacher's test AUC."""
-        from ..data import eval_loader
         from ..module import binary_scores
 
         metrics, tables = super().test_extras(test_set, batch_size, device)
-        probs: dict[str, list[Tensor]] = {k: [] for k in (*DOMAINS, "teacher")}
-        for batch in eval_loader(test_set, batch_size):
-            batch = {k: v.to(device) for k, v in batch.items()}
-            for k, logits in self.student_logits(batch).items():
-                probs[k].append(logits.float().softmax(-1)[:, 1].cpu())
-            teacher = self.network.classifier(self.fused_embedding(batch))
-            probs["teacher"].append(teacher.float().softmax(-1)[:, 1].cpu())
+        probs = self.readout_probabilities(test_set, batch_size, device)
         y = test_set.labels.astype(int)
-        per_model = {}
-        for k, parts in probs.items():
-            p = torch.cat(parts).numpy() if parts else np.zeros(0)
-            per_model[k] = binary_scores(y, p)["auc"] if len(y) else math.nan
+        per_model = {
+            k: binary_scores(y, probs[k])["auc"] if len(y) else math.nan
+            for k in (*DOMAINS, "teacher")
+        }
         metrics["distillation_auc"] = per_model
         return metrics, tables
 

@@ -167,9 +167,8 @@ SSL_DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
         "head_init": "probe",
         "head_hidden": 0,
         # Fine-tuning readout: similarity (cosine similarity of the ROIs' token trajectories,
-        # upper triangle) | roi (per-ROI mean and SD over segments, flattened) | mean.
+        # upper triangle) | mean.
         "readout": "similarity",
-        "readout_dim": 4,  # per-ROI values of the roi readout
         "per_stage": {
             "pretrain": {"epochs": 30, "batch_size": 16, "patience": 30},
             # From the probe, small steps: larger ones left the demo's fine-tuned models below
