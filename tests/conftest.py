@@ -21,7 +21,7 @@ def atlas_data_dir() -> str | None:
 
 @pytest.fixture(scope="session")
 def atlas(atlas_data_dir):
-    from brainfuse.atlas import load_atlas
+    from brainfuse.core.atlas import load_atlas
 
     return load_atlas(data_dir=atlas_data_dir)
 

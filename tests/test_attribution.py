@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from brainfuse.attribution import (
+from brainfuse.explain.attribution import (
     FoldBlock,
     MethodAttribution,
     aggregate,
@@ -89,7 +89,7 @@ def test_haufe_equals_covariance_times_weights():
 
 
 def test_standardized_pattern_does_not_depend_on_feature_units():
-    from brainfuse.attribution import standardized_pattern
+    from brainfuse.explain.attribution import standardized_pattern
 
     x, y, truth = _distractor_data(n=500)
     w = np.linspace(-1, 1, 20)
@@ -104,7 +104,7 @@ def test_standardized_pattern_does_not_depend_on_feature_units():
 def test_vector_orders_match_the_feature_extractors():
     from nilearn.connectome import sym_matrix_to_vec
 
-    from brainfuse.baselines import upper_triangle
+    from brainfuse.methods.baselines.estimators import upper_triangle
 
     rng = np.random.default_rng(2)
     m = rng.uniform(-0.5, 0.5, (6, 6))
@@ -229,7 +229,7 @@ def _planted_attribution(n=20, planted=(2, 7, 11, 15), noise=0.05, folds=3, seed
         m = (m + m.T) / 2
         np.fill_diagonal(m, 0)
         per_fold[f] = FoldBlock(m[None], m[None])
-    from brainfuse.attribution import BlockInfo
+    from brainfuse.explain.attribution import BlockInfo
 
     names = [f"7Networks_LH_Default_{i}" if i % 2 else f"7Networks_RH_Vis_{i}" for i in range(n)]
     info = BlockInfo(names, ["Default" if i % 2 else "Vis" for i in range(n)])
@@ -300,7 +300,7 @@ def test_write_outputs_round_trip(tmp_path):
 
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
-    from brainfuse.training.synthetic import write_synthetic_caches
+    from brainfuse.methods.torch.synthetic import write_synthetic_caches
 
     out = tmp_path_factory.mktemp("synthetic")
     paths = write_synthetic_caches(
@@ -310,7 +310,7 @@ def synthetic(tmp_path_factory):
 
 
 def _truth(paths):
-    from brainfuse.cache import read_cache
+    from brainfuse.core.cache import read_cache
 
     meta = read_cache(paths["fmri"]).metadata
     names = [f"node_{i}" for i in range(20)]
@@ -320,7 +320,7 @@ def _truth(paths):
 
 @pytest.mark.parametrize("method", ["logreg_fc", "svm_tangent", "logreg_sc"])
 def test_linear_baselines_find_the_planted_parcels(synthetic, method, tmp_path):
-    from brainfuse.train import run_stage
+    from brainfuse.methods.run import run_stage
 
     out, paths = synthetic
     modality = "sc" if method.endswith("_sc") else "fmri"
@@ -364,10 +364,10 @@ def test_linear_baselines_find_the_planted_parcels(synthetic, method, tmp_path):
 def test_torch_model_is_rebuilt_and_explained(synthetic, tmp_path):
     torch = pytest.importorskip("torch")
     from brainfuse.folds import read_folds, subjects_of
-    from brainfuse.training.data import BrainDataset
-    from brainfuse.training.registry import method_params
-    from brainfuse.training.stage import MODEL_FORMAT
-    from brainfuse.training.stages import build_classifier_model
+    from brainfuse.methods.torch.data import BrainDataset
+    from brainfuse.methods.torch.plugins import build_classifier_model
+    from brainfuse.methods.torch.runner import MODEL_FORMAT
+    from brainfuse.methods.torch_registry import method_params
 
     out, paths = synthetic
     method = "graph_transformer_fc"
@@ -433,7 +433,7 @@ def test_explain_majority_has_no_biomarkers(synthetic):
 
 
 def test_routing_summary(tmp_path):
-    from brainfuse.attribution import routing_summary
+    from brainfuse.explain.attribution import routing_summary
 
     rows = []
     for label, y in (("control", 0), ("patient", 1)):
@@ -461,7 +461,7 @@ def test_routing_summary(tmp_path):
     assert patient["share"].item() == pytest.approx(0.8) and summary["n_folds"] == 1
     assert routing_summary([tmp_path / "missing.tsv"]) is None
 
-    from brainfuse.figures import routing_figure
+    from brainfuse.report.figures import routing_figure
 
     out = routing_figure(summary, tmp_path / "routing.png")
     assert open(out, "rb").read(8) == b"\x89PNG\r\n\x1a\n"

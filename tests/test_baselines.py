@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from brainfuse.baselines import fit_select, scores, upper_triangle
+from brainfuse.methods.baselines.estimators import fit_select, scores, upper_triangle
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from brainfuse.cache import pad_time, read_cache, read_metadata, write_cache
+from brainfuse.core.cache import pad_time, read_cache, read_metadata, write_cache
 from brainfuse.inspect import describe
 
 

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pandas as pd
 
-from brainfuse.cache import write_cache
 from brainfuse.cli import BENCHES, main
+from brainfuse.core.cache import write_cache
 
 
 def test_inspect_cache(tmp_path, capsys):

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainfuse import demo
+from brainfuse.demo import dataset as demo
 
 N_SUBJECTS = 8
 N_VOLUMES = 120

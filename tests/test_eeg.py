@@ -9,9 +9,10 @@ import mne
 import numpy as np
 import pytest
 
-from brainfuse import eeg_source
-from brainfuse.bench_eeg import synthetic_atlas
-from brainfuse.eeg import (
+from brainfuse.benchmarks.eeg import synthetic_atlas
+from brainfuse.core.errors import InputError
+from brainfuse.modalities.eeg import source as eeg_source
+from brainfuse.modalities.eeg.process import (
     DEFAULT_EEG_PARAMS,
     _local_power,
     band_envelopes,
@@ -22,7 +23,6 @@ from brainfuse.eeg import (
     resolve_params,
     segment,
 )
-from brainfuse.errors import InputError
 
 SHARED = Path(__file__).parents[1].parent / "shared/data"
 EEG_DATA = SHARED / "eeg"
@@ -40,7 +40,7 @@ FAST = {"envelope_sfreq": 2.0, "window_length": 10, "notch": []}
 def atlas():
     """Schaefer-100 from the shared data when present, else a synthetic 100-parcel atlas."""
     if (NILEARN_DATA / "schaefer_2018").exists():
-        from brainfuse.atlas import load_atlas
+        from brainfuse.core.atlas import load_atlas
 
         return load_atlas("Schaefer100", data_dir=str(NILEARN_DATA))
     return synthetic_atlas(100)

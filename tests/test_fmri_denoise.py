@@ -4,9 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainfuse.connectivity import pearson as pearson_fc
-from brainfuse.errors import InputError
-from brainfuse.fmri import MOTION, confound_columns, denoise, fisher_z
+from brainfuse.core.connectivity import pearson as pearson_fc
+from brainfuse.core.errors import InputError
+from brainfuse.modalities.fmri.denoise import MOTION, confound_columns, denoise, fisher_z
 
 PARAMS = {
     "strategy": "24P",
@@ -85,7 +85,7 @@ def test_strategies_and_missing_columns():
         "a_comp_cor_00",
         "a_comp_cor_01",
     ]
-    from brainfuse.fmri import _expand
+    from brainfuse.modalities.fmri.denoise import _expand
 
     with pytest.raises(KeyError, match="global_signal"):
         confound_columns("36P", _expand([*MOTION, "csf", "white_matter"]))

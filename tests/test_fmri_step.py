@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from nilearn.image import resample_img
 
-from brainfuse.fmri import MOTION
+from brainfuse.modalities.fmri.denoise import MOTION
 from brainfuse.steps import fmri_run
 
 TR = 2.0

@@ -16,10 +16,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from brainfuse.training import registry
-from brainfuse.training.data import BrainDataset, eval_loader
-from brainfuse.training.encoders import NODE_NORMS
-from brainfuse.training.m3d_bfs import (
+from brainfuse.methods import torch_registry as registry
+from brainfuse.methods.fusion.m3d_bfs import (
     M3DBFS,
     NoisyTopKGate,
     clip_loss,
@@ -27,17 +25,19 @@ from brainfuse.training.m3d_bfs import (
     disentanglement_loss,
     replicate_experts,
 )
-from brainfuse.training.module import StageModule
-from brainfuse.training.registry import method_params
-from brainfuse.training.stage import load_previous, run_torch_stage
-from brainfuse.training.stages import (
+from brainfuse.methods.torch.data import BrainDataset, eval_loader
+from brainfuse.methods.torch.encoders import NODE_NORMS
+from brainfuse.methods.torch.module import StageModule
+from brainfuse.methods.torch.plugins import (
     CLASSIFIER,
     StageContext,
     StagePlugin,
     plugin_for,
     register_stage,
 )
-from brainfuse.training.synthetic import write_synthetic_caches
+from brainfuse.methods.torch.runner import load_previous, run_torch_stage
+from brainfuse.methods.torch.synthetic import write_synthetic_caches
+from brainfuse.methods.torch_registry import method_params
 
 torch.set_num_threads(1)
 
@@ -310,7 +310,7 @@ def test_connex_beats_chance(data, tmp_path, method):
 class _Network(nn.Module):
     def __init__(self, n_nodes: int, d_model: int) -> None:
         super().__init__()
-        from brainfuse.training.encoders import GraphTransformer
+        from brainfuse.methods.torch.encoders import GraphTransformer
 
         self.encoder = GraphTransformer(n_nodes, d_model=d_model, n_layers=1, readout="mean")
         self.decoder = nn.Linear(d_model, n_nodes)
@@ -350,7 +350,7 @@ class _Finetune(_Pretrain):
 @pytest.fixture
 def toy_method(monkeypatch):
     """Register the docstring's two-stage self-supervised method for one test."""
-    from brainfuse.methods import MethodSpec
+    from brainfuse.methods.catalog import MethodSpec
 
     spec = MethodSpec(("fmri",), "torch", features="toy_ssl")
     monkeypatch.setitem(registry.TORCH_METHODS, "toy_ssl", spec)
@@ -359,7 +359,7 @@ def toy_method(monkeypatch):
         "per_stage": {"finetune": {"lr": 3e-3, "epochs": 2}},
     })  # fmt: skip
     # Registered below, so the module is never imported; any importable name will do.
-    monkeypatch.setitem(registry.PLUGIN_MODULES, "toy_ssl", "brainfuse.training.stages")
+    monkeypatch.setitem(registry.PLUGIN_MODULES, "toy_ssl", "brainfuse.methods.torch.plugins")
     register_stage("toy_ssl", "pretrain", StagePlugin(_Pretrain, supervised=False))
     register_stage("toy_ssl", "finetune", StagePlugin(_Finetune, supervised=True))
     return "toy_ssl"
@@ -396,7 +396,7 @@ RESUME_PARAMS = {
 
 SCRIPT = """
 import json, sys
-from brainfuse.training.stage import run_torch_stage
+from brainfuse.methods.torch.runner import run_torch_stage
 run_torch_stage(**json.loads(sys.argv[1]))
 """
 

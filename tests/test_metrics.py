@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainfuse.metrics import binary_metrics, summarise
+from brainfuse.core.metrics import binary_metrics, summarise
 
 
 def test_binary_metrics_known_values():

@@ -10,10 +10,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-import brainfuse.parcellate as parcellate_module
-from brainfuse.atlas import Atlas, load_atlas
-from brainfuse.errors import InputError
-from brainfuse.parcellate import (
+import brainfuse.modalities.fmri.parcellate as parcellate_module
+from brainfuse.core.atlas import Atlas, load_atlas
+from brainfuse.core.errors import InputError
+from brainfuse.modalities.fmri.parcellate import (
     CoverageWarning,
     SpaceMismatchWarning,
     atlas_grid_cache_clear,
@@ -401,7 +401,7 @@ def test_reader_thread_stops_when_consumer_stops(tmp_path):
 def test_benchmark_smoke(capsys):
     if not (NILEARN_DATA / "schaefer_2018").is_dir():
         pytest.skip("Schaefer files not available offline")
-    from brainfuse import bench_parcellation
+    from brainfuse.benchmarks import parcellation as bench_parcellation
 
     argv = ["--volumes", "3", "--repeats", "1", "--atlas-data-dir", str(NILEARN_DATA)]
     assert bench_parcellation.main(argv) == 0

@@ -2,8 +2,8 @@
 
 import pandas as pd
 
-from brainfuse.methods import modalities_of, plan
-from brainfuse.samples import attach_labels
+from brainfuse.core.samples import attach_labels
+from brainfuse.methods.catalog import modalities_of, plan
 
 
 def test_plan_skips_methods_without_their_modality():

@@ -78,10 +78,10 @@ def _predictions(rng, subjects, labels, folds):
 def results_tree(tmp_path_factory):
     """A results folder as the workflow leaves it (evaluation, QC, folds, biomarkers,
     figures, ground truth), with markup injected into every kind of user text."""
-    from brainfuse import figures
-    from brainfuse.attribution import BlockInfo, FoldBlock, MethodAttribution, write_outputs
     from brainfuse.evaluate import evaluate
-    from brainfuse.report import make_report_figures
+    from brainfuse.explain.attribution import BlockInfo, FoldBlock, MethodAttribution, write_outputs
+    from brainfuse.report import figures
+    from brainfuse.report.pages import make_report_figures
 
     root = tmp_path_factory.mktemp("results")
     rng = np.random.default_rng(0)
@@ -192,7 +192,7 @@ def results_tree(tmp_path_factory):
         summary = write_outputs(
             result, paths["importance"], paths["edges"], paths["summary"], truth, description=INJECT
         )
-        from brainfuse.attribution import read_table
+        from brainfuse.explain.attribution import read_table
 
         importance, edges = read_table(paths["importance"]), read_table(paths["edges"])
         paths["top_parcels"] = figures.top_parcels_figure(
@@ -222,7 +222,7 @@ def results_tree(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(results_tree):
-    from brainfuse.report import build_report
+    from brainfuse.report.pages import build_report
 
     root = results_tree["root"]
     out = root / "reports" / "index.html"
@@ -320,7 +320,7 @@ def test_report_content(report, results_tree):
 
 
 def test_permutation_test_detects_signal_and_not_noise():
-    from brainfuse.report import permutation_test
+    from brainfuse.report.pages import permutation_test
 
     rng = np.random.default_rng(0)
     subjects = [f"s{i}" for i in range(40)]

@@ -1,6 +1,6 @@
 """Kill a training stage mid-run, start the same call again, and get the uninterrupted result.
 
-What makes the outcome deterministic (see brainfuse.training.stage):
+What makes the outcome deterministic (see brainfuse.methods.torch.runner):
 
 * SIGTERM: Lightning finishes the current batch, then ``SaveOnSigterm`` writes ``last.ckpt`` at
   that step and the process exits with status 143;
@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from brainfuse.training.stage import run_torch_stage
-from brainfuse.training.synthetic import write_synthetic_caches
+from brainfuse.methods.torch.runner import run_torch_stage
+from brainfuse.methods.torch.synthetic import write_synthetic_caches
 
 pytestmark = pytest.mark.resume
 
@@ -39,7 +39,7 @@ PARAMS = {
 
 SCRIPT = """
 import json, sys
-from brainfuse.training.stage import run_torch_stage
+from brainfuse.methods.torch.runner import run_torch_stage
 run_torch_stage(**json.loads(sys.argv[1]))
 """
 

@@ -5,8 +5,8 @@ import pandas as pd
 import pytest
 from scipy.io import savemat
 
-from brainfuse.errors import InputError
-from brainfuse.sc import check_sc, normalise_sc, read_sc
+from brainfuse.core.errors import InputError
+from brainfuse.modalities.sc.matrix import check_sc, normalise_sc, read_sc
 
 NAMES = [f"p{i}" for i in range(6)]
 
@@ -74,7 +74,7 @@ def test_bad_subject_files_are_excluded_with_reasons_and_the_rest_cached(
 ):
     """The pipeline steps: each bad SC file becomes a QC exclusion naming the file and the
     reason; the good subjects still make the cache."""
-    from brainfuse.cache import read_cache
+    from brainfuse.core.cache import read_cache
     from brainfuse.steps import build_sc_cache, sc_run
 
     rng = np.random.default_rng(1)

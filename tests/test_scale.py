@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from brainfuse.bench_dag import dry_run, job_count, make_config, make_tree
+from brainfuse.benchmarks.dag import dry_run, job_count, make_config, make_tree
 
 N_SUBJECTS = 200
 TIMEOUT = 300  # seconds per dry run (about 15 s each on two idle cores)

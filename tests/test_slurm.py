@@ -223,8 +223,8 @@ def assert_same_as_uninterrupted(
     model weights. Returns the workflow's metrics.json."""
     import torch
 
-    from brainfuse.methods import METHODS as REGISTRY
-    from brainfuse.train import run_stage
+    from brainfuse.methods.catalog import METHODS as REGISTRY
+    from brainfuse.methods.run import run_stage
 
     done = stage_dir(workdir, method, fold, stage)
     saved = torch.load(done / "model.bin", map_location="cpu", weights_only=True)

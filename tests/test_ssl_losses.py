@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from brainfuse.training.ssl import losses as L
+from brainfuse.methods.ssl import losses as L
 
 torch.set_num_threads(1)
 

@@ -12,29 +12,29 @@ import pandas as pd
 import pytest
 import torch
 
-from brainfuse.connectivity import sliding_window_fc as numpy_dfc
+from brainfuse.core.connectivity import sliding_window_fc as numpy_dfc
 from brainfuse.folds import read_folds, subjects_of
-from brainfuse.training.data import BrainDataset, eval_loader
-from brainfuse.training.ssl import common
-from brainfuse.training.ssl.registry import (
+from brainfuse.methods.ssl import common
+from brainfuse.methods.ssl.registry import (
     SSL_DEFAULT_PARAMS,
     SSL_METHODS,
     SSL_STAGES,
     install,
 )
-from brainfuse.training.ssl.synthetic import write_multimodal_caches
+from brainfuse.methods.ssl.synthetic import write_multimodal_caches
+from brainfuse.methods.torch.data import BrainDataset, eval_loader
 
 install()  # before the stage modules: they look their methods up in the training registry
 
-from brainfuse.training.registry import TORCH_METHODS, method_params  # noqa: E402
-from brainfuse.training.ssl import brainmae, brainmass, dfc_generative, mcsp  # noqa: E402
-from brainfuse.training.stage import check_params, predict_proba, run_torch_stage  # noqa: E402
-from brainfuse.training.stages import (  # noqa: E402
+from brainfuse.methods.ssl import brainmae, brainmass, dfc_generative, mcsp  # noqa: E402
+from brainfuse.methods.torch.plugins import (  # noqa: E402
     StageContext,
     embeddings,
     fit_linear_probe,
     plugin_for,
 )
+from brainfuse.methods.torch.runner import check_params, predict_proba, run_torch_stage  # noqa: E402
+from brainfuse.methods.torch_registry import TORCH_METHODS, method_params  # noqa: E402
 
 torch.set_num_threads(1)
 

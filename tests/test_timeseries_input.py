@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainfuse.errors import InputError
-from brainfuse.timeseries_input import (
+from brainfuse.core.errors import InputError
+from brainfuse.modalities.fmri.tables import (
     motion_of_table,
     read_timeseries_table,
     repetition_time_of_table,

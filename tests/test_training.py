@@ -15,20 +15,20 @@ import pandas as pd
 import pytest
 import torch
 
-from brainfuse.cache import read_cache
+from brainfuse.core.cache import read_cache
 from brainfuse.folds import read_folds, subjects_of
-from brainfuse.training import augment as A
-from brainfuse.training.data import BrainDataset, crop_window, eval_loader, train_loader
-from brainfuse.training.encoders import (
+from brainfuse.methods.torch import augment as A
+from brainfuse.methods.torch.data import BrainDataset, crop_window, eval_loader, train_loader
+from brainfuse.methods.torch.encoders import (
     BrainClassifier,
     DenseGCNEncoder,
     GCNEncoder,
     build_encoder,
     sparsify,
 )
-from brainfuse.training.registry import TORCH_METHODS, method_params
-from brainfuse.training.stage import load_previous, read_model, rebuild_model, run_torch_stage
-from brainfuse.training.synthetic import write_synthetic_caches
+from brainfuse.methods.torch.runner import load_previous, read_model, rebuild_model, run_torch_stage
+from brainfuse.methods.torch.synthetic import write_synthetic_caches
+from brainfuse.methods.torch_registry import TORCH_METHODS, method_params
 
 torch.set_num_threads(1)
 
@@ -359,7 +359,7 @@ def test_load_previous_reports_keys(tmp_path):
 
 def test_registry_is_cheap_and_complete():
     code = (
-        "import sys, brainfuse.training.registry as r; "
+        "import sys, brainfuse.methods.torch_registry as r; "
         "assert 'torch' not in sys.modules and 'lightning' not in sys.modules; "
         "print(sorted(r.TORCH_METHODS))"
     )
@@ -367,9 +367,9 @@ def test_registry_is_cheap_and_complete():
     assert "gcn_fc" in out.stdout
     import importlib
 
-    from brainfuse.training.encoders import ENCODERS
-    from brainfuse.training.registry import PLUGIN_MODULES
-    from brainfuse.training.stages import STAGE_PLUGINS, plugin_for
+    from brainfuse.methods.torch.encoders import ENCODERS
+    from brainfuse.methods.torch.plugins import STAGE_PLUGINS, plugin_for
+    from brainfuse.methods.torch_registry import PLUGIN_MODULES
 
     for name, spec in TORCH_METHODS.items():
         assert spec.family == "torch" and set(spec.modalities) <= {"fmri", "sc", "eeg"}
@@ -384,7 +384,7 @@ def test_registry_is_cheap_and_complete():
 
 
 def test_bench_train_smoke(capsys):
-    from brainfuse.bench_train import main
+    from brainfuse.benchmarks.train import main
 
     args = [
         "--batch-size",
@@ -500,7 +500,7 @@ def test_ddp_two_cpu_processes(data, tmp_path):
     script = tmp_path / "ddp_stage.py"
     script.write_text(
         textwrap.dedent(f"""
-        from brainfuse.training.stage import run_torch_stage
+        from brainfuse.methods.torch.runner import run_torch_stage
         run_torch_stage(
             "gcn_fc", "fit", 0, {FAST!r}, {{"fmri": {data["fmri"]!r}}}, {data["folds"]!r},
             None, "patient", 0, "model.bin", "metrics.json", "predictions.tsv", "ckpt",

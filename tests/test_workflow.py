@@ -125,7 +125,7 @@ def test_report_recovers_planted_parcels(demo_run):
 
 
 def test_planted_fc_difference_in_cache(demo_run):
-    from brainfuse.cache import read_cache
+    from brainfuse.core.cache import read_cache
 
     truth = json.loads((demo_run / "results" / "demo_bids" / "ground_truth.json").read_text())
     cache = read_cache(demo_run / "results" / "cache" / "fmri.parquet")
@@ -142,8 +142,8 @@ def test_planted_fc_difference_in_cache(demo_run):
 
 
 def test_denoising_removes_motion_and_strengthens_planted_effect(demo_run):
-    from brainfuse.cache import read_cache
-    from brainfuse.qcfc import qc_fc
+    from brainfuse.core.cache import read_cache
+    from brainfuse.modalities.fmri.qcfc import qc_fc
 
     truth = json.loads((demo_run / "results" / "demo_bids" / "ground_truth.json").read_text())
     cache = read_cache(demo_run / "results" / "cache" / "fmri.parquet")
@@ -168,7 +168,7 @@ def test_denoising_removes_motion_and_strengthens_planted_effect(demo_run):
 
 
 def test_xcpd_subjects_join_the_cache_and_train(demo_run):
-    from brainfuse.cache import read_cache
+    from brainfuse.core.cache import read_cache
 
     qc = pd.read_csv(demo_run / "results" / "qc" / "qc.tsv", sep="\t", dtype=str)
     tables = qc[qc["path"].str.contains("xcpd", na=False)]
@@ -183,7 +183,7 @@ def test_xcpd_subjects_join_the_cache_and_train(demo_run):
 def test_planted_eeg_alpha_effect_recovered(demo_run):
     from scipy import stats
 
-    from brainfuse.cache import read_cache
+    from brainfuse.core.cache import read_cache
 
     truth = json.loads((demo_run / "results" / "demo_bids" / "ground_truth.json").read_text())
     cache = read_cache(demo_run / "results" / "cache" / "eeg.parquet")

@@ -9,18 +9,18 @@ import sys
 from pathlib import Path
 
 BENCHES = {
-    "parcellation": "brainfuse.bench_parcellation",
-    "eeg": "brainfuse.bench_eeg",
-    "train": "brainfuse.bench_train",
-    "dag": "brainfuse.bench_dag",
+    "parcellation": "brainfuse.benchmarks.parcellation",
+    "eeg": "brainfuse.benchmarks.eeg",
+    "train": "brainfuse.benchmarks.train",
+    "dag": "brainfuse.benchmarks.dag",
 }
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from .atlas import load_atlas
-    from .demo import make_demo_dataset
-    from .demo_xcpd import convert_to_xcpd
-    from .inputs import demo_runs
+    from brainfuse.core.atlas import load_atlas
+    from brainfuse.demo.dataset import make_demo_dataset
+    from brainfuse.demo.xcpd import convert_to_xcpd
+    from brainfuse.inputs import demo_runs
 
     atlas = load_atlas(data_dir=args.atlas_data_dir)
     make_demo_dataset(args.outdir, atlas, n_subjects=args.subjects, seed=args.seed)
@@ -31,7 +31,7 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from .inspect import describe
+    from brainfuse.inspect import describe
 
     for path in args.paths:
         print(describe(path))

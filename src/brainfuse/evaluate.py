@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import atomic
-from .metrics import METRICS, binary_metrics, summarise
+from brainfuse.core import atomic
+from brainfuse.core.metrics import METRICS, binary_metrics, summarise
 
 
 def evaluate(

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 from sklearn.model_selection import LeaveOneGroupOut, StratifiedGroupKFold
 
-from . import atomic
+from brainfuse.core import atomic
 
 
 def make_folds(

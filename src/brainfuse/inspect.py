@@ -35,7 +35,7 @@ def describe(path: str | Path) -> str:
 def _describe_parquet(path: Path) -> str:
     import pyarrow.parquet as pq
 
-    from .cache import read_cache
+    from brainfuse.core.cache import read_cache
 
     schema = pq.read_schema(path)
     cache = read_cache(path)

@@ -1,6 +1,7 @@
 """Entry points of the Snakemake rules: read inputs, call domain modules, write outputs atomically.
 
-Each function is one rule's job. A bad input raises :class:`~brainfuse.errors.InputError` inside the
+Each function is one rule's job. A bad input raises :class:`~brainfuse.core.errors.InputError`
+inside the
 domain code; here it becomes a recorded exclusion (status and reason in the QC sidecar), so one bad
 subject never stops the others.
 """
@@ -15,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import atomic
-from .atlas import Atlas, load_atlas
-from .cache import files_hash, pad_time, write_cache
-from .errors import InputError
-from .samples import attach_labels, read_participants, sample_id
+from brainfuse.core import atomic
+from brainfuse.core.atlas import Atlas, load_atlas
+from brainfuse.core.cache import files_hash, pad_time, write_cache
+from brainfuse.core.errors import InputError
+from brainfuse.core.samples import attach_labels, read_participants, sample_id
 
 log = logging.getLogger("brainfuse")
 
@@ -61,10 +62,10 @@ def fmri_run(
     ``out_relmat_raw`` holds the FC of the parcel signals before denoising (dummy volumes and
     censored volumes removed), so that QC-FC can compare before and after.
     """
-    from .connectivity import pearson
-    from .fmri import denoise, read_confounds, repetition_time
-    from .parcellate import parcellate
-    from .qc_figures import run_figure
+    from brainfuse.core.connectivity import pearson
+    from brainfuse.modalities.fmri.denoise import denoise, read_confounds, repetition_time
+    from brainfuse.modalities.fmri.parcellate import parcellate
+    from brainfuse.modalities.fmri.qc_figure import run_figure
 
     atlas = atlas_from_config(atlas_cfg)
     min_coverage = atlas_cfg.get("min_coverage", 0.5)
@@ -124,9 +125,13 @@ def timeseries_run(
     The series is taken as already denoised, so the raw-FC output is all NaN (QC-FC skips it);
     the minimum-clean-time rule still applies.
     """
-    from .connectivity import pearson
-    from .qc_figures import run_figure
-    from .timeseries_input import motion_of_table, read_timeseries_table, repetition_time_of_table
+    from brainfuse.core.connectivity import pearson
+    from brainfuse.modalities.fmri.qc_figure import run_figure
+    from brainfuse.modalities.fmri.tables import (
+        motion_of_table,
+        read_timeseries_table,
+        repetition_time_of_table,
+    )
 
     atlas = atlas_from_config(atlas_cfg)
     names = list(atlas.labels)
@@ -192,7 +197,7 @@ def build_fmri_cache(
     ``dfc`` (sliding-window FC upper triangles, NaN-padded windows) and ``node_mask``.
     ``raw_fc`` holds each run's raw-FC relmat, in the order of ``data``.
     """
-    from . import connectivity as conn
+    from brainfuse.core import connectivity as conn
 
     atlas = atlas_from_config(atlas_cfg)
     qc, keep = _read_qc(sidecars, participants, label_cfg)
@@ -258,7 +263,7 @@ def eeg_run(
     out_sidecar: str,
 ) -> None:
     """Band power envelopes of one EEG recording into a one-row Parquet file."""
-    from .eeg import process_eeg
+    from brainfuse.modalities.eeg.process import process_eeg
 
     qc = _qc_record(entities, "eeg", eeg)
     atlas = atlas_from_config(atlas_cfg) if params.get("level") == "source" else None
@@ -305,7 +310,7 @@ def build_eeg_cache(
     out_qc: str,
 ) -> None:
     """Join included recordings into ``eeg.parquet``: envelopes (bands x nodes x T), AEC, power."""
-    from .cache import read_cache
+    from brainfuse.core.cache import read_cache
 
     qc, keep = _read_qc(sidecars, participants, label_cfg)
     parts = [read_cache(data[i]) for i in keep]
@@ -348,7 +353,7 @@ def sc_run(
     sc_path: str, entities: dict, atlas_cfg: dict, params: dict, out_relmat: str, out_sidecar: str
 ) -> None:
     """Read, check and normalise one SC matrix; excluded matrices get a reason, not a crash."""
-    from .sc import check_sc, normalise_sc, read_sc
+    from brainfuse.modalities.sc.matrix import check_sc, normalise_sc, read_sc
 
     atlas = atlas_from_config(atlas_cfg)
     qc = _qc_record(entities, "sc", sc_path)
@@ -440,8 +445,8 @@ def merge_qc(parts: list[str], out_qc: str) -> None:
 
 def dataset_description(config: dict, out: str) -> None:
     """BIDS-derivative ``dataset_description.json``: brainfuse, its version and the config hash."""
-    from . import __version__
-    from .provenance import config_hash
+    from brainfuse import __version__
+    from brainfuse.core.provenance import config_hash
 
     atomic.write_json(
         out,

@@ -5,7 +5,7 @@ import re
 from snakebids import bids, set_bids_spec
 
 from brainfuse.inputs import bold_companions, discover, eeg_companions
-from brainfuse.methods import METHODS, modalities_of, plan
+from brainfuse.methods.catalog import METHODS, modalities_of, plan
 
 set_bids_spec("v0_15_0")
 

@@ -1,4 +1,4 @@
-from brainfuse.attribution import attribution_step
+from brainfuse.explain.attribution import attribution_step
 from brainfuse.steps import setup_logging
 
 setup_logging(snakemake.log[0])

@@ -1,6 +1,6 @@
-from brainfuse.atlas import load_atlas
-from brainfuse.demo import make_demo_dataset
-from brainfuse.demo_xcpd import convert_to_xcpd
+from brainfuse.core.atlas import load_atlas
+from brainfuse.demo.dataset import make_demo_dataset
+from brainfuse.demo.xcpd import convert_to_xcpd
 from brainfuse.steps import setup_logging
 
 setup_logging(snakemake.log[0])

@@ -1,4 +1,4 @@
-from brainfuse.cache import read_cache
+from brainfuse.core.cache import read_cache
 from brainfuse.folds import write_folds
 from brainfuse.steps import setup_logging
 

@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from brainfuse.report import build_report
+from brainfuse.report.pages import build_report
 from brainfuse.steps import setup_logging
 
 setup_logging(snakemake.log[0])

@@ -1,5 +1,5 @@
+from brainfuse.methods.run import run_stage
 from brainfuse.steps import setup_logging
-from brainfuse.train import run_stage
 
 setup_logging(snakemake.log[0])
 run_stage(

@@ -1,0 +1,396 @@
+"""Stage plugins: what one stage of a torch method trains, and how it is evaluated.
+
+A torch method is an ordered list of stages (``config.yaml``: ``methods.<name>.stages``); the
+``train_stage`` rule runs every (method, stage, fold) as its own job, with the previous stage's
+``model.bin`` as an input. :func:`~.stage.run_torch_stage` owns everything that is the same for
+every stage - joined modalities and fold subsets, augmentations, resumable loaders, the Trainer,
+periodic and SIGTERM checkpoints, fingerprinted resume, model selection on the validation split,
+the single read of the test subjects, and the atomic ``model.bin``/``metrics.json``/
+``predictions.tsv``. A :class:`StagePlugin` supplies what differs between stages: a
+:class:`~.module.StageModule` (the network and its losses) and whether the stage is supervised.
+
+Evaluation of a stage
+---------------------
+Every stage writes test predictions and metrics, so each stage's numbers are honest:
+
+* a **supervised** stage (``supervised=True``) is selected on the validation cross-entropy (or
+  the ``monitor`` parameter) and predicts the test subjects with its own :meth:`logits`;
+* a **self-supervised** stage (``supervised=False``) is selected on its validation loss (the
+  mean of :meth:`losses` over the validation subjects; ``monitor`` must be ``val_loss``) and
+  is evaluated by a linear probe on its frozen :meth:`embed`: a logistic regression
+  (standardised features, balanced class weights) fitted on the fold's training subjects, ``C``
+  chosen on the validation subjects (balanced accuracy, then AUC), the test subjects touched
+  once (:func:`linear_probe`).
+
+Lookup
+------
+:func:`plugin_for` returns the plugin registered for ``(method, stage)``. Plugins register
+themselves when their module is imported; :data:`~.registry.PLUGIN_MODULES` (a torch-free
+table, so the Snakefile can read the registry cheaply) names the module of each method, and
+:func:`plugin_for` imports it on first use. A method without an entry there trains
+:data:`CLASSIFIER` (its ``features`` encoder plus an MLP head, cross-entropy) in every stage,
+which is how the reference methods (``gcn_fc``, ``gat_fc``, ...) run.
+
+Parameters
+----------
+A stage's parameters (``StageContext.hp``) are resolved by
+:func:`~.registry.method_params` ``(method, params, stage)``: :data:`~.registry.COMMON_PARAMS`,
+then :data:`~.registry.DEFAULT_PARAMS` ``[method]``, then the config's ``params``, then the
+entries of ``per_stage[<stage>]`` (from the defaults, then from the config), so one method's
+stages can differ in epochs, learning rate, ... Unknown keys are refused.
+
+Writing a stage: a worked example
+---------------------------------
+A two-stage method, ``my_ssl``: masked-node pre-training, then supervised fine-tuning.
+
+.. code-block:: python
+
+    # src/brainfuse/training/ssl/my_ssl.py
+    import torch
+    from torch import Tensor, nn
+
+    from brainfuse.encoders import GraphTransformer
+    from brainfuse.module import StageModule
+    from brainfuse.stages import StageContext
+    from brainfuse.stages import StagePlugin
+    from brainfuse.stages import register_stage
+
+
+    class Network(nn.Module):
+        # One network for both stages: the fine-tuning stage loads the pre-trained tensors by
+        # name (StageModule.load_previous), so the names must match.
+        def __init__(self, n_nodes: int, d_model: int) -> None:
+            super().__init__()
+            self.encoder = GraphTransformer(n_nodes, d_model=d_model, readout="mean")
+            self.decoder = nn.Linear(d_model, n_nodes)  # pre-training only
+            self.head = nn.Linear(d_model, 2)  # fine-tuning only
+
+
+    class Pretrain(StageModule):
+        input_keys = ("fc", "node_mask")  # batch keys served to this stage
+
+        def __init__(self, ctx: StageContext) -> None:
+            super().__init__(Network(ctx.n_nodes, ctx.hp["d_model"]), ctx.hp, ctx.class_weights)
+            self.mask_ratio = ctx.hp["mask_ratio"]
+
+        def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+            # Hide random nodes, predict every node's strength from the rest. Random draws use
+            # the global torch generator: checkpoints save it (exact resume), and the base
+            # class fixes it per batch during validation.
+            fc, mask = batch["fc"], batch["node_mask"]
+            hidden = (torch.rand(mask.shape, device=fc.device) < self.mask_ratio) & mask
+            seen = mask & ~hidden
+            visible = fc * seen[:, :, None] * seen[:, None, :]
+            strength = self.model.decoder(self.model.encoder(visible, seen))  # (B, N)
+            loss = ((strength - fc.abs().mean(-1)) ** 2)[hidden].mean()
+            return {"loss": loss, "strength_mse": loss}  # "loss" is minimised; all are logged
+
+        def embed(self, batch: dict[str, Tensor]) -> Tensor:  # read by the linear probe
+            return self.model.encoder(batch["fc"], batch["node_mask"])
+
+
+    class Finetune(Pretrain):
+        def losses(self, batch):
+            return {"loss": self.cross_entropy(self.logits(batch), batch["y"])}
+
+        def logits(self, batch):  # supervised stages predict with this
+            return self.model.head(self.embed(batch))
+
+
+    register_stage("my_ssl", "pretrain", StagePlugin(Pretrain, supervised=False))
+    register_stage("my_ssl", "finetune", StagePlugin(Finetune, supervised=True))
+
+and in ``registry.py`` (no torch there)::
+
+    TORCH_METHODS["my_ssl"] = MethodSpec(("fmri",), "torch", features="my_ssl", description=...)
+    DEFAULT_PARAMS["my_ssl"] = {"d_model": 64, "mask_ratio": 0.3,
+                                "per_stage": {"finetune": {"lr": 3e-4, "epochs": 20}}}
+    PLUGIN_MODULES["my_ssl"] = "brainfuse.methods.ssl.my_ssl"
+
+plus ``my_ssl: {stages: [pretrain, finetune]}`` in ``config.yaml``.
+
+The contract, in short (see :class:`~.module.StageModule`):
+
+* ``build(ctx)`` (here the class itself) is called after ``seed_everything(seed)``; draw
+  initial weights there and nowhere else, so runs are reproducible;
+* ``self.model`` holds every tensor of the stage; ``model.bin`` stores its ``state_dict`` and
+  the next stage receives that file. By default :meth:`~.module.StageModule.load_previous`
+  copies every tensor with the same name and shape; override it to map weights differently
+  (M3D-BFS copies one expert into all experts). Freeze in ``build``
+  (``requires_grad_(False)``): the optimiser skips frozen tensors and frozen sub-modules run in
+  eval mode;
+* ``losses(batch)`` returns named scalars, ``"loss"`` the one minimised; all randomness inside
+  it must come from the global torch generator (or from generators seeded from the batch),
+  which checkpoints save, so a killed and resumed run ends with the same weights;
+* ``embed(batch)`` is the (B, D) representation (probed for a self-supervised stage),
+  ``logits(batch)`` the (B, 2) logits of a supervised stage;
+* ``input_keys`` lists the batch keys read; the keys available are those of
+  :class:`~.data.BrainDataset` (``fc``, ``node_mask``, ``timeseries``, ``time_mask``,
+  ``fft``, ``sc``, EEG keys, always ``y`` and ``index``);
+* optional: ``test_extras(test_set, batch_size, device)`` adds entries to ``metrics.json`` and
+  writes extra tables beside it (M3D-BFS writes ``routing.tsv``); ``attach(...)`` may be
+  overridden to change the training set (``self.supervised`` and ``self.fingerprint`` are set
+  by then). Validation, checkpoint hooks, the optimiser and the schedule are the base class's.
+
+``tests/test_fusion.py`` runs this example (``test_self_supervised_stage_is_probed_and_chained``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from brainfuse.methods.torch.data import BrainDataset, eval_loader
+from brainfuse.methods.torch.encoders import BrainClassifier, build_encoder
+from brainfuse.methods.torch.module import LitClassifier, StageModule
+from brainfuse.methods.torch_registry import PLUGIN_MODULES, TORCH_METHODS
+
+log = logging.getLogger("brainfuse")
+
+__all__ = [
+    "CLASSIFIER",
+    "STAGE_PLUGINS",
+    "StageContext",
+    "StagePlugin",
+    "embeddings",
+    "fit_linear_probe",
+    "linear_probe",
+    "plugin_for",
+    "register_stage",
+]
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a plugin's ``build`` may read.
+
+    Attributes
+    ----------
+    method, stage : str
+        The method and the stage being built.
+    fold : int
+        Outer fold.
+    seed : int
+        The run's seed (``seed_everything`` has been called with it).
+    hp : dict
+        Resolved parameters of this stage (see the module docstring).
+    dataset : BrainDataset
+        All samples of the method's modalities (every field), e.g. for sizes or metadata; never
+        fit anything on it (it holds the test subjects).
+    train_set : BrainDataset
+        The fold's training samples (no augmentation), e.g. for statistics of the inputs.
+    class_weights : list of float, optional
+        Inverse-frequency class weights of the training split when ``class_weighted`` is set.
+    previous : str, optional
+        The previous stage's ``model.bin``; the runner loads it after ``build`` through
+        :meth:`~.module.StageModule.load_previous`, so ``build`` only needs it to read
+        metadata.
+    """
+
+    method: str
+    stage: str
+    fold: int
+    seed: int
+    hp: dict[str, Any]
+    dataset: BrainDataset
+    train_set: BrainDataset
+    class_weights: list[float] | None = None
+    previous: str | None = None
+
+    @property
+    def n_nodes(self) -> int:
+        """N, the atlas size of the anchor modality."""
+        return self.dataset.n_nodes
+
+
+@dataclass(frozen=True)
+class StagePlugin:
+    """One stage of a method.
+
+    Attributes
+    ----------
+    build : callable
+        ``build(ctx: StageContext) -> StageModule``; a StageModule subclass taking the context
+        works as is.
+    supervised : bool
+        Whether the stage trains a classifier (evaluated with its logits) or learns
+        representations without labels (evaluated with a linear probe on :meth:`embed`).
+    description : str
+        One line for logs and the report.
+    """
+
+    build: Callable[[StageContext], StageModule]
+    supervised: bool
+    description: str = field(default="")
+
+
+#: ``(method, stage) -> plugin``; filled by :func:`register_stage` when a method's module is
+#: imported (see :data:`~.registry.PLUGIN_MODULES`).
+STAGE_PLUGINS: dict[tuple[str, str], StagePlugin] = {}
+
+
+def register_stage(methods: str | Iterable[str], stage: str, plugin: StagePlugin) -> StagePlugin:
+    """Register ``plugin`` as ``stage`` of one or more methods (e.g. a method and its
+    ablations); returns the plugin. Registering a pair again replaces it (module reloads)."""
+    for method in [methods] if isinstance(methods, str) else methods:
+        STAGE_PLUGINS[(method, stage)] = plugin
+    return plugin
+
+
+def plugin_for(method: str, stage: str) -> StagePlugin:
+    """The plugin of ``(method, stage)``, importing the method's module on first use.
+
+    Methods without an entry in :data:`~.registry.PLUGIN_MODULES` use :data:`CLASSIFIER`.
+    """
+    if method not in TORCH_METHODS:
+        raise KeyError(f"{method!r} is not a torch method; known: {sorted(TORCH_METHODS)}")
+    module = PLUGIN_MODULES.get(method)
+    if module is None:
+        return CLASSIFIER
+    if (method, stage) not in STAGE_PLUGINS:
+        import importlib
+
+        importlib.import_module(module)
+    try:
+        return STAGE_PLUGINS[(method, stage)]
+    except KeyError:
+        known = sorted(s for m, s in STAGE_PLUGINS if m == method)
+        raise KeyError(f"method {method!r} has no stage {stage!r}; its stages: {known}") from None
+
+
+# --------------------------------------------------------------------------- default classifier
+
+
+def _encoder_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
+    kwargs = dict(hp)
+    if (
+        hp["encoder"] == "temporal_transformer"
+        and hp.get("tokens") == "roi"
+        and hp.get("in_len") is None
+    ):
+        # ROI tokens hold the whole window, or its spectrum
+        key = hp.get("input_key", "timeseries")
+        kwargs["in_len"] = hp["length"] if key == "timeseries" else hp["length"] // 2 + 1
+    return kwargs
+
+
+def build_classifier_model(hp: dict[str, Any], n_nodes: int) -> BrainClassifier:
+    """The :class:`BrainClassifier` of a reference method: ``hp["encoder"]`` and an MLP head."""
+    encoder = build_encoder(hp["encoder"], n_nodes, **_encoder_kwargs(hp))
+    return BrainClassifier(encoder, 2, hidden=hp["head_hidden"], dropout=hp["dropout"])
+
+
+def _build_classifier(ctx: StageContext) -> LitClassifier:
+    hp = ctx.hp
+    return LitClassifier(
+        build_classifier_model(hp, ctx.n_nodes),
+        lr=hp["lr"],
+        weight_decay=hp["weight_decay"],
+        optimizer=hp["optimizer"],
+        scheduler=hp["scheduler"],
+        warmup_epochs=hp["warmup_epochs"],
+        min_lr_ratio=hp["min_lr_ratio"],
+        label_smoothing=hp["label_smoothing"],
+        class_weights=ctx.class_weights,
+        freeze_encoder=hp["freeze_encoder"],
+    )
+
+
+#: Every stage of a method without plugins: encoder + head trained with cross-entropy
+#: (``freeze_encoder`` trains the head only, e.g. to probe a previous stage).
+CLASSIFIER = StagePlugin(
+    _build_classifier, supervised=True, description="encoder + MLP head, cross-entropy"
+)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def embeddings(
+    module: StageModule, dataset: BrainDataset, batch_size: int, device: torch.device | str
+) -> np.ndarray:
+    """(n, D) :meth:`~.module.StageModule.embed` of every sample of ``dataset``, in order (eval
+    mode)."""
+    module = module.to(device).eval()
+    out = []
+    for batch in eval_loader(dataset, batch_size):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out.append(module.embed(batch).float().flatten(1).cpu())
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, 0))
+
+
+def fit_linear_probe(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    seed: int,
+):
+    """A logistic regression probe of embeddings, or None when the training labels have one
+    class.
+
+    Standardised features, balanced class weights; fitted on the training samples, ``C`` chosen
+    on the validation samples among :data:`~brainfuse.methods.baselines.estimators.C_GRID`
+    (balanced accuracy, AUC
+    breaking ties; ``C = 1`` when the validation split lacks a class).
+
+    Returns
+    -------
+    model : sklearn Pipeline or None
+        ``StandardScaler`` then ``LogisticRegression``.
+    c : float
+        The chosen ``C``.
+    """
+    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+    from brainfuse.methods.baselines.estimators import C_GRID, make_estimator
+
+    if len(np.unique(y_train)) < 2:
+        return None, 1.0
+    best_c, best, best_model = C_GRID[0], (-np.inf, -np.inf), None
+    if len(np.unique(y_val)) > 1:
+        for c in C_GRID:
+            model = make_estimator("logreg", c, seed).fit(x_train, y_train)
+            prob = model.predict_proba(x_val)[:, 1]
+            score = (
+                balanced_accuracy_score(y_val, (prob >= 0.5).astype(int)),
+                roc_auc_score(y_val, prob),
+            )
+            if score > best:
+                best_c, best, best_model = c, score, model
+    if best_model is None:
+        best_model = make_estimator("logreg", best_c, seed).fit(x_train, y_train)
+    return best_model, float(best_c)
+
+
+def linear_probe(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_val: np.ndarray,
+    y_val: np.ndarray,
+    x_test: np.ndarray,
+    seed: int,
+) -> tuple[np.ndarray, float]:
+    """Positive-class probabilities of the test samples from :func:`fit_linear_probe`'s probe
+    (the test samples are scored once, by the selected probe; without a second class in the
+    training labels, the training share of positives for everyone).
+
+    Returns
+    -------
+    y_score : ndarray
+        (n_test,) probabilities.
+    c : float
+        The chosen ``C``.
+    """
+    model, c = fit_linear_probe(x_train, y_train, x_val, y_val, seed)
+    if model is None:
+        return np.full(len(x_test), float(np.mean(y_train)) if len(y_train) else 0.5), c
+    if len(x_test) == 0:
+        return np.zeros(0), c
+    return model.predict_proba(x_test)[:, 1], c
