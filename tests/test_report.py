@@ -79,7 +79,8 @@ def results_tree(tmp_path_factory):
     """A results folder as the workflow leaves it (evaluation, QC, folds, biomarkers,
     figures, ground truth), with markup injected into every kind of user text."""
     from brainfuse.evaluate import evaluate
-    from brainfuse.explain.attribution import BlockInfo, FoldBlock, MethodAttribution, write_outputs
+    from brainfuse.explain.blocks import BlockInfo, FoldBlock, MethodAttribution
+    from brainfuse.explain.outputs import write_outputs
     from brainfuse.report import figures
     from brainfuse.report.pages import make_report_figures
 
@@ -192,7 +193,7 @@ def results_tree(tmp_path_factory):
         summary = write_outputs(
             result, paths["importance"], paths["edges"], paths["summary"], truth, description=INJECT
         )
-        from brainfuse.explain.attribution import read_table
+        from brainfuse.explain.tables import read_table
 
         importance, edges = read_table(paths["importance"]), read_table(paths["edges"])
         paths["top_parcels"] = figures.top_parcels_figure(

@@ -9,7 +9,7 @@ an overview of the biomarkers of each method and, on data with a known ground tr
 how well each method recovered the planted parcels and edges.
 
 ``<method>.html``: the method's metrics per fold and its biomarkers (see
-:mod:`brainfuse.explain.attribution`): top parcels on a glass brain and as a table (Schaefer names,
+:mod:`brainfuse.explain`): top parcels on a glass brain and as a table (Schaefer names,
 Yeo-7 networks), top edges, network/band/modality shares, stability across folds, MoE routing
 by class where available, and recovery of the ground truth.
 """
@@ -546,7 +546,7 @@ def _method_page(
             else "<p>No attribution was computed for this method.</p>"
         )
         return _page(f"brainfuse: {method}", body), None
-    from brainfuse.explain.attribution import read_table
+    from brainfuse.explain.tables import read_table
 
     summary = json.loads(Path(biomarkers["summary"]).read_text())
     if summary.get("kind") == "none" or not summary.get("blocks"):
@@ -1053,7 +1053,7 @@ def make_biomarker_figures(
 ) -> None:
     """The ``biomarker_figures`` rule: top parcels (glass brain), top edges (connectome),
     network/band/input shares and, for MoE models, routing by class."""
-    from brainfuse.explain.attribution import read_table
+    from brainfuse.explain.tables import read_table
     from brainfuse.report import figures as draw
 
     summary = json.loads(Path(summary_path).read_text())
