@@ -82,7 +82,7 @@ def results_tree(tmp_path_factory):
     from brainfuse.explain.blocks import BlockInfo, FoldBlock, MethodAttribution
     from brainfuse.explain.outputs import write_outputs
     from brainfuse.report import figures
-    from brainfuse.report.pages import make_report_figures
+    from brainfuse.report.step import make_report_figures
 
     root = tmp_path_factory.mktemp("results")
     rng = np.random.default_rng(0)
@@ -223,12 +223,12 @@ def results_tree(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(results_tree):
-    from brainfuse.report.pages import build_report
+    from brainfuse.report.index_page import ReportInputs, build_report
 
     root = results_tree["root"]
     out = root / "reports" / "index.html"
     descriptions = {m: f"description of {m} {INJECT}" for m in METHODS}
-    build_report(
+    inputs = ReportInputs(
         summary_path=str(root / "eval" / "summary.tsv"),
         per_fold_path=str(root / "eval" / "metrics_per_fold.tsv"),
         qc_path=str(root / "qc" / "qc.tsv"),
@@ -244,6 +244,7 @@ def report(results_tree):
         positive="patient",
         n_permutations=500,
     )
+    build_report(inputs)
     return out
 
 
@@ -321,7 +322,7 @@ def test_report_content(report, results_tree):
 
 
 def test_permutation_test_detects_signal_and_not_noise():
-    from brainfuse.report.pages import permutation_test
+    from brainfuse.report.permutation import permutation_test
 
     rng = np.random.default_rng(0)
     subjects = [f"s{i}" for i in range(40)]
