@@ -308,6 +308,7 @@ def _write_eeg_sidecars(
     sfreq: float,
     seconds: float,
 ) -> None:
+    """The BIDS sidecars of one EEG recording: ``eeg.json``, ``channels.tsv``, electrodes."""
     write_json(
         eeg_dir / f"{stem}_eeg.json",
         {

@@ -66,7 +66,11 @@ def make_participants(n_subjects: int, seed: int) -> pd.DataFrame:
     )
 
 
-def write_raw_dataset_files(outdir: Path, participants: pd.DataFrame, seed: int, atlas: Atlas):
+def write_raw_dataset_files(
+    outdir: Path, participants: pd.DataFrame, seed: int, atlas: Atlas
+) -> None:
+    """Write the raw dataset's ``dataset_description.json``, ``participants.tsv``/``.json`` and
+    ``README``."""
     write_json(
         outdir / "dataset_description.json",
         {

@@ -67,6 +67,7 @@ def html_table(
 
 
 def fmt_value(value) -> str:
+    """A table cell: floats to three decimals, missing values as ``n/a``."""
     if isinstance(value, float | np.floating):
         return "n/a" if np.isnan(value) else f"{value:.3f}"
     if value is None:
@@ -75,11 +76,13 @@ def fmt_value(value) -> str:
 
 
 def html_img(src: str, alt: str, caption: str = "") -> str:
+    """A ``<figure>`` of image ``src`` (a data URI) with its caption."""
     cap = f"<figcaption>{escape(caption)}</figcaption>" if caption else ""
     return f"<figure><img alt='{escape(alt, quote=True)}' src='{src}'>{cap}</figure>"
 
 
 def png_uri(path: str | Path | None) -> str | None:
+    """The PNG at ``path`` as a data URI, or None when there is none."""
     if path and Path(path).exists():
         return "data:image/png;base64," + base64.b64encode(Path(path).read_bytes()).decode()
     return None
@@ -94,6 +97,7 @@ def relative_href(target: str | Path, page_dir: Path) -> str:
 
 
 def html_page(title: str, body: Sequence[str]) -> str:
+    """A complete, self-contained HTML page of ``body`` (style inline, version in the footer)."""
     return "\n".join(
         [
             "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",

@@ -12,6 +12,7 @@ from brainfuse.report.html import html_table, p_text
 
 
 def recovery_rows(method: str, summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the index's recovery table for one method: precision at 10 per block."""
     rows = []
     for block, entry in (summary.get("ground_truth") or {}).items():
         row: dict[str, Any] = {"method": method, "input": block, "modality": entry["modality"]}
