@@ -4,29 +4,21 @@ recovery of planted effects."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from brainfuse.explain.attribution import (
-    FoldBlock,
-    MethodAttribution,
-    aggregate,
-    attribution_to_block,
-    explain_method,
-    ground_truth_recovery,
-    haufe_pattern,
-    hypergeom_p,
-    integrated_gradients,
-    linear_blocks,
-    read_table,
-    stability,
-    top_k_overlap,
-    vector_to_matrix,
-    write_outputs,
-)
+from brainfuse.explain.blocks import FoldBlock, MethodAttribution
+from brainfuse.explain.gradients import attribution_to_block, integrated_gradients
+from brainfuse.explain.linear import haufe_pattern, linear_blocks, vector_to_matrix
+from brainfuse.explain.method import explain_method
+from brainfuse.explain.outputs import write_outputs
+from brainfuse.explain.recovery import ground_truth_recovery, hypergeom_p
+from brainfuse.explain.stability import stability, top_k_overlap
+from brainfuse.explain.tables import aggregate, read_table
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -89,7 +81,7 @@ def test_haufe_equals_covariance_times_weights():
 
 
 def test_standardized_pattern_does_not_depend_on_feature_units():
-    from brainfuse.explain.attribution import standardized_pattern
+    from brainfuse.explain.linear import standardized_pattern
 
     x, y, truth = _distractor_data(n=500)
     w = np.linspace(-1, 1, 20)
@@ -229,7 +221,7 @@ def _planted_attribution(n=20, planted=(2, 7, 11, 15), noise=0.05, folds=3, seed
         m = (m + m.T) / 2
         np.fill_diagonal(m, 0)
         per_fold[f] = FoldBlock(m[None], m[None])
-    from brainfuse.explain.attribution import BlockInfo
+    from brainfuse.explain.blocks import BlockInfo
 
     names = [f"7Networks_LH_Default_{i}" if i % 2 else f"7Networks_RH_Vis_{i}" for i in range(n)]
     info = BlockInfo(names, ["Default" if i % 2 else "Vis" for i in range(n)])
@@ -340,8 +332,9 @@ def test_linear_baselines_find_the_planted_parcels(synthetic, method, tmp_path):
             str(stage_dir / "predictions.tsv"),
         )
         models.append(str(stage_dir / "model.bin"))
+    metrics = [str(Path(m).parent / "metrics.json") for m in models]
     result = explain_method(
-        method, models, {modality: paths[modality]}, paths["folds"], "patient", 0
+        method, models, metrics, [], {modality: paths[modality]}, paths["folds"], "patient", 0
     )
     block = "sc" if modality == "sc" else "fc"
     assert result.kind == "haufe" and sorted(result.blocks[block]) == [0, 1, 2]
@@ -409,8 +402,18 @@ def test_torch_model_is_rebuilt_and_explained(synthetic, tmp_path):
             path,
         )
         models.append(str(path))
+        (tmp_path / f"fold-{fold}.json").write_text("{}")  # the stage had no previous stage
+    metrics = [str(tmp_path / f"fold-{fold}.json") for fold in range(2)]
     result = explain_method(
-        method, models, {"fmri": paths["fmri"]}, paths["folds"], "patient", 0, n_steps=16
+        method,
+        models,
+        metrics,
+        [],
+        {"fmri": paths["fmri"]},
+        paths["folds"],
+        "patient",
+        0,
+        n_steps=16,
     )
     assert result.kind == "integrated_gradients" and set(result.blocks) == {"fc"}
     for fold in range(2):
@@ -425,7 +428,14 @@ def test_torch_model_is_rebuilt_and_explained(synthetic, tmp_path):
 def test_explain_majority_has_no_biomarkers(synthetic):
     _, paths = synthetic
     result = explain_method(
-        "majority", ["unused"], {"fmri": paths["fmri"]}, paths["folds"], "patient", 0
+        "majority",
+        ["unused"],
+        ["unused"],
+        [],
+        {"fmri": paths["fmri"]},
+        paths["folds"],
+        "patient",
+        0,
     )
     assert result.kind == "none" and not result.blocks
     importance, edges, blocks = aggregate(result)
@@ -433,7 +443,7 @@ def test_explain_majority_has_no_biomarkers(synthetic):
 
 
 def test_routing_summary(tmp_path):
-    from brainfuse.explain.attribution import routing_summary
+    from brainfuse.explain.routing import routing_summary
 
     rows = []
     for label, y in (("control", 0), ("patient", 1)):

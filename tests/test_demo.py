@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from brainfuse.demo import dataset as demo
+from brainfuse.demo import eeg as demo_eeg
 
 N_SUBJECTS = 8
 N_VOLUMES = 120
@@ -319,7 +320,7 @@ def test_eeg_files(dataset):
     assert channels["name"].tolist() == raw.ch_names
     assert channels["type"].value_counts().to_dict() == {"EEG": 32, "ECG": 1, "EOG": 1}
     assert set(channels["units"]) == {"µV"}
-    montage = demo._montage()
+    montage = demo_eeg._montage()
     eeg_names = channels.loc[channels["type"] == "EEG", "name"].tolist()
     assert set(eeg_names) <= set(montage.ch_names)
     electrodes = pd.read_csv(root / sub / "eeg" / f"{sub}_electrodes.tsv", sep="\t")
@@ -341,7 +342,7 @@ def test_eeg_alpha_effect_at_sensors(dataset, atlas):
 
     root, truth = dataset
     channels = truth["eeg"]["channels"]
-    leadfield, _ = demo.eeg_leadfield(atlas, channels)
+    leadfield, _ = demo_eeg.eeg_leadfield(atlas, channels)
     leadfield -= leadfield.mean(axis=0)  # the recordings are average-referenced
     idx = [atlas.labels.index(p) for p in truth["eeg"]["parcels"]]
     top = np.argsort((leadfield[:, idx] ** 2).sum(axis=1))[::-1][:4]

@@ -79,9 +79,10 @@ def results_tree(tmp_path_factory):
     """A results folder as the workflow leaves it (evaluation, QC, folds, biomarkers,
     figures, ground truth), with markup injected into every kind of user text."""
     from brainfuse.evaluate import evaluate
-    from brainfuse.explain.attribution import BlockInfo, FoldBlock, MethodAttribution, write_outputs
+    from brainfuse.explain.blocks import BlockInfo, FoldBlock, MethodAttribution
+    from brainfuse.explain.outputs import write_outputs
     from brainfuse.report import figures
-    from brainfuse.report.pages import make_report_figures
+    from brainfuse.report.step import make_report_figures
 
     root = tmp_path_factory.mktemp("results")
     rng = np.random.default_rng(0)
@@ -192,7 +193,7 @@ def results_tree(tmp_path_factory):
         summary = write_outputs(
             result, paths["importance"], paths["edges"], paths["summary"], truth, description=INJECT
         )
-        from brainfuse.explain.attribution import read_table
+        from brainfuse.explain.tables import read_table
 
         importance, edges = read_table(paths["importance"]), read_table(paths["edges"])
         paths["top_parcels"] = figures.top_parcels_figure(
@@ -222,12 +223,12 @@ def results_tree(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def report(results_tree):
-    from brainfuse.report.pages import build_report
+    from brainfuse.report.index_page import ReportInputs, build_report
 
     root = results_tree["root"]
     out = root / "reports" / "index.html"
     descriptions = {m: f"description of {m} {INJECT}" for m in METHODS}
-    build_report(
+    inputs = ReportInputs(
         summary_path=str(root / "eval" / "summary.tsv"),
         per_fold_path=str(root / "eval" / "metrics_per_fold.tsv"),
         qc_path=str(root / "qc" / "qc.tsv"),
@@ -243,6 +244,7 @@ def report(results_tree):
         positive="patient",
         n_permutations=500,
     )
+    build_report(inputs)
     return out
 
 
@@ -320,7 +322,7 @@ def test_report_content(report, results_tree):
 
 
 def test_permutation_test_detects_signal_and_not_noise():
-    from brainfuse.report.pages import permutation_test
+    from brainfuse.report.permutation import permutation_test
 
     rng = np.random.default_rng(0)
     subjects = [f"s{i}" for i in range(40)]

@@ -1,10 +1,12 @@
-from brainfuse.explain.attribution import attribution_step
+from brainfuse.explain.step import attribution_step
 from brainfuse.steps import setup_logging
 
 setup_logging(snakemake.log[0])
 attribution_step(
     method=snakemake.wildcards.method,
     model_paths=list(snakemake.input.models),
+    metrics_paths=list(snakemake.input.metrics),
+    routing_paths=list(snakemake.input.routing),
     cache_paths=dict(zip(snakemake.params.modalities, snakemake.input.caches, strict=True)),
     folds_path=snakemake.input.folds,
     positive=snakemake.params.positive,

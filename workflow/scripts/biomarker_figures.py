@@ -1,4 +1,4 @@
-from brainfuse.report.pages import make_biomarker_figures
+from brainfuse.report.step import make_biomarker_figures
 from brainfuse.steps import atlas_from_config, setup_logging
 
 setup_logging(snakemake.log[0])

@@ -1,4 +1,4 @@
-from brainfuse.report.pages import make_report_figures
+from brainfuse.report.step import make_report_figures
 from brainfuse.steps import setup_logging
 
 setup_logging(snakemake.log[0])

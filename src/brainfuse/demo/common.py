@@ -1,0 +1,65 @@
+"""Conventions shared by the demo's generators: BIDS names, sites, groups and random streams."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+from collections.abc import Iterator
+
+import numpy as np
+
+from brainfuse.core.atlas import Atlas
+
+BIDS_VERSION = "1.9.0"
+
+SPACE = "MNI152NLin6Asym"
+
+TASK = "rest"
+
+GROUPS = ("control", "patient")
+
+SITES = ("siteA", "siteB")
+
+# Independent random streams: (seed, stream, subject, run) keys a SeedSequence, so one subject's
+# data do not depend on how many subjects are generated or in which order.
+S_PARTICIPANTS, S_FMRI_GROUP, S_FMRI_RUN, S_EEG_GROUP, S_EEG_SUB, S_SC_GROUP, S_SC_SUB = range(1, 8)
+
+
+@functools.lru_cache(maxsize=4)
+def parcel_centroids(atlas: Atlas) -> np.ndarray:
+    """Parcel centroids, computed once per atlas (several models need them)."""
+    cent = atlas.centroids()
+    cent.setflags(write=False)
+    return cent
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """Limit BLAS to one thread inside the block (the demo's small products run faster so)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # an optional speed-up (threadpoolctl comes with scikit-learn)
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def seeded_rng(seed: int, *keys: int) -> np.random.Generator:
+    """The random stream of ``seed`` and ``keys`` (stream, subject, run), independent of others."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), *(int(k) for k in keys)]))
+
+
+def hemispheres(atlas: Atlas) -> np.ndarray:
+    """'L'/'R' per parcel, from the label (``_LH_``/``_RH_``) or else the centroid's x sign."""
+    cent = parcel_centroids(atlas)
+    out = []
+    for label, xyz in zip(atlas.labels, cent, strict=True):
+        if re.search(r"(^|[_-])(LH|lh|L)([_-]|$)", label):
+            out.append("L")
+        elif re.search(r"(^|[_-])(RH|rh|R)([_-]|$)", label):
+            out.append("R")
+        else:
+            out.append("L" if xyz[0] < 0 else "R")
+    return np.array(out)

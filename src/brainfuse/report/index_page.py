@@ -1,0 +1,429 @@
+"""``index.html``: the dataset, QC, the comparison of all methods, and the biomarker overview.
+
+Dataset and QC summary (FD distribution, exclusions, QC-FC), the comparison of all methods and
+baselines (mean ± SD over test folds with 95% t-intervals, fold spread, ROC curves), a
+label-permutation test of the best model against chance, the group FC difference, an overview
+of the biomarkers of each method and, on data with a known ground truth (the demo), how well
+each method recovered the planted parcels and edges.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from brainfuse.core import atomic
+from brainfuse.report.html import (
+    METRIC_NAMES,
+    html_img,
+    html_page,
+    html_table,
+    p_text,
+    png_uri,
+    relative_href,
+)
+from brainfuse.report.method_page import method_page
+from brainfuse.report.pages import fmri_qc_section
+from brainfuse.report.permutation import permutation_test
+from brainfuse.report.recovery import truth_section
+
+
+def best_method(summary: pd.DataFrame) -> str | None:
+    """The method with the highest mean balanced accuracy (then AUC), the majority baseline
+    excluded."""
+    candidates = summary[summary["method"] != "majority"]
+    if candidates.empty:
+        return None
+    ordered = candidates.assign(
+        _b=candidates["balanced_accuracy_mean"].fillna(-1), _a=candidates["auc_mean"].fillna(-1)
+    ).sort_values(["_b", "_a"], ascending=False, kind="stable")
+    return str(ordered["method"].iloc[0])
+
+
+def _results_table(
+    summary: pd.DataFrame,
+    descriptions: Mapping[str, str],
+    families: Mapping[str, str],
+    pages: Mapping[str, str],
+    best: str | None,
+) -> str:
+    results = pd.DataFrame(
+        {
+            "method": [
+                f"<a href='{escape(pages[m], quote=True)}'>{escape(m)}</a>"
+                if m in pages
+                else escape(m)
+                for m in summary["method"]
+            ],
+            "description": [descriptions.get(m, "") for m in summary["method"]],
+            "kind": [families.get(m, "") for m in summary["method"]],
+            "folds": summary["n_folds"],
+        }
+    )
+    for metric in METRIC_NAMES:
+        if f"{metric}_mean" not in summary:
+            continue
+        results[metric.replace("_", " ")] = [
+            f"{m:.3f} ± {s:.3f}<br><span class='muted'>[{max(lo, 0):.2f}, {min(hi, 1):.2f}]</span>"
+            if np.isfinite(m) and np.isfinite(s)
+            else (f"{m:.3f}" if np.isfinite(m) else "n/a")
+            for m, s, lo, hi in zip(
+                summary[f"{metric}_mean"],
+                summary[f"{metric}_sd"],
+                summary[f"{metric}_ci_low"],
+                summary[f"{metric}_ci_high"],
+                strict=True,
+            )
+        ]
+    classes = [
+        "best" if m == best else ("baseline" if families.get(m) == "baseline" else "")
+        for m in summary["method"]
+    ]
+    metric_columns = [m.replace("_", " ") for m in METRIC_NAMES]
+    return html_table(
+        results,
+        classes,
+        raw_columns=("method", *metric_columns),
+        text_columns=("description",),
+        table_class="results",
+    )
+
+
+def _permutation_html(test: Mapping[str, Any] | None) -> str:
+    if not test or not test.get("available"):
+        return "<p>No permutation test: no method has test predictions of both classes.</p>"
+    ba, auc = test["balanced_accuracy"], test["auc"]
+    verdict = (
+        "<span class='ok'>better than chance</span>"
+        if ba["p_max"] < 0.05 or auc["p_max"] < 0.05
+        else "<span class='warn'>not distinguishable from chance</span>"
+    )
+    return (
+        "<div class='callout'>"
+        f"<p>Best model by mean balanced accuracy: <b>{escape(test['method'])}</b>. "
+        f"Its pooled test predictions ({test['n_samples']} samples of {test['n_subjects']} "
+        f"subjects, all folds together) reach a balanced accuracy of {ba['observed']:.3f} "
+        f"(permutation {p_text(ba['p'])}; chance {ba['null_mean']:.2f}) and an AUC of "
+        f"{auc['observed']:.3f} ({p_text(auc['p'])}). Corrected for choosing the best of "
+        f"{len(test['methods_compared'])} methods (maximum statistic over methods under the "
+        f"same permutation): {p_text(ba['p_max'])} (balanced accuracy), "
+        f"{p_text(auc['p_max'])} (AUC): {verdict}.</p>"
+        f"<p class='muted'>Test: {test['n_permutations']} permutations of the subjects' labels "
+        "over the pooled test predictions (each subject's samples keep one label); the "
+        "predictions themselves are not recomputed, so this tests the association between "
+        "the held-out predictions and the labels, not the training procedure (which would "
+        "need retraining per permutation). Pooling scores across folds assumes their scales "
+        "are comparable.</p></div>"
+    )
+
+
+@dataclass
+class ReportInputs:
+    """What the ``report`` rule reads and where it writes.
+
+    Attributes
+    ----------
+    summary_path, per_fold_path, qc_path, folds_path : str
+        ``eval/summary.tsv``, ``eval/metrics_per_fold.tsv``, ``qc/qc.tsv``, ``folds/folds.tsv``.
+    out_html : str
+        ``reports/index.html``; method pages go beside it unless ``method_pages`` says where.
+    skipped, descriptions : dict
+        Methods not run (name -> reason) and one-line descriptions of the others.
+    fmri_cache : str, optional
+        For the QC-FC table.
+    qc_link : str, optional
+        Link target of the QC table (default: ``qc_path``, relative to the page).
+    predictions_path : str, optional
+        ``eval/predictions.tsv`` (permutation test; ROC curves when not in ``figures``).
+    figures : mapping
+        PNG files to embed: ``roc``, ``fold_spread``, ``fc_difference``, ``fd_distribution``,
+        ``exclusions``. ``fold_spread`` and ``roc`` are drawn here when missing.
+    biomarkers : mapping
+        Method -> ``summary``, ``importance``, ``edges`` (attribution outputs) and the figures
+        ``top_parcels``, ``top_edges``, ``networks``, ``routing`` (optional).
+    method_pages : mapping, optional
+        Method -> output path of its page (default ``<out dir>/<method>.html`` for every
+        method in the summary).
+    truth_path : str, optional
+        The demo's ``ground_truth.json``; only its presence adds the recovery section.
+    stages, families : mapping
+        Stages of each method; ``baseline`` or ``deep`` per method (default: from the catalog).
+    positive : str, optional
+        The positive class (captions).
+    n_permutations, seed : int
+        Label-permutation test of the best model.
+    """
+
+    summary_path: str
+    per_fold_path: str
+    qc_path: str
+    folds_path: str
+    out_html: str
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    descriptions: Mapping[str, str] = field(default_factory=dict)
+    fmri_cache: str | None = None
+    qc_link: str | None = None
+    predictions_path: str | None = None
+    figures: Mapping[str, str] = field(default_factory=dict)
+    biomarkers: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    method_pages: Mapping[str, str] | None = None
+    truth_path: str | None = None
+    stages: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    families: Mapping[str, str] = field(default_factory=dict)
+    positive: str | None = None
+    n_permutations: int = 5000
+    seed: int = 0
+
+
+def build_report(inputs: ReportInputs) -> None:
+    """Write ``index.html`` and one page per method (see :class:`ReportInputs`)."""
+    out = Path(inputs.out_html)
+    page_dir = out.parent
+    summary = pd.read_csv(inputs.summary_path, sep="\t")
+    per_fold = pd.read_csv(inputs.per_fold_path, sep="\t")
+    qc = pd.read_csv(inputs.qc_path, sep="\t", dtype=str, keep_default_na=False)
+    folds = pd.read_csv(inputs.folds_path, sep="\t", dtype={"subject": str})
+    predictions = (
+        pd.read_csv(inputs.predictions_path, sep="\t", dtype={"subject": str})
+        if inputs.predictions_path and Path(inputs.predictions_path).exists()
+        else None
+    )
+    pages = dict(inputs.method_pages or {m: str(page_dir / f"{m}.html") for m in summary["method"]})
+    families = dict(inputs.families)
+    for method in [*summary["method"], *pages]:
+        families.setdefault(method, method_family(method))
+    page_links = {m: relative_href(p, page_dir) for m, p in pages.items()}
+    best = best_method(summary)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = _complete_figures(inputs.figures, per_fold, predictions, Path(tmp))
+        embedded = {k: png_uri(v) for k, v in figures.items()}
+        # method pages first: the index summarises what they found
+        method_summaries = _write_method_pages(inputs, pages, families, summary, per_fold)
+
+    permutation = None
+    if predictions is not None and best is not None:
+        compared = [m for m in summary["method"] if m != "majority"]
+        permutation = permutation_test(
+            predictions, best, compared, inputs.n_permutations, inputs.seed
+        )
+    parts = [
+        "<h1>brainfuse report</h1>",
+        f"<p class='muted'>{folds['fold'].nunique()} outer folds, grouped by subject, "
+        "stratified by label; model selection on a validation split inside each training "
+        "fold; each test fold used once. Positive class: "
+        f"{escape(str(inputs.positive)) if inputs.positive else 'n/a'}.</p>",
+        "<nav>"
+        + "".join(f"<a href='{escape(page_links[m], quote=True)}'>{escape(m)}</a>" for m in pages)
+        + "</nav>",
+        *_dataset_section(inputs, qc, embedded, page_dir),
+        *_results_section(
+            summary, inputs.descriptions, families, page_links, best, embedded, permutation
+        ),
+        _biomarker_overview(method_summaries, page_links),
+    ]
+    if inputs.truth_path and Path(inputs.truth_path).exists():
+        parts.append(truth_section(method_summaries, families))
+    if inputs.skipped:
+        skipped = pd.DataFrame(
+            {"method": list(inputs.skipped), "reason": list(inputs.skipped.values())}
+        )
+        parts += ["<h2>Methods not run</h2>", html_table(skipped, text_columns=("reason",))]
+    atomic.write_text(out, html_page("brainfuse report", parts))
+
+
+def _complete_figures(
+    figures: Mapping[str, str], per_fold: pd.DataFrame, predictions: pd.DataFrame | None, tmp: Path
+) -> dict[str, str]:
+    """``figures`` with the fold spread and ROC curves drawn into ``tmp`` where missing (a
+    report built outside the workflow has no ``report_figures`` job)."""
+    from brainfuse.report import figures as draw
+
+    figures = dict(figures)
+    if "fold_spread" not in figures or not Path(figures["fold_spread"]).exists():
+        figures["fold_spread"] = draw.fold_spread_figure(per_fold, tmp / "spread.png")
+    if predictions is not None and ("roc" not in figures or not Path(figures["roc"]).exists()):
+        figures["roc"] = draw.roc_figure(predictions, tmp / "roc.png")
+    return figures
+
+
+def _write_method_pages(
+    inputs: ReportInputs,
+    pages: Mapping[str, str],
+    families: Mapping[str, str],
+    summary: pd.DataFrame,
+    per_fold: pd.DataFrame,
+) -> dict[str, dict[str, Any] | None]:
+    """Write every method's page; returns each method's attribution summary (or None)."""
+    out = Path(inputs.out_html)
+    method_summaries: dict[str, dict[str, Any] | None] = {}
+    for method, page in pages.items():
+        row = summary[summary["method"] == method]
+        html, attribution = method_page(
+            method,
+            Path(page),
+            relative_href(out, Path(page).parent),
+            inputs.descriptions.get(method, ""),
+            families.get(method, ""),
+            inputs.stages.get(method, []),
+            row.iloc[0] if len(row) else None,
+            per_fold,
+            inputs.biomarkers.get(method),
+            inputs.positive,
+        )
+        atomic.write_text(page, html)
+        method_summaries[method] = attribution
+    return method_summaries
+
+
+def _dataset_section(
+    inputs: ReportInputs, qc: pd.DataFrame, embedded: Mapping[str, str | None], page_dir: Path
+) -> list[str]:
+    """Samples and subjects per modality, site and label; exclusions; QC figures."""
+    included = qc[qc["status"] == "included"]
+    dataset = (
+        included.groupby("modality")
+        .agg(samples=("sample_id", "nunique"), subjects=("subject", "nunique"))
+        .reset_index()
+        if len(included)
+        else pd.DataFrame(columns=["modality", "samples", "subjects"])
+    )
+    site = "site" if "site" in included.columns else None
+    groups = (
+        included.drop_duplicates("subject")
+        .groupby([site or "modality", "label"])
+        .size()
+        .unstack(fill_value=0)
+        if len(included) and "label" in included.columns
+        else pd.DataFrame()
+    )
+    excluded = qc[qc["status"] != "included"][["modality", "sample_id", "reason"]]
+    qc_link = inputs.qc_link
+    qc_href = escape(
+        qc_link if qc_link is not None else relative_href(inputs.qc_path, page_dir), quote=True
+    )
+    parts = [
+        "<h2>Dataset</h2>",
+        html_table(dataset),
+        f"<p>Subjects per {'site' if site else 'modality'} and label (included samples):</p>",
+        html_table(groups.reset_index()) if len(groups) else "<p>none</p>",
+        "<h2>Quality control</h2>",
+        f"<p>{len(included)} samples included, {len(excluded)} excluded. "
+        f"Full table: <a href='{qc_href}'>qc.tsv</a>.</p>",
+        html_table(excluded, ["excluded"] * len(excluded), text_columns=("reason",))
+        if len(excluded)
+        else "<p>No exclusions.</p>",
+    ]
+    for key, alt, caption in (
+        (
+            "fd_distribution",
+            "FD distribution",
+            "Mean framewise displacement of every fMRI run (included and excluded).",
+        ),
+        ("exclusions", "exclusions by reason", "Excluded samples by reason and modality."),
+    ):
+        if embedded.get(key) and not (key == "exclusions" and excluded.empty):
+            parts.append(html_img(embedded[key], alt, caption))
+    if inputs.fmri_cache and Path(inputs.fmri_cache).exists():
+        parts.append(fmri_qc_section(inputs.fmri_cache))
+    return parts
+
+
+def _results_section(
+    summary: pd.DataFrame,
+    descriptions: Mapping[str, str],
+    families: Mapping[str, str],
+    page_links: Mapping[str, str],
+    best: str | None,
+    embedded: Mapping[str, str | None],
+    permutation: Mapping[str, Any] | None,
+) -> list[str]:
+    """The comparison of methods, fold spread, ROC curves, permutation test, FC difference."""
+    parts = [
+        "<h2>Results</h2>",
+        "<p>Mean ± SD over test folds [95% t-interval over folds, clipped to [0, 1]]. Chance "
+        "balanced accuracy and AUC are 0.5. Baselines are shaded; the best model (mean "
+        "balanced accuracy) is highlighted. Method names link to their pages.</p>",
+        _results_table(summary, descriptions, families, page_links, best),
+        html_img(
+            embedded["fold_spread"] or "",
+            "balanced accuracy per fold",
+            "Balanced accuracy of each test fold.",
+        ),
+    ]
+    if embedded.get("roc"):
+        parts.append(
+            html_img(
+                embedded["roc"],
+                "ROC curves",
+                "ROC curves: each test fold (grey) and the "
+                "pooled test predictions of all folds (blue); dashed: chance.",
+            )
+        )
+    parts += ["<h3>Is the best model better than chance?</h3>", _permutation_html(permutation)]
+    if embedded.get("fc_difference"):
+        parts += [
+            "<h2>Group difference in functional connectivity</h2>",
+            html_img(
+                embedded["fc_difference"],
+                "FC group difference",
+                "Mean Fisher-z FC of the positive class minus the other class (all included "
+                "runs, averaged per subject first), parcels ordered by Yeo-7 network. "
+                "Descriptive: computed on all subjects, not cross-validated.",
+            ),
+        ]
+    return parts
+
+
+def method_family(method: str) -> str:
+    """``baseline`` (scikit-learn) or ``deep`` for a catalogued method, else ``""``."""
+    try:
+        from brainfuse.methods.catalog import METHODS
+
+        spec = METHODS.get(method)
+    except Exception:  # pragma: no cover - registry import problems must not stop a report
+        spec = None
+    if spec is None:
+        return ""
+    return "baseline" if spec.family == "sklearn" else "deep"
+
+
+def _biomarker_overview(
+    summaries: Mapping[str, dict[str, Any] | None], links: Mapping[str, str]
+) -> str:
+    rows = []
+    for method, summary in summaries.items():
+        if not summary or not summary.get("blocks"):
+            continue
+        block = summary.get("headline_block")
+        info = summary["blocks"].get(block, {})
+        ranked = sorted(info.get("networks", []), key=lambda n: -(n.get("enrichment") or 0))
+        top = [f"{n['network']} ({n['enrichment']:.1f}×)" for n in ranked[:2]]
+        stab = info.get("stability", {})
+        rows.append(
+            {
+                "method": f"<a href='{escape(links.get(method, ''), quote=True)}'>"
+                f"{escape(method)}</a>",
+                "attribution": summary.get("kind", ""),
+                "input": block,
+                "top networks (importance / parcel share)": ", ".join(top),
+                "Spearman between folds": stab.get("spearman_mean"),
+                "top-10 overlap": stab.get("top_k_overlap_mean"),
+                "chance overlap": stab.get("chance_overlap"),
+            }
+        )
+    if not rows:
+        return "<h2>Biomarkers</h2><p>No attributions were computed.</p>"
+    return (
+        "<h2>Biomarkers</h2><p>What each model relies on (details and top parcels on the "
+        "method pages). Stability: agreement of parcel importance between outer folds (mean "
+        "pairwise Spearman correlation; mean share of top-10 parcels in common).</p>"
+        + html_table(pd.DataFrame(rows), raw_columns=("method",))
+    )
