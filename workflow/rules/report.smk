@@ -40,6 +40,12 @@ rule attribution:
             f"{R}/models/{w.method}/fold-{fold}/{RUN_METHODS[w.method][-1]}/model.bin"
             for fold in range(N_FOLDS)
         ],
+        metrics=lambda w: [
+            f"{R}/models/{w.method}/fold-{fold}/{RUN_METHODS[w.method][-1]}/metrics.json"
+            for fold in range(N_FOLDS)
+        ],
+        # per-sample tables a stage writes beside its metrics (M3D-BFS routing): not yet declared
+        routing=[],
         caches=lambda w: [
             f"{R}/cache/{m}.parquet" for m in modalities_of(w.method, AVAILABLE)
         ],
