@@ -37,6 +37,7 @@ from lightning import LightningModule
 from torch import Tensor, nn
 
 from brainfuse.methods.torch.encoders import BrainClassifier
+from brainfuse.methods.torch.weights import load_previous
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -187,9 +188,7 @@ class StageModule(LightningModule):
 
     def load_previous(self, path: str) -> dict[str, list[str]]:
         """Initialise from the previous stage's ``model.bin``: by default every tensor of
-        ``self.model`` with the same name and shape (:func:`~.stage.load_previous`)."""
-        from brainfuse.methods.torch.runner import load_previous
-
+        ``self.model`` with the same name and shape (:func:`~.weights.load_previous`)."""
         return load_previous(self.model, path)
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
