@@ -35,6 +35,7 @@ from brainfuse.methods.torch.module import StageModule
 from brainfuse.methods.torch.plugins import CLASSIFIER, StageContext, StagePlugin, plugin_for
 from brainfuse.methods.torch.runner import run_torch_stage
 from brainfuse.methods.torch.synthetic import write_synthetic_caches
+from brainfuse.methods.torch.trained import TrainedStage
 from brainfuse.methods.torch.weights import load_previous
 
 CATALOG = default_catalog()
@@ -279,6 +280,23 @@ def test_m3d_stages_keep_what_they_freeze(m3d_run):
         if key.startswith(("sc_encoder.", "fc_encoder.", "sc_specific_proj", "sc_shared_proj")):
             assert torch.equal(before[key], after[key]), key
     assert not torch.equal(before["classifier.1.weight"], after["classifier.1.weight"])
+
+
+def test_trained_stage_rebuilds_a_plugin_stage(data, m3d_run):
+    """TrainedStage.load gives back the module that wrote predictions.tsv."""
+    out, metrics = m3d_run["finetune"]
+    full = BrainDataset({"fmri": data["fmri"], "sc": data["sc"]}, "patient")
+    trained = TrainedStage.load(
+        out / "model.bin", full, previous=metrics["previous"], catalog=CATALOG
+    )
+    assert trained.spec is CATALOG["m3d_bfs"] and trained.supervised
+    assert not trained.module.training
+    predictions = pd.read_csv(out / "predictions.tsv", sep="\t", dtype={"subject": str})
+    test = full.with_fields(trained.input_keys).subset(predictions["subject"])
+    with torch.no_grad():
+        batch = next(iter(eval_loader(test, 64)))
+        scores = trained.module.logits(batch).softmax(-1)[:, 1].numpy()
+    assert np.allclose(scores, predictions["y_score"], atol=1e-5)
 
 
 def test_m3d_routing_report(m3d_run):

@@ -66,10 +66,6 @@ __all__ = [
     "replicate_experts",
 ]
 
-#: The method ids whose stages this module registers.
-METHODS = ("m3d_bfs",)
-
-
 # --------------------------------------------------------------------------- losses
 
 

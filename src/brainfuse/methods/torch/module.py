@@ -118,7 +118,7 @@ class StageModule(LightningModule):
         Resolved parameters; read here: ``lr``, ``weight_decay``, ``optimizer``
         (``adamw``/``adam``), ``scheduler`` (``cosine``/``constant``), ``warmup_epochs``,
         ``min_lr_ratio``, ``label_smoothing`` (missing keys take the defaults of
-        :data:`~.registry.COMMON_PARAMS`).
+        :data:`~.specs.COMMON_PARAMS`).
     class_weights : sequence of float, optional
         Class weights of :meth:`cross_entropy` (the stage context's ``class_weights``).
 

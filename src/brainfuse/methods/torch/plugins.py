@@ -2,7 +2,7 @@
 
 A torch method is an ordered list of stages (``config.yaml``: ``methods.<name>.stages``); the
 ``train_stage`` rule runs every (method, stage, fold) as its own job, with the previous stage's
-``model.bin`` as an input. :func:`~.stage.run_torch_stage` owns everything that is the same for
+``model.bin`` as an input. :func:`~.runner.run_torch_stage` owns everything that is the same for
 every stage - joined modalities and fold subsets, augmentations, resumable loaders, the Trainer,
 periodic and SIGTERM checkpoints, fingerprinted resume, model selection on the validation split,
 the single read of the test subjects, and the atomic ``model.bin``/``metrics.json``/
