@@ -3,6 +3,7 @@ parameters; labels from participants.tsv or a BIDS entity."""
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -38,6 +39,9 @@ def test_check_refuses_unknown_stage():
     with pytest.raises(ConfigError, match="not in the order"):
         CATALOG.check({"mcsp": {"stages": ["finetune", "pretrain"]}})
     CATALOG.check({"mcsp_fmri_only": {"stages": ["pretrain", "finetune"]}})  # a prefix is fine
+    typed = {"logreg_fc": SimpleNamespace(stages=("fitt",))}  # as brainfuse.config reads it
+    with pytest.raises(ConfigError, match=unknown):
+        CATALOG.check(typed)
 
 
 def test_check_refuses_unknown_method():

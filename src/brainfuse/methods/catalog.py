@@ -77,10 +77,16 @@ class Catalog:
         """Sorted method names (of one family only, with ``family``)."""
         return sorted(n for n, s in self._specs.items() if family in (None, s.family))
 
-    def check(self, methods_cfg: Mapping[str, Mapping[str, Any]]) -> None:
+    def check(self, methods_cfg: Mapping[str, Any]) -> None:
         """Refuse unknown methods and stages in the config's ``methods`` section.
 
         A method's configured stages must be some of its spec's stages, in the spec's order.
+
+        Parameters
+        ----------
+        methods_cfg : mapping
+            Method name -> its config entry: a mapping with ``stages`` (as in ``config.yaml``)
+            or an object with a ``stages`` attribute (:class:`brainfuse.config.MethodConfig`).
 
         Raises
         ------
@@ -90,7 +96,7 @@ class Catalog:
         for name, cfg in methods_cfg.items():
             if name not in self._specs:
                 raise ConfigError(f"methods.{name}: unknown method; known: {self.names()}")
-            self._check_stages(self._specs[name], list(cfg["stages"]))
+            self._check_stages(self._specs[name], _stages_of(cfg))
 
     @staticmethod
     def _check_stages(spec: MethodSpec, stages: list[str]) -> None:
@@ -107,7 +113,7 @@ class Catalog:
             )
 
     def plan(
-        self, methods_cfg: Mapping[str, Mapping[str, Any]], available: set[str]
+        self, methods_cfg: Mapping[str, Any], available: set[str]
     ) -> tuple[dict[str, list[str]], dict[str, str]]:
         """Methods to run (name -> stages) and those skipped (name -> reason).
 
@@ -127,7 +133,7 @@ class Catalog:
             elif missing:
                 skipped[name] = f"needs {', '.join(missing)} data, which this dataset does not have"
             else:
-                run[name] = list(cfg["stages"])
+                run[name] = _stages_of(cfg)
         return run, skipped
 
     def modalities_of(self, name: str, available: set[str]) -> tuple[str, ...]:
@@ -188,6 +194,10 @@ class Catalog:
         for entry in (spec.params.get("per_stage") or {}).values():
             known |= set(entry)
         return known | ({"encoder"} if spec.family == "torch" else set())
+
+
+def _stages_of(cfg: Any) -> list[str]:
+    return list(cfg["stages"] if isinstance(cfg, Mapping) else cfg.stages)
 
 
 def default_catalog() -> Catalog:
