@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-from brainfuse.methods import torch_registry as registry
+from brainfuse.methods.catalog import Catalog, default_catalog
 from brainfuse.methods.fusion.m3d_bfs import (
     M3DBFS,
     NoisyTopKGate,
@@ -25,19 +27,18 @@ from brainfuse.methods.fusion.m3d_bfs import (
     disentanglement_loss,
     replicate_experts,
 )
+from brainfuse.methods.request import StageOutputs, StageRequest
+from brainfuse.methods.spec import MethodSpec
 from brainfuse.methods.torch.data import BrainDataset, eval_loader
 from brainfuse.methods.torch.encoders import NODE_NORMS
 from brainfuse.methods.torch.module import StageModule
-from brainfuse.methods.torch.plugins import (
-    CLASSIFIER,
-    StageContext,
-    StagePlugin,
-    plugin_for,
-    register_stage,
-)
-from brainfuse.methods.torch.runner import load_previous, run_torch_stage
+from brainfuse.methods.torch.plugins import CLASSIFIER, StageContext, StagePlugin, plugin_for
+from brainfuse.methods.torch.runner import run_torch_stage
 from brainfuse.methods.torch.synthetic import write_synthetic_caches
-from brainfuse.methods.torch_registry import method_params
+from brainfuse.methods.torch.trained import TrainedStage
+from brainfuse.methods.torch.weights import load_previous
+
+CATALOG = default_catalog()
 
 torch.set_num_threads(1)
 
@@ -72,13 +73,17 @@ def _run(
     params: dict,
     previous: str | None = None,
     fold: int = 0,
+    catalog: Catalog = CATALOG,
 ) -> dict:
-    modalities = registry.TORCH_METHODS[method].modalities
-    run_torch_stage(
-        method, stage, fold, params, {m: data[m] for m in modalities}, data["folds"], previous,
-        "patient", 0, str(out / "model.bin"), str(out / "metrics.json"),
-        str(out / "predictions.tsv"), str(out / "ckpt"),
+    modalities = catalog[method].modalities
+    outputs = StageOutputs(
+        str(out / "model.bin"), str(out / "metrics.json"), str(out / "predictions.tsv")
+    )
+    request = StageRequest(
+        method, stage, fold, {m: data[m] for m in modalities}, data["folds"], "patient", 0,
+        outputs, params, previous, str(out / "ckpt"),
     )  # fmt: skip
+    run_torch_stage(request, catalog)
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -203,23 +208,26 @@ def test_copied_experts_reproduce_the_single_expert_model(batch, tmp_path):
 
 def test_per_stage_parameters():
     params = {"epochs": 7, "per_stage": {"finetune": {"lr": 0.5, "epochs": 3}}}
-    assert method_params("m3d_bfs", params, "finetune")["epochs"] == 3
-    assert method_params("m3d_bfs", params, "finetune")["lr"] == 0.5
-    assert method_params("m3d_bfs", params, "pretrain")["epochs"] == 7
-    assert "per_stage" not in method_params("m3d_bfs", params, "pretrain")
-    assert method_params("m3d_bfs", {}, "finetune")["alpha"] == 0.6
+    assert CATALOG.params("m3d_bfs", params, "finetune")["epochs"] == 3
+    assert CATALOG.params("m3d_bfs", params, "finetune")["lr"] == 0.5
+    assert CATALOG.params("m3d_bfs", params, "pretrain")["epochs"] == 7
+    assert "per_stage" not in CATALOG.params("m3d_bfs", params, "pretrain")
+    assert CATALOG.params("m3d_bfs", {}, "finetune")["alpha"] == 0.6
     with pytest.raises(ValueError, match="per_stage"):
-        method_params("m3d_bfs", {"per_stage": {"finetune": 3}})
+        CATALOG.params("m3d_bfs", {"per_stage": {"finetune": 3}})
 
 
 def test_plugin_lookup():
-    assert plugin_for("gcn_fc", "anything") is CLASSIFIER
-    assert plugin_for("m3d_bfs", "finetune").supervised
-    assert plugin_for("connex_sc_only", "train") is plugin_for("connex", "train")
+    assert plugin_for(CATALOG["gcn_fc"], "anything") is CLASSIFIER
+    assert plugin_for(CATALOG["m3d_bfs"], "finetune").supervised
+    connex = plugin_for(CATALOG["connex"], "train")
+    assert plugin_for(CATALOG["connex_sc_only"], "train") is connex
     with pytest.raises(KeyError, match="no stage 'fit'"):
-        plugin_for("m3d_bfs", "fit")
+        plugin_for(CATALOG["m3d_bfs"], "fit")
     with pytest.raises(KeyError, match="not a torch method"):
-        plugin_for("logreg_fc", "fit")
+        plugin_for(CATALOG["logreg_fc"], "fit")
+    with pytest.raises(ValueError, match="the network reads"):
+        plugin_for(dataclasses.replace(CATALOG["connex_sc_only"], modalities=("fmri",)), "train")
 
 
 def test_unknown_fusion_param_is_refused(data, tmp_path):
@@ -274,12 +282,29 @@ def test_m3d_stages_keep_what_they_freeze(m3d_run):
     assert not torch.equal(before["classifier.1.weight"], after["classifier.1.weight"])
 
 
+def test_trained_stage_rebuilds_a_plugin_stage(data, m3d_run):
+    """TrainedStage.load gives back the module that wrote predictions.tsv."""
+    out, metrics = m3d_run["finetune"]
+    full = BrainDataset({"fmri": data["fmri"], "sc": data["sc"]}, "patient")
+    trained = TrainedStage.load(
+        out / "model.bin", full, previous=metrics["previous"], catalog=CATALOG
+    )
+    assert trained.spec is CATALOG["m3d_bfs"] and trained.supervised
+    assert not trained.module.training
+    predictions = pd.read_csv(out / "predictions.tsv", sep="\t", dtype={"subject": str})
+    test = full.with_fields(trained.input_keys).subset(predictions["subject"])
+    with torch.no_grad():
+        batch = next(iter(eval_loader(test, 64)))
+        scores = trained.module.logits(batch).softmax(-1)[:, 1].numpy()
+    assert np.allclose(scores, predictions["y_score"], atol=1e-5)
+
+
 def test_m3d_routing_report(m3d_run):
     out, metrics = m3d_run["finetune"]
     routing = pd.read_csv(out / "routing.tsv", sep="\t")
     predictions = pd.read_csv(out / "predictions.tsv", sep="\t")
     assert set(routing["sample_id"]) == set(predictions["sample_id"])
-    n_experts = registry.DEFAULT_PARAMS["m3d_bfs"]["n_experts"]
+    n_experts = CATALOG["m3d_bfs"].params["n_experts"]
     assert len(routing) == len(predictions) * 2 * 3 * n_experts  # blocks x MoEs x experts
     per = routing.groupby(["sample_id", "block", "moe"])
     assert np.allclose(per["sc_share"].sum().loc[:, :, ["sc", "shared"]], 1.0)
@@ -348,25 +373,32 @@ class _Finetune(_Pretrain):
 
 
 @pytest.fixture
-def toy_method(monkeypatch):
-    """Register the docstring's two-stage self-supervised method for one test."""
-    from brainfuse.methods.catalog import MethodSpec
+def toy_catalog(monkeypatch) -> Catalog:
+    """The docstring's two-stage self-supervised method, added from outside the package: its
+    plugin module (here made on the fly) and its catalog entry."""
+    module = types.ModuleType("toy_ssl_plugins")
+    module.stage_plugins = lambda spec: {
+        "pretrain": StagePlugin(_Pretrain, supervised=False),
+        "finetune": StagePlugin(_Finetune, supervised=True),
+    }
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    catalog = default_catalog()
+    catalog.add(MethodSpec(
+        name="toy_ssl", family="torch", modalities=("fmri",), stages=("pretrain", "finetune"),
+        description="masked-node pre-training, then fine-tuning", features="toy_ssl",
+        params={"d_model": 16, "mask_ratio": 0.3, "epochs": 3,
+                "per_stage": {"finetune": {"lr": 3e-3, "epochs": 2}}},
+        plugin=module.__name__,
+    ))  # fmt: skip
+    return catalog
 
-    spec = MethodSpec(("fmri",), "torch", features="toy_ssl")
-    monkeypatch.setitem(registry.TORCH_METHODS, "toy_ssl", spec)
-    monkeypatch.setitem(registry.DEFAULT_PARAMS, "toy_ssl", {
-        "d_model": 16, "mask_ratio": 0.3, "epochs": 3,
-        "per_stage": {"finetune": {"lr": 3e-3, "epochs": 2}},
-    })  # fmt: skip
-    # Registered below, so the module is never imported; any importable name will do.
-    monkeypatch.setitem(registry.PLUGIN_MODULES, "toy_ssl", "brainfuse.methods.torch.plugins")
-    register_stage("toy_ssl", "pretrain", StagePlugin(_Pretrain, supervised=False))
-    register_stage("toy_ssl", "finetune", StagePlugin(_Finetune, supervised=True))
-    return "toy_ssl"
 
-
-def test_self_supervised_stage_is_probed_and_chained(data, tmp_path, toy_method):
-    pre = _run(data, tmp_path / "pretrain", toy_method, "pretrain", {"num_threads": 1})
+def test_self_supervised_stage_is_probed_and_chained(data, tmp_path, toy_catalog):
+    toy_method = "toy_ssl"
+    with pytest.raises(KeyError, match="toy_ssl"):
+        CATALOG["toy_ssl"]  # the default catalog is not changed
+    pre = _run(data, tmp_path / "pretrain", toy_method, "pretrain", {"num_threads": 1},
+               catalog=toy_catalog)  # fmt: skip
     assert pre["evaluation"] == "linear_probe" and pre["probe_C"] > 0
     assert pre["embedding_dim"] == 16 and pre["monitor"] == "val_loss"
     assert pre["best_val"] is not None and 0 <= pre["auc"] <= 1
@@ -376,12 +408,13 @@ def test_self_supervised_stage_is_probed_and_chained(data, tmp_path, toy_method)
     assert {"train_strength_mse_epoch", "val_strength_mse", "val_loss"} <= set(logs.columns)
 
     fine = _run(data, tmp_path / "finetune", toy_method, "finetune", {"num_threads": 1},
-                previous=str(tmp_path / "pretrain" / "model.bin"))  # fmt: skip
+                previous=str(tmp_path / "pretrain" / "model.bin"), catalog=toy_catalog)  # fmt: skip
     assert fine["evaluation"] == "classifier" and fine["epochs"] <= 2
     assert fine["previous_keys"] == {"missing": [], "unexpected": [], "mismatched": []}
 
     with pytest.raises(ValueError, match="self-supervised stage is selected on val_loss"):
-        _run(data, tmp_path / "bad", toy_method, "pretrain", {"monitor": "val_auc"})
+        _run(data, tmp_path / "bad", toy_method, "pretrain", {"monitor": "val_auc"},
+             catalog=toy_catalog)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- resume
@@ -396,8 +429,10 @@ RESUME_PARAMS = {
 
 SCRIPT = """
 import json, sys
+from brainfuse.methods.request import StageOutputs, StageRequest
 from brainfuse.methods.torch.runner import run_torch_stage
-run_torch_stage(**json.loads(sys.argv[1]))
+call = json.loads(sys.argv[1])
+run_torch_stage(StageRequest(**{**call, "outputs": StageOutputs(**call["outputs"])}))
 """
 
 
@@ -406,9 +441,14 @@ def _call(data: dict[str, str], out: Path, stage: str, previous: str) -> dict:
         "method": "m3d_bfs", "stage": stage, "fold": 0, "params": RESUME_PARAMS,
         "cache_paths": {"fmri": data["fmri"], "sc": data["sc"]}, "folds_path": data["folds"],
         "previous": previous, "positive": "patient", "seed": 3,
-        "out_model": str(out / "model.bin"), "out_metrics": str(out / "metrics.json"),
-        "out_predictions": str(out / "predictions.tsv"), "checkpoint_dir": str(out / "ckpt"),
+        "outputs": {"model": str(out / "model.bin"), "metrics": str(out / "metrics.json"),
+                    "predictions": str(out / "predictions.tsv")},
+        "checkpoint_dir": str(out / "ckpt"),
     }  # fmt: skip
+
+
+def _request(call: dict) -> StageRequest:
+    return StageRequest(**{**call, "outputs": StageOutputs(**call["outputs"])})
 
 
 def _results(out: Path) -> tuple[dict, str]:
@@ -428,7 +468,7 @@ def test_killed_fusion_stage_resumes_to_the_same_result(data, m3d_run, tmp_path,
     previous_stage = {"pretrain": "encoders", "finetune": "pretrain"}[stage]
     previous = str(m3d_run[previous_stage][0] / "model.bin")
     reference = tmp_path / "reference"
-    run_torch_stage(**_call(data, reference, stage, previous))
+    run_torch_stage(_request(_call(data, reference, stage, previous)))
 
     out = tmp_path / "killed"
     out.mkdir()
@@ -451,7 +491,7 @@ def test_killed_fusion_stage_resumes_to_the_same_result(data, m3d_run, tmp_path,
     assert not (out / "metrics.json").exists()
     step = int(torch.load(last, map_location="cpu", weights_only=False)["global_step"])
 
-    run_torch_stage(**_call(data, out, stage, previous))  # the requeued job
+    run_torch_stage(_request(_call(data, out, stage, previous)))  # the requeued job
 
     resumed = json.loads((out / "metrics.json").read_text())
     assert resumed["resumed_from_step"] == step > 0

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from brainfuse.methods.request import StageOutputs, StageRequest
 from brainfuse.methods.torch.runner import run_torch_stage
 from brainfuse.methods.torch.synthetic import write_synthetic_caches
 
@@ -39,8 +40,10 @@ PARAMS = {
 
 SCRIPT = """
 import json, sys
+from brainfuse.methods.request import StageOutputs, StageRequest
 from brainfuse.methods.torch.runner import run_torch_stage
-run_torch_stage(**json.loads(sys.argv[1]))
+call = json.loads(sys.argv[1])
+run_torch_stage(StageRequest(**{**call, "outputs": StageOutputs(**call["outputs"])}))
 """
 
 
@@ -48,10 +51,15 @@ def _call(data: dict[str, str], out: Path) -> dict:
     return {
         "method": "gcn_fc", "stage": "fit", "fold": 0, "params": PARAMS,
         "cache_paths": {"fmri": data["fmri"]}, "folds_path": data["folds"], "previous": None,
-        "positive": "patient", "seed": 7, "out_model": str(out / "model.bin"),
-        "out_metrics": str(out / "metrics.json"), "out_predictions": str(out / "predictions.tsv"),
+        "positive": "patient", "seed": 7,
+        "outputs": {"model": str(out / "model.bin"), "metrics": str(out / "metrics.json"),
+                    "predictions": str(out / "predictions.tsv")},
         "checkpoint_dir": str(out / "ckpt"),
     }  # fmt: skip
+
+
+def _request(call: dict) -> StageRequest:
+    return StageRequest(**{**call, "outputs": StageOutputs(**call["outputs"])})
 
 
 def _results(out: Path) -> tuple[dict, str]:
@@ -69,7 +77,7 @@ def data(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def reference(data, tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("uninterrupted")
-    run_torch_stage(**_call(data, out))
+    run_torch_stage(_request(_call(data, out)))
     return _results(out)
 
 
@@ -109,7 +117,8 @@ def test_killed_stage_resumes_to_the_same_result(data, reference, tmp_path, sig)
     if sig == signal.SIGKILL:
         assert step % EVERY == 0  # only the periodic checkpoint survives a SIGKILL
 
-    run_torch_stage(**_call(data, tmp_path))  # the same call, as a requeued job would make it
+    # the same call, as a requeued job would make it
+    run_torch_stage(_request(_call(data, tmp_path)))
 
     resumed = json.loads((tmp_path / "metrics.json").read_text())
     assert resumed["resumed_from_step"] == step > 0

@@ -223,25 +223,28 @@ def assert_same_as_uninterrupted(
     model weights. Returns the workflow's metrics.json."""
     import torch
 
-    from brainfuse.methods.catalog import METHODS as REGISTRY
+    from brainfuse.methods.catalog import default_catalog
+    from brainfuse.methods.request import StageOutputs, StageRequest
     from brainfuse.methods.run import run_stage
 
     done = stage_dir(workdir, method, fold, stage)
     saved = torch.load(done / "model.bin", map_location="cpu", weights_only=True)
-    run_stage(
+    request = StageRequest(
         method=method,
         stage=stage,
         fold=fold,
         cache_paths={
             m: str(workdir / "results" / "cache" / f"{m}.parquet")
-            for m in REGISTRY[method].modalities
+            for m in default_catalog()[method].modalities
         },
         folds_path=str(workdir / "results" / "folds" / "folds.tsv"),
         positive=config["label"]["positive"],
         seed=config["seed"],
-        out_model=str(out / "model.bin"),
-        out_metrics=str(out / "metrics.json"),
-        out_predictions=str(out / "predictions.tsv"),
+        outputs=StageOutputs(
+            model=str(out / "model.bin"),
+            metrics=str(out / "metrics.json"),
+            predictions=str(out / "predictions.tsv"),
+        ),
         # the job's thread count (the rule's threads), as the job recorded it
         params={
             **config["methods"][method].get("params", {}),
@@ -249,6 +252,7 @@ def assert_same_as_uninterrupted(
         },
         checkpoint_dir=str(out / "checkpoints"),
     )
+    run_stage(request)
     reference = json.loads((out / "metrics.json").read_text())
     metrics = json.loads((done / "metrics.json").read_text())
     assert reference["resumed_from_step"] == 0

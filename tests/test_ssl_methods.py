@@ -14,27 +14,22 @@ import torch
 
 from brainfuse.core.connectivity import sliding_window_fc as numpy_dfc
 from brainfuse.folds import read_folds, subjects_of
-from brainfuse.methods.ssl import common
-from brainfuse.methods.ssl.registry import (
-    SSL_DEFAULT_PARAMS,
-    SSL_METHODS,
-    SSL_STAGES,
-    install,
-)
+from brainfuse.methods.catalog import default_catalog
+from brainfuse.methods.request import StageOutputs, StageRequest
+from brainfuse.methods.ssl import brainmae, brainmass, common, dfc_generative, mcsp
+from brainfuse.methods.ssl.specs import SPECS as SSL_SPECS
 from brainfuse.methods.ssl.synthetic import write_multimodal_caches
 from brainfuse.methods.torch.data import BrainDataset, eval_loader
-
-install()  # before the stage modules: they look their methods up in the training registry
-
-from brainfuse.methods.ssl import brainmae, brainmass, dfc_generative, mcsp  # noqa: E402
-from brainfuse.methods.torch.plugins import (  # noqa: E402
+from brainfuse.methods.torch.plugins import (
     StageContext,
     embeddings,
     fit_linear_probe,
     plugin_for,
 )
-from brainfuse.methods.torch.runner import check_params, predict_proba, run_torch_stage  # noqa: E402
-from brainfuse.methods.torch_registry import TORCH_METHODS, method_params  # noqa: E402
+from brainfuse.methods.torch.runner import check_params, predict_proba, run_torch_stage
+
+CATALOG = default_catalog()
+SSL_METHODS = {spec.name: spec for spec in SSL_SPECS}
 
 torch.set_num_threads(1)
 
@@ -97,7 +92,10 @@ TINY: dict[str, dict] = {
 }
 TINY["mcsp_fmri_only"] = TINY["mcsp"]
 #: Stages run per method (mcsp_fmri_only's distillation is the code mcsp runs).
-RUN_STAGES = {**SSL_STAGES, "mcsp_fmri_only": ("pretrain", "finetune")}
+RUN_STAGES = {
+    **{name: spec.stages for name, spec in SSL_METHODS.items()},
+    "mcsp_fmri_only": ("pretrain", "finetune"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +120,7 @@ def _batch(dataset: BrainDataset, n: int = 4) -> dict[str, torch.Tensor]:
 
 
 def _context(method: str, stage: str, dataset: BrainDataset, data: dict, **params) -> StageContext:
-    hp = method_params(method, {**TINY[method], **params}, stage)
+    hp = CATALOG.params(method, {**TINY[method], **params}, stage)
     folds = read_folds(data["folds"])
     return StageContext(
         method=method,
@@ -138,20 +136,21 @@ def _context(method: str, stage: str, dataset: BrainDataset, data: dict, **param
 # --------------------------------------------------------------------------- registry
 
 
-def test_registry_and_plugins():
+def test_catalog_and_plugins():
     for method, spec in SSL_METHODS.items():
-        assert TORCH_METHODS[method] == spec
-        for stage in SSL_STAGES[method]:
-            plugin = plugin_for(method, stage)
+        assert CATALOG[method] == spec
+        for stage in spec.stages:
+            plugin = plugin_for(spec, stage)
             assert plugin.supervised == (stage != "pretrain")
-            hp = method_params(method, None, stage)
-            check_params(method, hp, plugin.supervised)  # every default is a known key
+            hp = CATALOG.params(method, None, stage)
+            check_params(CATALOG, method, hp, plugin.supervised)  # every default is a known key
     assert SSL_METHODS["mcsp"].modalities == ("fmri", "eeg")
     assert SSL_METHODS["mcsp_fmri_only"].modalities == ("fmri",)
-    assert SSL_DEFAULT_PARAMS["mcsp"]["alpha"] == 0.8
-    assert SSL_DEFAULT_PARAMS["brainmass"]["momentum"] == 0.996
+    assert SSL_METHODS["mcsp"].params["alpha"] == 0.8
+    assert SSL_METHODS["brainmass"].params["momentum"] == 0.996
     with pytest.raises(ValueError, match="unknown keys"):
-        check_params("brainmae", method_params("brainmae", {"mask_ration": 0.5}, "pretrain"))
+        hp = CATALOG.params("brainmae", {"mask_ration": 0.5}, "pretrain")
+        check_params(CATALOG, "brainmae", hp)
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -343,25 +342,28 @@ def test_frozen_embedding_metrics_on_separable_embeddings():
 
 
 def _run(method: str, data: dict[str, str], out: Path) -> dict[str, dict]:
-    modalities = TORCH_METHODS[method].modalities
+    modalities = CATALOG[method].modalities
     previous, metrics = None, {}
     for stage in RUN_STAGES[method]:
         stage_dir = out / stage
-        run_torch_stage(
-            method,
-            stage,
-            0,
-            {"num_threads": 1, **TINY[method]},
-            {m: data[m] for m in modalities},
-            data["folds"],
-            previous,
-            "patient",
-            0,
-            str(stage_dir / "model.bin"),
-            str(stage_dir / "metrics.json"),
-            str(stage_dir / "predictions.tsv"),
-            str(out / "checkpoints" / stage),
+        request = StageRequest(
+            method=method,
+            stage=stage,
+            fold=0,
+            cache_paths={m: data[m] for m in modalities},
+            folds_path=data["folds"],
+            positive="patient",
+            seed=0,
+            outputs=StageOutputs(
+                str(stage_dir / "model.bin"),
+                str(stage_dir / "metrics.json"),
+                str(stage_dir / "predictions.tsv"),
+            ),
+            params={"num_threads": 1, **TINY[method]},
+            previous=previous,
+            checkpoint_dir=str(out / "checkpoints" / stage),
         )
+        run_torch_stage(request, CATALOG)
         metrics[stage] = json.loads((stage_dir / "metrics.json").read_text())
         predictions = pd.read_csv(stage_dir / "predictions.tsv", sep="\t")
         assert len(predictions) == metrics[stage]["n_test"] > 0

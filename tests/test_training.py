@@ -17,6 +17,8 @@ import torch
 
 from brainfuse.core.cache import read_cache
 from brainfuse.folds import read_folds, subjects_of
+from brainfuse.methods.catalog import default_catalog
+from brainfuse.methods.request import StageOutputs, StageRequest
 from brainfuse.methods.torch import augment as A
 from brainfuse.methods.torch.data import BrainDataset, crop_window, eval_loader, train_loader
 from brainfuse.methods.torch.encoders import (
@@ -26,9 +28,10 @@ from brainfuse.methods.torch.encoders import (
     build_encoder,
     sparsify,
 )
-from brainfuse.methods.torch.runner import load_previous, read_model, rebuild_model, run_torch_stage
+from brainfuse.methods.torch.runner import run_torch_stage
 from brainfuse.methods.torch.synthetic import write_synthetic_caches
-from brainfuse.methods.torch_registry import TORCH_METHODS, method_params
+from brainfuse.methods.torch.trained import TrainedStage
+from brainfuse.methods.torch.weights import load_previous, read_model
 
 torch.set_num_threads(1)
 
@@ -67,19 +70,21 @@ def _run(
     fold: int = 0,
 ) -> dict:
     run_torch_stage(
-        method,
-        stage,
-        fold,
-        {**FAST, **(params or {})},
-        {"fmri": data["fmri"]},
-        data["folds"],
-        previous,
-        "patient",
-        0,
-        str(out / "model.bin"),
-        str(out / "metrics.json"),
-        str(out / "predictions.tsv"),
-        str(out / "ckpt"),
+        StageRequest(
+            method=method,
+            stage=stage,
+            fold=fold,
+            cache_paths={"fmri": data["fmri"]},
+            folds_path=data["folds"],
+            positive="patient",
+            seed=0,
+            outputs=StageOutputs(
+                str(out / "model.bin"), str(out / "metrics.json"), str(out / "predictions.tsv")
+            ),
+            params={**FAST, **(params or {})},
+            previous=previous,
+            checkpoint_dir=str(out / "ckpt"),
+        )
     )
     return json.loads((out / "metrics.json").read_text())
 
@@ -357,30 +362,29 @@ def test_load_previous_reports_keys(tmp_path):
 # --------------------------------------------------------------------------- registry
 
 
-def test_registry_is_cheap_and_complete():
+def test_catalog_is_cheap_and_complete():
     code = (
-        "import sys, brainfuse.methods.torch_registry as r; "
-        "assert 'torch' not in sys.modules and 'lightning' not in sys.modules; "
-        "print(sorted(r.TORCH_METHODS))"
+        "import sys; from brainfuse.methods.catalog import default_catalog; "
+        "names = default_catalog().names('torch'); "
+        "assert not {'torch', 'lightning', 'sklearn'} & set(sys.modules), sys.modules.keys(); "
+        "print(names)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "gcn_fc" in out.stdout
-    import importlib
-
     from brainfuse.methods.torch.encoders import ENCODERS
-    from brainfuse.methods.torch.plugins import STAGE_PLUGINS, plugin_for
-    from brainfuse.methods.torch_registry import PLUGIN_MODULES
+    from brainfuse.methods.torch.plugins import CLASSIFIER, plugin_for
 
-    for name, spec in TORCH_METHODS.items():
-        assert spec.family == "torch" and set(spec.modalities) <= {"fmri", "sc", "eeg"}
-        assert method_params(name)["encoder"] == spec.features
-        if name in PLUGIN_MODULES:  # stages from plugins (SC+FC fusion, self-supervised, ...)
-            importlib.import_module(PLUGIN_MODULES[name])
-            assert any(method == name for method, _ in STAGE_PLUGINS)
+    catalog = default_catalog()
+    for name in catalog.names("torch"):
+        spec = catalog[name]
+        assert set(spec.modalities) <= {"fmri", "sc", "eeg"}
+        assert catalog.params(name)["encoder"] == spec.features
+        if spec.plugin:  # stages from plugins (SC+FC fusion, self-supervised, ...)
+            assert all(plugin_for(spec, stage) is not CLASSIFIER for stage in spec.stages)
         else:
             assert spec.modalities == ("fmri",) and spec.features in ENCODERS
-            assert plugin_for(name, "fit").supervised
-    assert method_params("gcn_fc", {"stages": ["fit"], "lr": 0.1})["lr"] == 0.1
+            assert plugin_for(spec, "fit") is CLASSIFIER
+    assert catalog.params("gcn_fc", {"stages": ["fit"], "lr": 0.1})["lr"] == 0.1
 
 
 def test_bench_train_smoke(capsys):
@@ -444,10 +448,11 @@ def test_stage_outputs(data, stage_run):
     assert set(predictions["subject"]) == test_subjects
     assert metrics["n_test"] == len(predictions)
     # model.bin rebuilds the selected model
-    model = rebuild_model(read_model(out / "model.bin"))
-    dataset = BrainDataset({"fmri": data["fmri"]}, "patient").subset(test_subjects)
+    full = BrainDataset({"fmri": data["fmri"]}, "patient")
+    model = TrainedStage.load(out / "model.bin", full).module
+    dataset = full.subset(test_subjects)
     with torch.no_grad():
-        scores = model(next(iter(eval_loader(dataset, 64)))).softmax(-1)[:, 1].numpy()
+        scores = model.logits(next(iter(eval_loader(dataset, 64)))).softmax(-1)[:, 1].numpy()
     assert np.allclose(scores, predictions["y_score"], atol=1e-6)
     # checkpoints are cleaned up, logs stay
     assert not list((out / "ckpt").glob("*.ckpt"))
@@ -500,12 +505,13 @@ def test_ddp_two_cpu_processes(data, tmp_path):
     script = tmp_path / "ddp_stage.py"
     script.write_text(
         textwrap.dedent(f"""
+        from brainfuse.methods.request import StageOutputs, StageRequest
         from brainfuse.methods.torch.runner import run_torch_stage
-        run_torch_stage(
-            "gcn_fc", "fit", 0, {FAST!r}, {{"fmri": {data["fmri"]!r}}}, {data["folds"]!r},
-            None, "patient", 0, "model.bin", "metrics.json", "predictions.tsv", "ckpt",
-            devices=2,
-        )
+        run_torch_stage(StageRequest(
+            "gcn_fc", "fit", 0, {{"fmri": {data["fmri"]!r}}}, {data["folds"]!r}, "patient", 0,
+            StageOutputs("model.bin", "metrics.json", "predictions.tsv"), {FAST!r},
+            checkpoint_dir="ckpt", devices=2,
+        ))
     """)
     )
     done = subprocess.run(

@@ -5,16 +5,19 @@ import re
 from snakebids import bids, set_bids_spec
 
 from brainfuse.inputs import bold_companions, discover, eeg_companions
-from brainfuse.methods.catalog import METHODS, modalities_of, plan
+from brainfuse.methods.catalog import default_catalog
 
 set_bids_spec("v0_15_0")
 
+CATALOG = default_catalog()
+# Unknown methods and stages stop the run here, before any job.
+CATALOG.check(config["methods"])
 R = config["results_dir"]
 ENV = "../../envs/brainfuse.yaml"
 INPUTS = discover(config)
 ATLAS = config["atlas"]["name"]
 AVAILABLE = {m for m, t in INPUTS.tables.items() if len(t)}
-RUN_METHODS, SKIPPED = plan(config["methods"], AVAILABLE)
+RUN_METHODS, SKIPPED = CATALOG.plan(config["methods"], AVAILABLE)
 N_FOLDS = config["cv"]["n_folds"]
 BIDS_ENTITY = {"acquisition": "acq"}
 
@@ -87,5 +90,4 @@ def previous_stage(w):
 def methods_regex(family):
     """A wildcard constraint matching exactly the names of one family's methods (``sklearn``,
     ``torch``): it sends each method's stages to the rule of its family."""
-    names = sorted(name for name, spec in METHODS.items() if spec.family == family)
-    return "|".join(re.escape(name) for name in names)
+    return "|".join(re.escape(name) for name in CATALOG.names(family))

@@ -5,7 +5,7 @@ FINAL_PREDICTIONS = [
     for fold in range(N_FOLDS)
 ]
 # Methods whose models are explained (the majority baseline has nothing to explain).
-ATTRIBUTED = [m for m in RUN_METHODS if METHODS[m].estimator != "majority"]
+ATTRIBUTED = [m for m in RUN_METHODS if CATALOG[m].estimator != "majority"]
 BIOMARKERS = f"{R}/biomarkers/{{method}}"
 GROUND_TRUTH = [f"{R}/demo_bids/ground_truth.json"] if config["input"]["demo"] else []
 REPORT_FIGURES = {
@@ -47,7 +47,7 @@ rule attribution:
         # per-sample tables a stage writes beside its metrics (M3D-BFS routing): not yet declared
         routing=[],
         caches=lambda w: [
-            f"{R}/cache/{m}.parquet" for m in modalities_of(w.method, AVAILABLE)
+            f"{R}/cache/{m}.parquet" for m in CATALOG.modalities_of(w.method, AVAILABLE)
         ],
         folds=f"{R}/folds/folds.tsv",
         truth=GROUND_TRUTH,
@@ -69,10 +69,10 @@ rule attribution:
         mem_mb=res("train", "mem_mb"),
         runtime=res("default", "runtime"),
     params:
-        modalities=lambda w: list(modalities_of(w.method, AVAILABLE)),
+        modalities=lambda w: list(CATALOG.modalities_of(w.method, AVAILABLE)),
         positive=config["label"]["positive"],
         seed=config["seed"],
-        description=lambda w: METHODS[w.method].description,
+        description=lambda w: CATALOG[w.method].description,
         ig_steps=32,
     script:
         "../scripts/attribution.py"
@@ -185,7 +185,7 @@ rule report:
         ENV
     params:
         skipped=SKIPPED,
-        descriptions={m: METHODS[m].description for m in RUN_METHODS},
+        descriptions={m: CATALOG[m].description for m in RUN_METHODS},
         stages=RUN_METHODS,
         positive=config["label"]["positive"],
         seed=config["seed"],

@@ -8,7 +8,7 @@ STAGE_DIR = f"{R}/models/{{method}}/fold-{{fold}}/{{stage}}"
 rule train_stage:
     input:
         caches=lambda w: [
-            f"{R}/cache/{m}.parquet" for m in modalities_of(w.method, AVAILABLE)
+            f"{R}/cache/{m}.parquet" for m in CATALOG.modalities_of(w.method, AVAILABLE)
         ],
         folds=f"{R}/folds/folds.tsv",
         previous=previous_stage,
@@ -30,7 +30,7 @@ rule train_stage:
         runtime=res("train", "runtime"),
         gpu=res("train", "gpu"),
     params:
-        modalities=lambda w: list(modalities_of(w.method, AVAILABLE)),
+        modalities=lambda w: list(CATALOG.modalities_of(w.method, AVAILABLE)),
         positive=config["label"]["positive"],
         seed=config["seed"],
         method_params=lambda w: config["methods"][w.method].get("params", {}),

@@ -1,8 +1,9 @@
+from brainfuse.methods.request import StageOutputs, StageRequest
 from brainfuse.methods.run import run_stage
 from brainfuse.steps import setup_logging
 
 setup_logging(snakemake.log[0])
-run_stage(
+request = StageRequest(
     method=snakemake.wildcards.method,
     stage=snakemake.wildcards.stage,
     fold=int(snakemake.wildcards.fold),
@@ -10,11 +11,14 @@ run_stage(
     folds_path=snakemake.input.folds,
     positive=snakemake.params.positive,
     seed=snakemake.params.seed,
-    out_model=snakemake.output.model,
-    out_metrics=snakemake.output.metrics,
-    out_predictions=snakemake.output.predictions,
+    outputs=StageOutputs(
+        model=snakemake.output.model,
+        metrics=snakemake.output.metrics,
+        predictions=snakemake.output.predictions,
+    ),
     params={**snakemake.params.method_params, "num_threads": snakemake.threads},
     previous=snakemake.input.previous[0] if snakemake.input.previous else None,
     checkpoint_dir=snakemake.params.checkpoint_dir,
     devices=max(1, int(snakemake.resources.get("gpu", 0))),
 )
+run_stage(request)

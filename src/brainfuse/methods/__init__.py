@@ -1,4 +1,5 @@
-"""Methods: the catalog of every method, scikit-learn baselines, torch training, fusion and SSL."""
+"""Methods: the catalog of every method, scikit-learn baselines, torch training, fusion and SSL.
 
-# The catalog merges the torch registries when imported; loading it first keeps that order.
-from brainfuse.methods import catalog  # noqa: F401
+Importing this package imports nothing else; :mod:`.catalog` (read by the Snakefile) needs
+neither torch, Lightning nor scikit-learn.
+"""

@@ -1,136 +1,208 @@
-"""The registry of methods: which modalities each needs, its stages and how a stage runs."""
+"""The catalog of methods: the one registry of what can run, checked when the config is read.
+
+Torch-, Lightning- and sklearn-free: the Snakefile builds it at parse time. Each family declares
+its methods in its own torch-free ``specs`` module; :func:`default_catalog` assembles them. An
+outside package adds its own method to a catalog::
+
+    catalog = default_catalog()
+    catalog.add(MethodSpec(name="toy", family="torch", modalities=("fmri",), stages=("train",),
+                           description="a toy", params={"hidden": 8}, plugin="my_pkg.toy"))
+
+where ``my_pkg.toy`` defines ``stage_plugins(spec) -> dict[str, StagePlugin]``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
-import numpy as np
+from brainfuse.core.errors import ConfigError
+from brainfuse.methods.baselines import specs as baselines
+from brainfuse.methods.fusion import specs as fusion
+from brainfuse.methods.spec import MethodSpec
+from brainfuse.methods.ssl import specs as ssl
+from brainfuse.methods.torch import specs as torch_specs
 
-from brainfuse.core.cache import Cache
-from brainfuse.core.connectivity import upper_triangle
+__all__ = ["MODALITY_PREFERENCE", "Catalog", "MethodSpec", "default_catalog"]
 
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """What a method needs and how its samples are turned into inputs.
-
-    Attributes
-    ----------
-    modalities : tuple of str
-        Caches the method reads (``fmri``, ``eeg``, ``sc``); it is skipped when one is absent.
-        Empty means "any one": the first available of fMRI, EEG, SC (the majority baseline).
-    family : str
-        ``sklearn`` (single ``fit`` stage) or ``torch`` (Lightning stages).
-    estimator : str
-        For sklearn methods, the baseline kind (``majority``, ``logreg``, ``svm``).
-    features : str
-        Feature extractor name in :data:`FEATURES`.
-    optional : tuple of str
-        Modalities among ``modalities`` that a subject may lack: its samples are then served
-        without them (e.g. MCSP's EEG) instead of being left out.
-    """
-
-    modalities: tuple[str, ...]
-    family: str
-    estimator: str = ""
-    features: str = ""
-    description: str = ""
-    optional: tuple[str, ...] = ()
-
-
-def _fc(caches: dict[str, Cache]) -> np.ndarray:
-    return upper_triangle(caches["fmri"].arrays["fc"])
-
-
-def _sc(caches: dict[str, Cache]) -> np.ndarray:
-    return upper_triangle(caches["sc"].arrays["sc"], fisher=False)
-
-
-def _eeg(caches: dict[str, Cache]) -> np.ndarray:
-    arrays = caches["eeg"].arrays
-    power = arrays["band_power"].reshape(len(arrays["band_power"]), -1)
-    aec = np.concatenate(
-        [upper_triangle(arrays["aec"][:, b]) for b in range(arrays["aec"].shape[1])], axis=1
-    )
-    return np.nan_to_num(np.concatenate([power, aec], axis=1))
-
-
-def _tangent(caches: dict[str, Cache]) -> np.ndarray:
-    """Per-sample (T, N) time series for a tangent-space estimator fitted inside the fold."""
-    cache = caches["fmri"]
-    series = [
-        np.nan_to_num(ts[:, :n].T)
-        for ts, n in zip(cache.arrays["timeseries"], cache.table["n_timepoints"], strict=True)
-    ]
-    out = np.empty(len(series), dtype=object)
-    out[:] = series
-    return out
-
-
-def _first(caches: dict[str, Cache]) -> np.ndarray:
-    (modality,) = caches
-    return {"fmri": _fc, "eeg": _eeg, "sc": _sc}[modality](caches)
-
-
-# Feature sets whose columns mix units (log band power beside envelope correlations) are
-# standardised before the linear models; connectivity vectors are not.
-SCALED_FEATURES = {"eeg"}
-
-FEATURES = {"fc": _fc, "sc": _sc, "eeg": _eeg, "tangent": _tangent, "first": _first}
-
-METHODS: dict[str, MethodSpec] = {
-    "majority": MethodSpec((), "sklearn", "majority", "first", "majority class (chance level)"),
-    "logreg_fc": MethodSpec(
-        ("fmri",), "sklearn", "logreg", "fc", "logistic regression on Fisher-z FC"
-    ),
-    "svm_fc": MethodSpec(("fmri",), "sklearn", "svm", "fc", "linear SVM on Fisher-z FC"),
-    "logreg_tangent": MethodSpec(
-        ("fmri",), "sklearn", "logreg", "tangent", "logistic regression on tangent-space FC"
-    ),
-    "svm_tangent": MethodSpec(
-        ("fmri",), "sklearn", "svm", "tangent", "linear SVM on tangent-space FC"
-    ),
-    "logreg_sc": MethodSpec(("sc",), "sklearn", "logreg", "sc", "logistic regression on SC edges"),
-    "svm_sc": MethodSpec(("sc",), "sklearn", "svm", "sc", "linear SVM on SC edges"),
-    "logreg_eeg": MethodSpec(
-        ("eeg",), "sklearn", "logreg", "eeg", "logistic regression on log band power + AEC"
-    ),
-    "svm_eeg": MethodSpec(("eeg",), "sklearn", "svm", "eeg", "linear SVM on log band power + AEC"),
-}
-
+#: The modality a method without required modalities reads: the first one available.
 MODALITY_PREFERENCE = ("fmri", "eeg", "sc")
 
 
-def modalities_of(name: str, available: set[str]) -> tuple[str, ...]:
-    """The caches ``name`` reads on a dataset with ``available`` modalities."""
-    spec = METHODS[name]
-    if spec.modalities:
-        return spec.modalities
-    return tuple(m for m in MODALITY_PREFERENCE if m in available)[:1]
+class Catalog:
+    """Methods by name, and the checks and lookups done on them.
+
+    Parameters
+    ----------
+    specs : iterable of MethodSpec
+        The methods, in the order listed (names must be unique).
+    family_params : mapping, optional
+        Family -> hyper-parameters every method of that family accepts, under its own
+        defaults (:meth:`params`).
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[MethodSpec] = (),
+        family_params: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        self._specs: dict[str, MethodSpec] = {}
+        self._family_params = {k: dict(v) for k, v in (family_params or {}).items()}
+        for spec in specs:
+            self.add(spec)
+
+    def add(self, spec: MethodSpec) -> None:
+        """Add ``spec``; a name already in the catalog is an error."""
+        if spec.name in self._specs:
+            raise ValueError(f"method {spec.name!r} is already in the catalog")
+        self._specs[spec.name] = spec
+
+    def __getitem__(self, name: str) -> MethodSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            raise KeyError(f"unknown method {name!r}; known: {self.names()}") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __iter__(self) -> Iterator[MethodSpec]:
+        return iter(self._specs.values())
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def names(self, family: str | None = None) -> list[str]:
+        """Sorted method names (of one family only, with ``family``)."""
+        return sorted(n for n, s in self._specs.items() if family in (None, s.family))
+
+    def check(self, methods_cfg: Mapping[str, Any]) -> None:
+        """Refuse unknown methods and stages in the config's ``methods`` section.
+
+        A method's configured stages must be some of its spec's stages, in the spec's order.
+
+        Parameters
+        ----------
+        methods_cfg : mapping
+            Method name -> its config entry: a mapping with ``stages`` (as in ``config.yaml``)
+            or an object with a ``stages`` attribute (:class:`brainfuse.config.MethodConfig`).
+
+        Raises
+        ------
+        ConfigError
+            Naming the key, the offending value and what would be valid.
+        """
+        for name, cfg in methods_cfg.items():
+            if name not in self._specs:
+                raise ConfigError(f"methods.{name}: unknown method; known: {self.names()}")
+            self._check_stages(self._specs[name], _stages_of(cfg))
+
+    @staticmethod
+    def _check_stages(spec: MethodSpec, stages: list[str]) -> None:
+        key = f"methods.{spec.name}.stages"
+        for stage in stages:
+            if stage not in spec.stages:
+                raise ConfigError(
+                    f"{key}: unknown stage {stage!r}; {spec.name} has stages {list(spec.stages)}"
+                )
+        positions = [spec.stages.index(s) for s in stages]
+        if any(b <= a for a, b in zip(positions, positions[1:], strict=False)):
+            raise ConfigError(
+                f"{key}: {stages} is not in the order of {spec.name}'s stages {list(spec.stages)}"
+            )
+
+    def plan(
+        self, methods_cfg: Mapping[str, Any], available: set[str]
+    ) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """Methods to run (name -> stages) and those skipped (name -> reason).
+
+        Parameters
+        ----------
+        methods_cfg : mapping
+            The config's ``methods`` section (checked with :meth:`check`).
+        available : set of str
+            Modalities the dataset has samples of.
+        """
+        self.check(methods_cfg)
+        run, skipped = {}, {}
+        for name, cfg in methods_cfg.items():
+            missing = [m for m in self._specs[name].modalities if m not in available]
+            if not available:
+                skipped[name] = "the dataset has no usable modality"
+            elif missing:
+                skipped[name] = f"needs {', '.join(missing)} data, which this dataset does not have"
+            else:
+                run[name] = _stages_of(cfg)
+        return run, skipped
+
+    def modalities_of(self, name: str, available: set[str]) -> tuple[str, ...]:
+        """The caches ``name`` reads on a dataset with ``available`` modalities."""
+        spec = self[name]
+        if spec.modalities:
+            return spec.modalities
+        return tuple(m for m in MODALITY_PREFERENCE if m in available)[:1]
+
+    def params(
+        self,
+        method: str,
+        overrides: Mapping[str, Any] | None = None,
+        stage: str | None = None,
+    ) -> dict[str, Any]:
+        """Resolved hyper-parameters of ``method`` (and of one of its stages).
+
+        Order, later winning: the family's parameters, the spec's ``params``, ``overrides``,
+        then - with ``stage`` - the spec's ``per_stage[stage]`` and ``overrides``'
+        ``per_stage[stage]``.
+
+        Parameters
+        ----------
+        method : str
+            A method of the catalog.
+        overrides : mapping, optional
+            Typically the config's ``methods.<name>.params``. ``stages`` is ignored, so the
+            whole config entry can be passed. ``per_stage`` maps a stage name to overrides of
+            that stage only, e.g. ``{"epochs": 30, "per_stage": {"finetune": {"lr": 3e-4}}}``.
+        stage : str, optional
+            Apply that stage's ``per_stage`` entries.
+
+        Returns
+        -------
+        dict
+            A new dict (sharing nothing with the catalog) without ``per_stage``; for torch
+            methods ``encoder`` names the encoder (the spec's ``features`` unless overridden).
+        """
+        spec = self[method]
+        defaults = dict(spec.params)
+        given = {k: v for k, v in (overrides or {}).items() if k != "stages"}
+        per_stage = [defaults.pop("per_stage", None) or {}, given.pop("per_stage", None) or {}]
+        for entry in per_stage:
+            if not isinstance(entry, dict) or not all(isinstance(v, dict) for v in entry.values()):
+                raise ValueError(f"methods.{method}.params.per_stage: expected stage -> dict")
+        encoder = {"encoder": spec.features} if spec.family == "torch" else {}
+        family = self._family_params.get(spec.family, {})
+        resolved = {**encoder, **family, **defaults, **given}
+        if stage is not None:
+            for entry in per_stage:
+                resolved.update(entry.get(stage, {}))
+        return copy.deepcopy(resolved)
+
+    def known_params(self, method: str) -> set[str]:
+        """Parameter names ``method`` declares: its family's, its own and its stages'."""
+        spec = self[method]
+        known = set(self._family_params.get(spec.family, {})) | set(spec.params)
+        for entry in (spec.params.get("per_stage") or {}).values():
+            known |= set(entry)
+        return known | ({"encoder"} if spec.family == "torch" else set())
 
 
-def _merge_torch_methods() -> None:
-    # Imported here: the registry imports MethodSpec from this module.
-    from brainfuse.methods.torch_registry import TORCH_METHODS
-
-    METHODS.update(TORCH_METHODS)
+def _stages_of(cfg: Any) -> list[str]:
+    return list(cfg["stages"] if isinstance(cfg, Mapping) else cfg.stages)
 
 
-_merge_torch_methods()
-
-
-def plan(methods_cfg: dict, available: set[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
-    """Methods to run (name -> stages) and those skipped (name -> reason)."""
-    run, skipped = {}, {}
-    for name, cfg in methods_cfg.items():
-        spec = METHODS.get(name)
-        if spec is None:
-            raise ValueError(f"methods.{name}: unknown method; known: {sorted(METHODS)}")
-        missing = [m for m in spec.modalities if m not in available]
-        if not available:
-            skipped[name] = "the dataset has no usable modality"
-        elif missing:
-            skipped[name] = f"needs {', '.join(missing)} data, which this dataset does not have"
-        else:
-            run[name] = list(cfg["stages"])
-    return run, skipped
+def default_catalog() -> Catalog:
+    """Every method of brainfuse: baselines, reference torch methods, fusion, self-supervised."""
+    return Catalog(
+        [*baselines.SPECS, *torch_specs.SPECS, *fusion.SPECS, *ssl.SPECS],
+        family_params={"torch": torch_specs.COMMON_PARAMS},
+    )

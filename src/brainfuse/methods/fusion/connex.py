@@ -38,10 +38,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from brainfuse.methods.spec import MethodSpec
 from brainfuse.methods.torch.encoders import NodeGCNEncoder, masked_mean
 from brainfuse.methods.torch.module import StageModule
-from brainfuse.methods.torch.plugins import StageContext, StagePlugin, register_stage
-from brainfuse.methods.torch_registry import TORCH_METHODS
+from brainfuse.methods.torch.plugins import StageContext, StagePlugin
 
 __all__ = ["ConneX", "CrossModalAttention", "MixerLayer", "graph_inputs"]
 
@@ -308,19 +308,25 @@ def _model_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
     return {name: hp[name] for name in names}
 
 
-def _check_registry() -> None:
-    # The graphs of a method must be what its registry entry reads.
-    for method, graphs in METHODS.items():
-        if method in TORCH_METHODS:
-            wanted = tuple(sorted(_CACHE_OF[g] for g in graphs))
-            have = tuple(sorted(TORCH_METHODS[method].modalities))
-            if wanted != have:
-                raise RuntimeError(f"{method}: modalities {have}, the network reads {wanted}")
+#: The one stage of ConneX and of its ablations.
+STAGES: dict[str, StagePlugin] = {
+    "train": StagePlugin(
+        Train, supervised=True, description="ConneX, end to end, multi-head joint loss"
+    ),
+}
 
 
-_check_registry()
-register_stage(
-    METHODS,
-    "train",
-    StagePlugin(Train, supervised=True, description="ConneX, end to end, multi-head joint loss"),
-)
+def stage_plugins(spec: MethodSpec) -> dict[str, StagePlugin]:
+    """The stage plugins of a ConneX method (see :attr:`MethodSpec.plugin`).
+
+    Raises
+    ------
+    ValueError
+        When the spec's modalities are not the caches of the graphs the network fuses.
+    """
+    if spec.name not in METHODS:
+        raise ValueError(f"{spec.name}: not a ConneX method; known: {sorted(METHODS)}")
+    wanted = tuple(sorted(_CACHE_OF[g] for g in METHODS[spec.name]))
+    if tuple(sorted(spec.modalities)) != wanted:
+        raise ValueError(f"{spec.name}: modalities {spec.modalities}, the network reads {wanted}")
+    return dict(STAGES)

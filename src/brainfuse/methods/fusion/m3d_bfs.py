@@ -48,10 +48,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from brainfuse.methods.spec import MethodSpec
 from brainfuse.methods.torch.data import BrainDataset, eval_loader
 from brainfuse.methods.torch.encoders import NodeGCNEncoder, masked_mean, masked_mean_max
 from brainfuse.methods.torch.module import StageModule
-from brainfuse.methods.torch.plugins import StageContext, StagePlugin, register_stage
+from brainfuse.methods.torch.plugins import StageContext, StagePlugin
+from brainfuse.methods.torch.weights import load_previous
 
 __all__ = [
     "M3DBFS",
@@ -63,10 +65,6 @@ __all__ = [
     "disentanglement_loss",
     "replicate_experts",
 ]
-
-#: The method ids whose stages this module registers.
-METHODS = ("m3d_bfs",)
-
 
 # --------------------------------------------------------------------------- losses
 
@@ -582,8 +580,6 @@ class Pretrain(_Stage):
             self.freeze(self.model.sc_encoder, self.model.fc_encoder)
 
     def load_previous(self, path: str) -> dict[str, list[str]]:
-        from brainfuse.methods.torch.runner import load_previous
-
         # Only the encoders: the stage-1 heads have no counterpart here, and everything else is
         # new. Loading into the encoders alone keeps the report to real problems.
         encoders = nn.ModuleDict(
@@ -620,8 +616,6 @@ class Finetune(Pretrain):
         self.freeze(*self.model.frozen_in_finetune)
 
     def load_previous(self, path: str) -> dict[str, list[str]]:
-        from brainfuse.methods.torch.runner import load_previous
-
         n_experts = int(self.hp["n_experts"])
         return load_previous(self.model, path, lambda s: replicate_experts(s, n_experts))
 
@@ -721,20 +715,20 @@ def routing_summary(table: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-register_stage(
-    METHODS,
-    "encoders",
-    StagePlugin(Encoders, supervised=True, description="uni-modal SC and FC GCNs, cross-entropy"),
-)
-register_stage(
-    METHODS,
-    "pretrain",
-    StagePlugin(Pretrain, supervised=True, description="single-expert fusion model, CE + CLIP"),
-)
-register_stage(
-    METHODS,
-    "finetune",
-    StagePlugin(
+#: The stages of M3D-BFS, by name.
+STAGES: dict[str, StagePlugin] = {
+    "encoders": StagePlugin(
+        Encoders, supervised=True, description="uni-modal SC and FC GCNs, cross-entropy"
+    ),
+    "pretrain": StagePlugin(
+        Pretrain, supervised=True, description="single-expert fusion model, CE + CLIP"
+    ),
+    "finetune": StagePlugin(
         Finetune, supervised=True, description="MoE fine-tuning, CE + balance + disentanglement"
     ),
-)
+}
+
+
+def stage_plugins(spec: MethodSpec) -> dict[str, StagePlugin]:
+    """The stage plugins of an M3D-BFS method (see :attr:`MethodSpec.plugin`)."""
+    return dict(STAGES)

@@ -7,9 +7,9 @@ supervised stages.
 
 Modules
 -------
-:mod:`.registry`
-    :data:`~.registry.SSL_METHODS`, stages, default and paper parameters, plugin modules
-    (torch-free; importing this package imports nothing else).
+:mod:`.specs`
+    The methods' catalog entries (stages, default parameters, plugin modules) and
+    :data:`~.specs.PAPER_PARAMS` (torch-free; importing this package imports nothing else).
 :mod:`.losses`
     InfoNCE, MCSP cross-domain / cross-modal losses, KL, BYOL and EMA, masked MSE,
     distillation.
@@ -17,5 +17,5 @@ Modules
     Batch-level views (pseudo-FC, graph / series / spectrum perturbations), MLP, the
     :class:`~.common.SSLStage` base and frozen-embedding few-shot evaluation.
 :mod:`.mcsp`, :mod:`.brainmass`, :mod:`.brainmae`, :mod:`.dfc_generative`
-    The methods' networks and stage modules; importing one registers its stages.
+    The methods' networks and stage modules; each exposes ``stage_plugins(spec)``.
 """

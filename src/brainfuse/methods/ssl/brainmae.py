@@ -36,9 +36,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from brainfuse.methods.spec import MethodSpec
 from brainfuse.methods.ssl.common import HeadFinetune, SSLStage
 from brainfuse.methods.ssl.losses import masked_mse
-from brainfuse.methods.torch.plugins import StageContext, StagePlugin, register_stage
+from brainfuse.methods.torch.plugins import StageContext, StagePlugin
 
 __all__ = [
     "BrainMAEEncoder",
@@ -49,7 +50,6 @@ __all__ = [
     "patchify",
 ]
 
-METHOD = "brainmae"
 READOUTS = ("mean", "similarity")
 
 
@@ -330,13 +330,15 @@ class BrainMAEFinetune(HeadFinetune, SSLStage):
         return self.model.encoder(*inputs)
 
 
-register_stage(
-    METHOD,
-    "pretrain",
-    StagePlugin(BrainMAEPretrain, supervised=False, description="BrainMAE masked autoencoding"),
-)
-register_stage(
-    METHOD,
-    "finetune",
-    StagePlugin(BrainMAEFinetune, supervised=True, description="BrainMAE fine-tuning"),
-)
+#: The stages of BrainMAE, by name.
+STAGES: dict[str, StagePlugin] = {
+    "pretrain": StagePlugin(
+        BrainMAEPretrain, supervised=False, description="BrainMAE masked autoencoding"
+    ),
+    "finetune": StagePlugin(BrainMAEFinetune, supervised=True, description="BrainMAE fine-tuning"),
+}
+
+
+def stage_plugins(spec: MethodSpec) -> dict[str, StagePlugin]:
+    """The stage plugins of a BrainMAE method (see :attr:`MethodSpec.plugin`)."""
+    return dict(STAGES)

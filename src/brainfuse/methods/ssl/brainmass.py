@@ -35,13 +35,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from brainfuse.methods.spec import MethodSpec
 from brainfuse.methods.ssl.common import MLP, HeadFinetune, SSLStage, pseudo_fc
 from brainfuse.methods.ssl.losses import ema_update, info_nce, masked_mse, symmetric_byol_loss
-from brainfuse.methods.torch.plugins import StageContext, StagePlugin, register_stage
+from brainfuse.methods.torch.plugins import StageContext, StagePlugin
 
 __all__ = ["BrainMassEncoder", "BrainMassFinetune", "BrainMassNetwork", "BrainMassPretrain"]
-
-METHOD = "brainmass"
 
 
 class BrainMassEncoder(nn.Module):
@@ -264,13 +263,17 @@ class BrainMassFinetune(HeadFinetune, SSLStage):
         return self.model.encoder(batch["fc"], batch["node_mask"])
 
 
-register_stage(
-    METHOD,
-    "pretrain",
-    StagePlugin(BrainMassPretrain, supervised=False, description="BrainMass BYOL + mask-ROI"),
-)
-register_stage(
-    METHOD,
-    "finetune",
-    StagePlugin(BrainMassFinetune, supervised=True, description="BrainMass fine-tuning"),
-)
+#: The stages of BrainMass, by name.
+STAGES: dict[str, StagePlugin] = {
+    "pretrain": StagePlugin(
+        BrainMassPretrain, supervised=False, description="BrainMass BYOL + mask-ROI"
+    ),
+    "finetune": StagePlugin(
+        BrainMassFinetune, supervised=True, description="BrainMass fine-tuning"
+    ),
+}
+
+
+def stage_plugins(spec: MethodSpec) -> dict[str, StagePlugin]:
+    """The stage plugins of a BrainMass method (see :attr:`MethodSpec.plugin`)."""
+    return dict(STAGES)

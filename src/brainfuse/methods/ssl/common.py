@@ -330,7 +330,7 @@ def load_matching(
     -------
     dict
         ``missing``, ``unexpected`` and ``mismatched`` key lists, as
-        :func:`~brainfuse.methods.torch.runner.load_previous` reports them.
+        :func:`~brainfuse.methods.torch.weights.load_previous` reports them.
     """
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)

@@ -33,10 +33,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from brainfuse.methods.spec import MethodSpec
 from brainfuse.methods.ssl.common import MLP, HeadFinetune, SSLStage
 from brainfuse.methods.ssl.losses import masked_mse
 from brainfuse.methods.torch.encoders import sinusoidal_positions
-from brainfuse.methods.torch.plugins import StageContext, StagePlugin, register_stage
+from brainfuse.methods.torch.plugins import StageContext, StagePlugin
 
 __all__ = [
     "DFCEncoder",
@@ -46,8 +47,6 @@ __all__ = [
     "n_windows",
     "sliding_window_fc",
 ]
-
-METHOD = "dfc_generative"
 
 
 def n_windows(length: int, window: int, step: int) -> int:
@@ -234,13 +233,17 @@ class DFCFinetune(HeadFinetune, _DFCStage):
             self.model.encoder.requires_grad_(False)
 
 
-register_stage(
-    METHOD,
-    "pretrain",
-    StagePlugin(DFCPretrain, supervised=False, description="masked reconstruction of dFC"),
-)
-register_stage(
-    METHOD,
-    "finetune",
-    StagePlugin(DFCFinetune, supervised=True, description="dFC transformer fine-tuning"),
-)
+#: The stages of dFC masked reconstruction, by name.
+STAGES: dict[str, StagePlugin] = {
+    "pretrain": StagePlugin(
+        DFCPretrain, supervised=False, description="masked reconstruction of dFC"
+    ),
+    "finetune": StagePlugin(
+        DFCFinetune, supervised=True, description="dFC transformer fine-tuning"
+    ),
+}
+
+
+def stage_plugins(spec: MethodSpec) -> dict[str, StagePlugin]:
+    """The stage plugins of a dFC masked reconstruction method (see :attr:`MethodSpec.plugin`)."""
+    return dict(STAGES)

@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from brainfuse.methods.spec import MethodSpec
 from brainfuse.methods.ssl.common import (
     MLP,
     SSLStage,
@@ -66,7 +67,7 @@ from brainfuse.methods.ssl.losses import (
 )
 from brainfuse.methods.torch.data import BrainDataset, amplitude_spectrum
 from brainfuse.methods.torch.encoders import GraphTransformer, TemporalTransformer
-from brainfuse.methods.torch.plugins import StageContext, StagePlugin, register_stage
+from brainfuse.methods.torch.plugins import StageContext, StagePlugin
 
 __all__ = [
     "DOMAINS",
@@ -82,7 +83,6 @@ __all__ = [
 DOMAINS = ("spatial", "temporal", "frequency")
 #: How the distillation stage predicts: the students' mean, one student, or chosen on validation.
 READOUTS = ("mean", *DOMAINS, "auto")
-METHODS = ("mcsp", "mcsp_fmri_only")
 
 FMRI_KEYS = ("fc", "node_mask", "timeseries", "time_mask", "fft")
 EEG_KEYS = ("envelopes", "envelope_mask", "aec", "band_power")
@@ -548,9 +548,26 @@ class MCSPDistill(_MCSPStage):
         return metrics, tables
 
 
-for _stage, _cls, _supervised, _text in (
-    ("pretrain", MCSPPretrain, False, "MCSP cross-domain + cross-modal contrastive pre-training"),
-    ("finetune", MCSPFinetune, True, "MCSP fusion classifier (the distillation teacher)"),
-    ("distill", MCSPDistill, True, "MCSP cross-model distillation into single-domain students"),
-):
-    register_stage(METHODS, _stage, StagePlugin(_cls, supervised=_supervised, description=_text))
+#: The stages of MCSP, by name.
+STAGES: dict[str, StagePlugin] = {
+    "pretrain": StagePlugin(
+        MCSPPretrain,
+        supervised=False,
+        description="MCSP cross-domain + cross-modal contrastive pre-training",
+    ),
+    "finetune": StagePlugin(
+        MCSPFinetune,
+        supervised=True,
+        description="MCSP fusion classifier (the distillation teacher)",
+    ),
+    "distill": StagePlugin(
+        MCSPDistill,
+        supervised=True,
+        description="MCSP cross-model distillation into single-domain students",
+    ),
+}
+
+
+def stage_plugins(spec: MethodSpec) -> dict[str, StagePlugin]:
+    """The stage plugins of a MCSP method (see :attr:`MethodSpec.plugin`)."""
+    return dict(STAGES)

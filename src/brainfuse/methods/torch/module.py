@@ -37,6 +37,7 @@ from lightning import LightningModule
 from torch import Tensor, nn
 
 from brainfuse.methods.torch.encoders import BrainClassifier
+from brainfuse.methods.torch.weights import load_previous
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
@@ -117,7 +118,7 @@ class StageModule(LightningModule):
         Resolved parameters; read here: ``lr``, ``weight_decay``, ``optimizer``
         (``adamw``/``adam``), ``scheduler`` (``cosine``/``constant``), ``warmup_epochs``,
         ``min_lr_ratio``, ``label_smoothing`` (missing keys take the defaults of
-        :data:`~.registry.COMMON_PARAMS`).
+        :data:`~.specs.COMMON_PARAMS`).
     class_weights : sequence of float, optional
         Class weights of :meth:`cross_entropy` (the stage context's ``class_weights``).
 
@@ -187,9 +188,7 @@ class StageModule(LightningModule):
 
     def load_previous(self, path: str) -> dict[str, list[str]]:
         """Initialise from the previous stage's ``model.bin``: by default every tensor of
-        ``self.model`` with the same name and shape (:func:`~.stage.load_previous`)."""
-        from brainfuse.methods.torch.runner import load_previous
-
+        ``self.model`` with the same name and shape (:func:`~.weights.load_previous`)."""
         return load_previous(self.model, path)
 
     def trainable_parameters(self) -> Iterator[nn.Parameter]:

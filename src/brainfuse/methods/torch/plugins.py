@@ -2,7 +2,7 @@
 
 A torch method is an ordered list of stages (``config.yaml``: ``methods.<name>.stages``); the
 ``train_stage`` rule runs every (method, stage, fold) as its own job, with the previous stage's
-``model.bin`` as an input. :func:`~.stage.run_torch_stage` owns everything that is the same for
+``model.bin`` as an input. :func:`~.runner.run_torch_stage` owns everything that is the same for
 every stage - joined modalities and fold subsets, augmentations, resumable loaders, the Trainer,
 periodic and SIGTERM checkpoints, fingerprinted resume, model selection on the validation split,
 the single read of the test subjects, and the atomic ``model.bin``/``metrics.json``/
@@ -24,20 +24,21 @@ Every stage writes test predictions and metrics, so each stage's numbers are hon
 
 Lookup
 ------
-:func:`plugin_for` returns the plugin registered for ``(method, stage)``. Plugins register
-themselves when their module is imported; :data:`~.registry.PLUGIN_MODULES` (a torch-free
-table, so the Snakefile can read the registry cheaply) names the module of each method, and
-:func:`plugin_for` imports it on first use. A method without an entry there trains
-:data:`CLASSIFIER` (its ``features`` encoder plus an MLP head, cross-entropy) in every stage,
-which is how the reference methods (``gcn_fc``, ``gat_fc``, ...) run.
+:func:`plugin_for` returns the plugin of ``(spec, stage)``. A method whose
+:attr:`~brainfuse.methods.spec.MethodSpec.plugin` names a module gets its stages from that
+module's ``stage_plugins(spec) -> dict[str, StagePlugin]``, imported when a stage runs (so the
+catalog stays torch-free and nothing registers itself at import). A method without a plugin
+module trains :data:`CLASSIFIER` (its ``features`` encoder plus an MLP head, cross-entropy) in
+every stage, which is how the reference methods (``gcn_fc``, ``gat_fc``, ...) run.
 
 Parameters
 ----------
 A stage's parameters (``StageContext.hp``) are resolved by
-:func:`~.registry.method_params` ``(method, params, stage)``: :data:`~.registry.COMMON_PARAMS`,
-then :data:`~.registry.DEFAULT_PARAMS` ``[method]``, then the config's ``params``, then the
-entries of ``per_stage[<stage>]`` (from the defaults, then from the config), so one method's
-stages can differ in epochs, learning rate, ... Unknown keys are refused.
+:meth:`~brainfuse.methods.catalog.Catalog.params` ``(method, params, stage)``: the torch
+family's :data:`~brainfuse.methods.torch.specs.COMMON_PARAMS`, then the spec's ``params``, then
+the config's ``params``, then the entries of ``per_stage[<stage>]`` (from the defaults, then
+from the config), so one method's stages can differ in epochs, learning rate, ... Unknown keys
+are refused.
 
 Writing a stage: a worked example
 ---------------------------------
@@ -45,15 +46,14 @@ A two-stage method, ``my_ssl``: masked-node pre-training, then supervised fine-t
 
 .. code-block:: python
 
-    # src/brainfuse/training/ssl/my_ssl.py
+    # my_pkg/my_ssl.py (any importable module, inside brainfuse or not)
     import torch
     from torch import Tensor, nn
 
-    from brainfuse.encoders import GraphTransformer
-    from brainfuse.module import StageModule
-    from brainfuse.stages import StageContext
-    from brainfuse.stages import StagePlugin
-    from brainfuse.stages import register_stage
+    from brainfuse.methods.spec import MethodSpec
+    from brainfuse.methods.torch.encoders import GraphTransformer
+    from brainfuse.methods.torch.module import StageModule
+    from brainfuse.methods.torch.plugins import StageContext, StagePlugin
 
 
     class Network(nn.Module):
@@ -97,15 +97,21 @@ A two-stage method, ``my_ssl``: masked-node pre-training, then supervised fine-t
             return self.model.head(self.embed(batch))
 
 
-    register_stage("my_ssl", "pretrain", StagePlugin(Pretrain, supervised=False))
-    register_stage("my_ssl", "finetune", StagePlugin(Finetune, supervised=True))
+    def stage_plugins(spec: MethodSpec) -> dict[str, StagePlugin]:
+        return {
+            "pretrain": StagePlugin(Pretrain, supervised=False),
+            "finetune": StagePlugin(Finetune, supervised=True),
+        }
 
-and in ``registry.py`` (no torch there)::
+and its catalog entry (no torch there; inside brainfuse, in a family's ``specs.py``)::
 
-    TORCH_METHODS["my_ssl"] = MethodSpec(("fmri",), "torch", features="my_ssl", description=...)
-    DEFAULT_PARAMS["my_ssl"] = {"d_model": 64, "mask_ratio": 0.3,
-                                "per_stage": {"finetune": {"lr": 3e-4, "epochs": 20}}}
-    PLUGIN_MODULES["my_ssl"] = "brainfuse.methods.ssl.my_ssl"
+    catalog.add(MethodSpec(
+        name="my_ssl", family="torch", modalities=("fmri",), stages=("pretrain", "finetune"),
+        description="masked-node pre-training, then fine-tuning",
+        params={"d_model": 64, "mask_ratio": 0.3,
+                "per_stage": {"finetune": {"lr": 3e-4, "epochs": 20}}},
+        plugin="my_pkg.my_ssl",
+    ))
 
 plus ``my_ssl: {stages: [pretrain, finetune]}`` in ``config.yaml``.
 
@@ -137,31 +143,30 @@ The contract, in short (see :class:`~.module.StageModule`):
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from brainfuse.methods.spec import MethodSpec
 from brainfuse.methods.torch.data import BrainDataset, eval_loader
 from brainfuse.methods.torch.encoders import BrainClassifier, build_encoder
 from brainfuse.methods.torch.module import LitClassifier, StageModule
-from brainfuse.methods.torch_registry import PLUGIN_MODULES, TORCH_METHODS
 
 log = logging.getLogger("brainfuse")
 
 __all__ = [
     "CLASSIFIER",
-    "STAGE_PLUGINS",
     "StageContext",
     "StagePlugin",
     "embeddings",
     "fit_linear_probe",
     "linear_probe",
     "plugin_for",
-    "register_stage",
 ]
 
 
@@ -229,38 +234,27 @@ class StagePlugin:
     description: str = field(default="")
 
 
-#: ``(method, stage) -> plugin``; filled by :func:`register_stage` when a method's module is
-#: imported (see :data:`~.registry.PLUGIN_MODULES`).
-STAGE_PLUGINS: dict[tuple[str, str], StagePlugin] = {}
+def plugin_for(spec: MethodSpec, stage: str) -> StagePlugin:
+    """The plugin of ``spec``'s ``stage``, from the spec's plugin module (imported here).
 
+    Methods without a plugin module use :data:`CLASSIFIER` in every stage.
 
-def register_stage(methods: str | Iterable[str], stage: str, plugin: StagePlugin) -> StagePlugin:
-    """Register ``plugin`` as ``stage`` of one or more methods (e.g. a method and its
-    ablations); returns the plugin. Registering a pair again replaces it (module reloads)."""
-    for method in [methods] if isinstance(methods, str) else methods:
-        STAGE_PLUGINS[(method, stage)] = plugin
-    return plugin
-
-
-def plugin_for(method: str, stage: str) -> StagePlugin:
-    """The plugin of ``(method, stage)``, importing the method's module on first use.
-
-    Methods without an entry in :data:`~.registry.PLUGIN_MODULES` use :data:`CLASSIFIER`.
+    Raises
+    ------
+    KeyError
+        When the method is not a torch method or its module has no such stage.
     """
-    if method not in TORCH_METHODS:
-        raise KeyError(f"{method!r} is not a torch method; known: {sorted(TORCH_METHODS)}")
-    module = PLUGIN_MODULES.get(method)
-    if module is None:
+    if spec.family != "torch":
+        raise KeyError(f"{spec.name!r} is not a torch method (family {spec.family!r})")
+    if spec.plugin is None:
         return CLASSIFIER
-    if (method, stage) not in STAGE_PLUGINS:
-        import importlib
-
-        importlib.import_module(module)
+    plugins = importlib.import_module(spec.plugin).stage_plugins(spec)
     try:
-        return STAGE_PLUGINS[(method, stage)]
+        return plugins[stage]
     except KeyError:
-        known = sorted(s for m, s in STAGE_PLUGINS if m == method)
-        raise KeyError(f"method {method!r} has no stage {stage!r}; its stages: {known}") from None
+        raise KeyError(
+            f"method {spec.name!r} has no stage {stage!r}; its stages: {sorted(plugins)}"
+        ) from None
 
 
 # --------------------------------------------------------------------------- default classifier

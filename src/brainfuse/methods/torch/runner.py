@@ -1,12 +1,12 @@
 """One Lightning training stage of one torch method on one outer fold.
 
 :func:`run_torch_stage` is what the ``train_stage`` rule runs for ``family == "torch"`` methods.
-What the stage trains comes from its plugin (:func:`~.stages.plugin_for`: a
+What the stage trains comes from its plugin (:func:`~.plugins.plugin_for`: a
 :class:`~.module.StageModule` and whether the stage is supervised); everything else - data,
 checkpoints, resume, model selection, evaluation and outputs - is here, the same for every
 stage. The fold's test subjects are read once, after training, with the model selected on the
 validation subjects: a supervised stage predicts them with its classifier, a self-supervised
-stage with a linear probe on its frozen embeddings (:func:`~.stages.linear_probe`).
+stage with a linear probe on its frozen embeddings (:func:`~.plugins.linear_probe`).
 
 Restarts
 --------
@@ -41,7 +41,6 @@ point must be a script file (Snakemake's ``script:`` is), not ``python -c``.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -49,8 +48,9 @@ import signal
 import sys
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,31 +67,26 @@ from brainfuse.core import atomic
 from brainfuse.core.cache import files_hash, read_cache
 from brainfuse.core.metrics import binary_metrics
 from brainfuse.folds import read_folds, subjects_of
-from brainfuse.methods.torch.augment import build_augmentations
+from brainfuse.methods.catalog import Catalog, default_catalog
+from brainfuse.methods.request import StageRequest
+from brainfuse.methods.spec import MethodSpec
+from brainfuse.methods.torch.augment import Compose, build_augmentations
 from brainfuse.methods.torch.data import BrainDataset, eval_loader
 from brainfuse.methods.torch.encoders import BrainClassifier, encoder_arguments
 from brainfuse.methods.torch.module import MONITORS, StageModule
 from brainfuse.methods.torch.plugins import (
     StageContext,
     StagePlugin,
-    build_classifier_model,
     embeddings,
     linear_probe,
     plugin_for,
 )
-from brainfuse.methods.torch_registry import (
-    COMMON_PARAMS,
-    DEFAULT_PARAMS,
-    PLUGIN_MODULES,
-    TORCH_METHODS,
-    method_params,
-)
+from brainfuse.methods.torch.weights import MODEL_FORMAT
 
 log = logging.getLogger("brainfuse")
 
 LAST = "last.ckpt"
 BEST = "best.ckpt"
-MODEL_FORMAT = "brainfuse-torch-1"
 
 # Parameters that do not change what is trained; a resumed run may change them.
 _OPERATIONAL = {"num_threads", "num_workers", "keep_checkpoints", "checkpoint_every_n_steps"}
@@ -172,74 +167,17 @@ class SaveOnSigterm(Callback):
             log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
 
 
-def load_previous(
-    model: torch.nn.Module,
-    path: str | Path,
-    remap: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
-) -> dict[str, list[str]]:
-    """Load a previous stage's ``model.bin`` into the matching parameters of ``model``.
-
-    Keys present in both with the same shape are loaded (``strict=False``); the rest are
-    reported.
-
-    Parameters
-    ----------
-    model : nn.Module
-        Receives the tensors.
-    path : str or Path
-        A ``model.bin`` (or any file holding a state dict, or ``{"state_dict": ...}``).
-    remap : callable, optional
-        Maps the saved state dict to the one to load (rename, select or replicate tensors).
-
-    Returns
-    -------
-    dict
-        ``missing`` (model keys not in the file), ``unexpected`` (file keys not in the model),
-        ``mismatched`` (same key, different shape); each a sorted list.
-    """
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a joblib file from an sklearn stage, or a damaged file
-        raise ValueError(f"{path}: not a torch model.bin ({err})") from err
-    state = saved.get("state_dict", saved) if isinstance(saved, dict) else None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: no state_dict in the file")
-    if remap is not None:
-        state = remap(dict(state))
-    own = model.state_dict()
-    mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
-    loadable = {k: v for k, v in state.items() if k in own and k not in mismatched}
-    result = model.load_state_dict(loadable, strict=False)
-    report = {
-        "missing": sorted(set(result.missing_keys) - set(mismatched)),
-        "unexpected": sorted(k for k in state if k not in own),
-        "mismatched": mismatched,
-    }
-    log.info(
-        "loaded %d tensors from %s; missing %d, unexpected %d, mismatched %d",
-        len(loadable),
-        path,
-        len(report["missing"]),
-        len(report["unexpected"]),
-        len(report["mismatched"]),
-    )
-    for kind in ("missing", "unexpected", "mismatched"):
-        if report[kind]:
-            log.warning("previous stage %s: %s keys: %s", path, kind, ", ".join(report[kind]))
-    return report
-
-
-def check_params(method: str, hp: dict[str, Any], supervised: bool = True) -> None:
+def check_params(
+    catalog: Catalog, method: str, hp: dict[str, Any], supervised: bool = True
+) -> None:
     """Refuse parameters no part of the stage uses (typos would otherwise pass silently).
 
-    Known keys: :data:`~.registry.COMMON_PARAMS`, the method's defaults (and those of its
-    ``per_stage`` entries) and, for methods without plugins, the encoder's arguments.
+    Known keys: those the catalog declares for the method
+    (:meth:`~brainfuse.methods.catalog.Catalog.known_params`) and, for methods without stage
+    plugins, the encoder's arguments.
     """
-    defaults = DEFAULT_PARAMS.get(method, {})
-    known = set(COMMON_PARAMS) | set(defaults) | {"encoder"}
-    for entry in (defaults.get("per_stage") or {}).values():
-        known |= set(entry)
-    if method not in PLUGIN_MODULES:
+    known = catalog.known_params(method)
+    if catalog[method].plugin is None:
         known |= encoder_arguments(hp["encoder"])
     unknown = sorted(set(hp) - known)
     if unknown:
@@ -252,33 +190,25 @@ def check_params(method: str, hp: dict[str, Any], supervised: bool = True) -> No
         )
 
 
-def _fingerprint(
-    method: str,
-    stage: str,
-    fold: int,
-    hp: dict[str, Any],
-    seed: int,
-    positive: str,
-    devices: int,
-    cache_paths: dict[str, str],
-    folds_path: str,
-    previous: str | None,
-) -> str:
+def _fingerprint(request: StageRequest, spec: MethodSpec, hp: dict[str, Any]) -> str:
+    """What a resumable checkpoint must have been written for: the request's inputs (caches by
+    size and time, folds and previous stage by content) and the parameters that change what is
+    trained."""
     caches = {}
-    for modality, path in sorted(cache_paths.items()):
-        stat = os.stat(path)
+    for modality in sorted(spec.modalities):
+        stat = os.stat(request.cache_paths[modality])
         caches[modality] = [stat.st_size, stat.st_mtime_ns]
     extra = {
-        "method": method,
-        "stage": stage,
-        "fold": fold,
+        "method": request.method,
+        "stage": request.stage,
+        "fold": request.fold,
         "params": {k: v for k, v in hp.items() if k not in _OPERATIONAL},
-        "seed": seed,
-        "positive": positive,
-        "devices": devices,
+        "seed": request.seed,
+        "positive": request.positive,
+        "devices": request.devices,
         "caches": caches,
     }
-    files = [folds_path] + ([previous] if previous else [])
+    files = [request.folds_path] + ([request.previous] if request.previous else [])
     return files_hash(files, extra)
 
 
@@ -356,314 +286,439 @@ def predict_proba(
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
+@dataclass(frozen=True)
+class FoldData:
+    """The samples of one stage on one fold, before the stage module chooses its fields.
+
+    Attributes
+    ----------
+    full : BrainDataset
+        Every sample of the method's modalities, every field.
+    roles : dict of str to set of str
+        ``train``, ``val`` and ``test`` subjects of the fold.
+    train_plain : BrainDataset
+        The training samples without augmentation.
+    augment : Compose or None
+        The training augmentations (``augment`` parameter).
+    class_weights : list of float or None
+        Inverse-frequency class weights of the training split (``class_weighted``).
+    """
+
+    full: BrainDataset
+    roles: dict[str, set[str]]
+    train_plain: BrainDataset
+    augment: Compose | None
+    class_weights: list[float] | None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The test subjects scored once by the selected model (:func:`evaluate_stage`).
+
+    Attributes
+    ----------
+    test_set : BrainDataset
+        The fold's test samples.
+    y_score : ndarray
+        Their positive-class probabilities.
+    metrics : dict
+        Evaluation kind, validation selection, test metrics and the module's extras, in the
+        order ``metrics.json`` lists them.
+    tables : dict
+        File name -> extra table of the stage module, written beside ``metrics.json``.
+    """
+
+    test_set: BrainDataset
+    y_score: np.ndarray
+    metrics: dict[str, Any]
+    tables: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit_stage` leaves for evaluation and ``metrics.json``."""
+
+    trainer: Trainer
+    best: ModelCheckpoint | None
+    resumed_from_step: int
+    precision: str
+    devices: int
+
+
 def run_torch_stage(
-    method: str,
-    stage: str,
-    fold: int,
-    params: dict,
-    cache_paths: dict[str, str],
-    folds_path: str,
-    previous: str | None,
-    positive: str,
-    seed: int,
-    out_model: str,
-    out_metrics: str,
-    out_predictions: str,
-    checkpoint_dir: str,
-    devices: int = 1,
+    request: StageRequest,
+    catalog: Catalog | None = None,
     *,
     callbacks: Sequence[Callback] = (),
 ) -> None:
-    """Train ``method``'s ``stage`` on ``fold``; write the model, its metrics and test predictions.
+    """Train ``request``'s stage; write the model, its metrics and test predictions.
 
     Parameters
     ----------
-    method : str
-        A key of :data:`~.registry.TORCH_METHODS`.
-    stage : str
-        Stage name: selects the stage's plugin (:func:`~.stages.plugin_for`) and its
-        ``per_stage`` parameters.
-    fold : int
-        Outer fold of ``folds_path``.
-    params : dict
-        Overrides of the method's defaults (see :func:`~.registry.method_params`).
-    cache_paths : dict of str to str
-        Cache of each modality the method needs.
-    folds_path : str
-        ``folds.tsv``; train/val/test subjects of ``fold``.
-    previous : str, optional
-        The previous stage's ``model.bin``; the stage module initialises from it
-        (:meth:`~.module.StageModule.load_previous`).
-    positive : str
-        Label of the positive class.
-    seed : int
-        Seed of initialisation, shuffling, augmentation and dropout.
-    out_model, out_metrics, out_predictions : str
-        Outputs (written atomically by global rank 0 only). Extra tables of the stage module
-        (:meth:`~.module.StageModule.test_extras`) are written beside ``out_metrics``.
-    checkpoint_dir : str
-        Checkpoints and logs of this stage (see the module docstring); not a rule output.
-    devices : int
-        Processes/GPUs; ``> 1`` trains with DDP.
+    request : StageRequest
+        The method, stage, fold, inputs and outputs (``checkpoint_dir`` is required). Global
+        rank 0 writes the outputs, atomically; extra tables of the stage module
+        (:meth:`~.module.StageModule.test_extras`) are written beside ``outputs.metrics``.
+    catalog : Catalog, optional
+        Where the method is looked up (default:
+        :func:`~brainfuse.methods.catalog.default_catalog`).
     callbacks : sequence of Callback
         Extra Lightning callbacks (tests and instrumentation).
     """
     start = time.perf_counter()
-    spec = TORCH_METHODS[method]
-    plugin = plugin_for(method, stage)
-    hp = method_params(method, params, stage)
-    check_params(method, hp, plugin.supervised)
-    ckpt_dir = Path(checkpoint_dir)
+    catalog = default_catalog() if catalog is None else catalog
+    spec = catalog[request.method]
+    plugin = plugin_for(spec, request.stage)
+    hp = catalog.params(request.method, request.params, request.stage)
+    check_params(catalog, request.method, hp, plugin.supervised)
+    if request.checkpoint_dir is None:
+        raise ValueError(f"{request.method}/{request.stage}: a torch stage needs checkpoint_dir")
+    ckpt_dir = Path(request.checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    rank = int(os.environ.get("LOCAL_RANK", 0))  # set by Lightning for the ranks it starts
-    cuda = torch.cuda.is_available()
     with _process_settings(hp["num_threads"]):
-        seed_everything(seed, workers=True, verbose=False)
-        caches = {m: read_cache(cache_paths[m]) for m in spec.modalities}
-        augment = build_augmentations(hp["augment"])
-        full = BrainDataset(
-            caches,
-            positive,
-            modalities=spec.modalities,
-            fields=None,
-            length=hp["length"],
-            eeg_length=hp["eeg_length"],
-            seed=seed,
-            standardize=hp["standardize"],
-            optional=spec.optional,
-        )
-        folds = read_folds(folds_path)
-        roles = {r: subjects_of(folds, fold, r) for r in ("train", "val", "test")}
-        train_plain = full.subset(roles["train"], train=False, transform=None)
-        if len(train_plain) == 0:
-            raise ValueError(f"fold {fold}: no training samples with {', '.join(spec.modalities)}")
-        counts = np.bincount(train_plain.labels, minlength=2).astype(float)
-        weights = (
-            (counts.sum() / (2 * np.maximum(counts, 1))).tolist() if hp["class_weighted"] else None
-        )
-        fingerprint = _fingerprint(
-            method,
-            stage,
-            fold,
-            hp,
-            seed,
-            positive,
-            devices,
-            {m: cache_paths[m] for m in spec.modalities},
-            folds_path,
-            previous,
-        )
-        context = StageContext(
-            method=method,
-            stage=stage,
-            fold=fold,
-            seed=seed,
-            hp=hp,
-            dataset=full,
-            train_set=train_plain,
-            class_weights=weights,
-            previous=previous,
-        )
-        lit = _build(plugin, context, fingerprint)
-        previous_report = lit.load_previous(previous) if previous else None
-        lit.previous_report = previous_report
+        seed_everything(request.seed, workers=True, verbose=False)
+        data = prepare_data(request, spec, hp)
+        fingerprint = _fingerprint(request, spec, hp)
+        lit = build_module(request, plugin, hp, data, fingerprint)
         # Serve only what the stage and the augmentations read (fft, EEG, ... cost time).
-        full = full.with_fields([*lit.input_keys, *(augment.requires if augment else ())])
-        train_set = full.subset(roles["train"], train=True, transform=augment)
-        val_set = full.subset(roles["val"], train=False, transform=None)
-        has_val = len(val_set) > 0
-        if not has_val:
-            log.warning("fold %d: no validation samples; the last epoch's model is used", fold)
-        lit.attach(
-            train_set,
-            val_set if has_val else None,
-            int(hp["batch_size"]),
-            int(hp["num_workers"]),
-            int(hp["epochs"]),
-        )
-        ckpt_path, resumed_from_step = _resume_point(ckpt_dir, fingerprint, rank)
-        if ckpt_path:
-            log.info(
-                "resuming %s/%s fold %d from %s (step %d)",
-                method,
-                stage,
-                fold,
-                ckpt_path,
-                resumed_from_step,
-            )
-
-        monitor, mode = hp["monitor"], MONITORS[hp["monitor"]]
-        best_cb = (
-            ModelCheckpoint(
-                dirpath=ckpt_dir,
-                filename=BEST.removesuffix(".ckpt"),
-                monitor=monitor,
-                mode=mode,
-                save_top_k=1,
-                save_last=False,
-                auto_insert_metric_name=False,
-                enable_version_counter=False,
-                # on_train_epoch_end is skipped for an epoch resumed from its last batch;
-                # on_validation_end is not.
-                save_on_train_epoch_end=False,
-            )
-            if has_val
-            else None
-        )
-        last_cb = PeriodicCheckpoint(ckpt_dir / LAST, int(hp["checkpoint_every_n_steps"]))
-        sigterm_cb = SaveOnSigterm(ckpt_dir / LAST)
-        all_callbacks: list[Callback] = [last_cb, sigterm_cb, *callbacks]
-        if has_val:
-            all_callbacks += [
-                best_cb,
-                EarlyStopping(
-                    monitor=monitor,
-                    mode=mode,
-                    patience=int(hp["patience"]),
-                    check_on_train_epoch_end=False,
-                ),
-            ]
-        precision = hp["precision"] if cuda else "32-true"
-        world = max(1, int(devices))
-        steps_per_epoch = math.ceil(math.ceil(len(train_set) / world) / int(hp["batch_size"]))
-        trainer = Trainer(
-            accelerator="auto",
-            devices=world,
-            strategy="ddp" if world > 1 else "auto",
-            # Lightning starts the ranks itself; SLURM only provides the allocation (and no
-            # Lightning auto-requeue behind Snakemake's back).
-            plugins=[LightningEnvironment(), AtomicCheckpointIO()],
-            precision=precision,
-            max_epochs=int(hp["epochs"]),
-            min_epochs=int(hp["min_epochs"]),
-            callbacks=all_callbacks,
-            logger=_loggers(ckpt_dir),
-            default_root_dir=str(ckpt_dir),
-            enable_progress_bar=sys.stderr.isatty(),
-            enable_model_summary=False,
-            deterministic=True if not cuda else "warn",
-            benchmark=False,
-            num_sanity_val_steps=0,
-            limit_val_batches=1.0 if has_val else 0,
-            log_every_n_steps=max(1, min(50, steps_per_epoch)),
-            use_distributed_sampler=False,
-        )
-        try:
-            trainer.fit(lit, ckpt_path=ckpt_path, weights_only=False)
-        except SIGTERMException as err:
-            step = sigterm_cb.saved_step
+        augment = data.augment
+        full = data.full.with_fields([*lit.input_keys, *(augment.requires if augment else ())])
+        train_set = full.subset(data.roles["train"], train=True, transform=augment)
+        val_set = full.subset(data.roles["val"], train=False, transform=None)
+        if len(val_set) == 0:
             log.warning(
-                "interrupted by SIGTERM at step %d; %s",
-                trainer.global_step,
-                f"checkpoint saved at step {step}"
-                if step is not None
-                else "resume from the last periodic checkpoint",
+                "fold %d: no validation samples; the last epoch's model is used", request.fold
             )
-            raise SystemExit(128 + signal.SIGTERM) from err
-        if trainer.global_rank != 0:
+        fit = fit_stage(request, hp, lit, train_set, val_set, ckpt_dir, fingerprint, callbacks)
+        if fit.trainer.global_rank != 0:
             return
-
-        best_path = best_cb.best_model_path if best_cb is not None else ""
-        best_step = trainer.global_step
-        if best_path:
-            best = torch.load(best_path, map_location="cpu", weights_only=False)
-            lit.load_state_dict(best["state_dict"])
-            best_step = int(best["global_step"])
-        device = torch.device("cuda") if cuda else torch.device("cpu")
-        batch_size = int(hp["batch_size"])
-        selection: dict[str, Any] = {}
-        if has_val:
-            with torch.no_grad():
-                selection = lit.to(device).eval().select_on_validation(val_set, batch_size, device)
-        test_set = full.subset(roles["test"], train=False, transform=None)
-        evaluation: dict[str, Any]
-        if plugin.supervised:
-            y_score = predict_proba(lit, test_set, batch_size, device)
-            evaluation = {"evaluation": "classifier"}
-        else:
-            # The probe reads the training subjects without augmentation.
-            x = {
-                role: embeddings(lit, data, batch_size, device)
-                for role, data in (
-                    ("train", full.subset(roles["train"], train=False, transform=None)),
-                    ("val", val_set),
-                    ("test", test_set),
-                )
-            }
-            y_score, probe_c = linear_probe(
-                x["train"],
-                train_set.labels,
-                x["val"],
-                val_set.labels,
-                x["test"],
-                seed,
-            )
-            evaluation = {
-                "evaluation": "linear_probe",
-                "probe_C": probe_c,
-                "embedding_dim": int(x["train"].shape[1]),
-            }
-        y_true = test_set.labels.astype(int)
-        y_pred = (y_score >= 0.5).astype(int)
-        with torch.no_grad():
-            extra_metrics, extra_tables = (
-                lit.to(device).eval().test_extras(test_set, batch_size, device)
-            )
-
-        predictions = test_set.table[["sample_id", "subject", "label"]].copy()
-        predictions.insert(0, "method", method)
-        predictions.insert(1, "fold", fold)
-        predictions["y_true"], predictions["y_score"] = y_true, y_score
-        predictions["y_pred"] = y_pred
-        best_score = best_cb.best_model_score if best_cb is not None else None
+        best_step = _load_best(lit, fit)
+        device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        evaluation = evaluate_stage(
+            request, plugin, hp, lit, full, data.roles, train_set, val_set, device
+        )
+        test_set = evaluation.test_set
         metrics = {
-            "method": method,
-            "stage": stage,
-            "fold": fold,
+            "method": request.method,
+            "stage": request.stage,
+            "fold": request.fold,
             "format": "torch",
             "encoder": hp["encoder"],
-            "monitor": monitor,
-            "best_val": None if best_score is None else float(best_score),
+            "monitor": hp["monitor"],
+            "best_val": _best_score(fit.best),
             "best_step": best_step,
-            "epochs": int(trainer.current_epoch),
-            "steps": int(trainer.global_step),
-            "resumed_from_step": resumed_from_step,
-            "early_stopped": bool(trainer.should_stop),
-            "devices": world,
-            "accelerator": "cuda" if cuda else "cpu",
-            "precision": str(precision),
+            "epochs": int(fit.trainer.current_epoch),
+            "steps": int(fit.trainer.global_step),
+            "resumed_from_step": fit.resumed_from_step,
+            "early_stopped": bool(fit.trainer.should_stop),
+            "devices": fit.devices,
+            "accelerator": "cuda" if torch.cuda.is_available() else "cpu",
+            "precision": str(fit.precision),
             "n_train": len(train_set),
             "n_val": len(val_set),
             "n_test": len(test_set),
             "missing_modalities": full.missing,
-            "previous": previous,
-            "previous_keys": previous_report,
+            "previous": request.previous,
+            "previous_keys": lit.previous_report,
             "seconds": time.perf_counter() - start,
-            **evaluation,
-            **selection,
-            **_test_metrics(y_true, y_pred, y_score),
-            **extra_metrics,
+            **evaluation.metrics,
         }
-        saved = {
-            "format": MODEL_FORMAT,
-            "method": method,
-            "stage": stage,
-            "fold": fold,
-            "encoder": hp["encoder"],
-            "n_nodes": full.n_nodes,
-            "params": hp,
-            "supervised": plugin.supervised,
-            "input_keys": list(lit.input_keys),
-            "state_dict": lit.model.state_dict(),
-        }
-        with atomic.atomic_path(out_model) as tmp:
-            torch.save(saved, tmp)
-        atomic.write_tsv(out_predictions, predictions)
-        for name, table in extra_tables.items():
-            atomic.write_tsv(Path(out_metrics).parent / name, table)
-        atomic.write_json(out_metrics, metrics)
+        write_outputs(request, plugin, hp, lit, full, metrics, evaluation)
         if not hp["keep_checkpoints"]:
             _remove_checkpoints(ckpt_dir)
+
+
+def prepare_data(request: StageRequest, spec: MethodSpec, hp: dict[str, Any]) -> FoldData:
+    """Read the caches and the fold's subjects (after ``seed_everything``)."""
+    caches = {m: read_cache(request.cache_paths[m]) for m in spec.modalities}
+    augment = build_augmentations(hp["augment"])
+    full = BrainDataset(
+        caches,
+        request.positive,
+        modalities=spec.modalities,
+        fields=None,
+        length=hp["length"],
+        eeg_length=hp["eeg_length"],
+        seed=request.seed,
+        standardize=hp["standardize"],
+        optional=spec.optional,
+    )
+    folds = read_folds(request.folds_path)
+    roles = {r: subjects_of(folds, request.fold, r) for r in ("train", "val", "test")}
+    train_plain = full.subset(roles["train"], train=False, transform=None)
+    if len(train_plain) == 0:
+        raise ValueError(
+            f"fold {request.fold}: no training samples with {', '.join(spec.modalities)}"
+        )
+    counts = np.bincount(train_plain.labels, minlength=2).astype(float)
+    weights = (
+        (counts.sum() / (2 * np.maximum(counts, 1))).tolist() if hp["class_weighted"] else None
+    )
+    return FoldData(full, roles, train_plain, augment, weights)
+
+
+def build_module(
+    request: StageRequest,
+    plugin: StagePlugin,
+    hp: dict[str, Any],
+    data: FoldData,
+    fingerprint: str,
+) -> StageModule:
+    """The plugin's stage module, told what the runner knows about the stage and initialised
+    from the previous stage's ``model.bin`` (:meth:`~.module.StageModule.load_previous`)."""
+    context = StageContext(
+        method=request.method,
+        stage=request.stage,
+        fold=request.fold,
+        seed=request.seed,
+        hp=hp,
+        dataset=data.full,
+        train_set=data.train_plain,
+        class_weights=data.class_weights,
+        previous=request.previous,
+    )
+    lit = _build(plugin, context, fingerprint)
+    lit.previous_report = lit.load_previous(request.previous) if request.previous else None
+    return lit
+
+
+def fit_stage(
+    request: StageRequest,
+    hp: dict[str, Any],
+    lit: StageModule,
+    train_set: BrainDataset,
+    val_set: BrainDataset,
+    ckpt_dir: Path,
+    fingerprint: str,
+    callbacks: Sequence[Callback] = (),
+) -> FitResult:
+    """Train ``lit``, resuming from a checkpoint of the same inputs; SIGTERM saves one and
+    exits with status 143."""
+    has_val = len(val_set) > 0
+    lit.attach(
+        train_set,
+        val_set if has_val else None,
+        int(hp["batch_size"]),
+        int(hp["num_workers"]),
+        int(hp["epochs"]),
+    )
+    rank = int(os.environ.get("LOCAL_RANK", 0))  # set by Lightning for the ranks it starts
+    ckpt_path, resumed_from_step = _resume_point(ckpt_dir, fingerprint, rank)
+    if ckpt_path:
+        log.info(
+            "resuming %s/%s fold %d from %s (step %d)",
+            request.method,
+            request.stage,
+            request.fold,
+            ckpt_path,
+            resumed_from_step,
+        )
+    best_cb = _best_checkpoint(ckpt_dir, hp) if has_val else None
+    sigterm_cb = SaveOnSigterm(ckpt_dir / LAST)
+    all_callbacks: list[Callback] = [
+        PeriodicCheckpoint(ckpt_dir / LAST, int(hp["checkpoint_every_n_steps"])),
+        sigterm_cb,
+        *callbacks,
+    ]
+    if best_cb is not None:
+        all_callbacks += [best_cb, _early_stopping(hp)]
+    precision = hp["precision"] if torch.cuda.is_available() else "32-true"
+    world = max(1, int(request.devices))
+    trainer = _trainer(hp, ckpt_dir, all_callbacks, precision, world, len(train_set), has_val)
+    try:
+        trainer.fit(lit, ckpt_path=ckpt_path, weights_only=False)
+    except SIGTERMException as err:
+        step = sigterm_cb.saved_step
+        log.warning(
+            "interrupted by SIGTERM at step %d; %s",
+            trainer.global_step,
+            f"checkpoint saved at step {step}"
+            if step is not None
+            else "resume from the last periodic checkpoint",
+        )
+        raise SystemExit(128 + signal.SIGTERM) from err
+    return FitResult(trainer, best_cb, resumed_from_step, precision, world)
+
+
+def _best_checkpoint(ckpt_dir: Path, hp: dict[str, Any]) -> ModelCheckpoint:
+    """``best.ckpt``: model selection on the validation metric ``monitor``."""
+    return ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename=BEST.removesuffix(".ckpt"),
+        monitor=hp["monitor"],
+        mode=MONITORS[hp["monitor"]],
+        save_top_k=1,
+        save_last=False,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+        # on_train_epoch_end is skipped for an epoch resumed from its last batch;
+        # on_validation_end is not.
+        save_on_train_epoch_end=False,
+    )
+
+
+def _early_stopping(hp: dict[str, Any]) -> EarlyStopping:
+    return EarlyStopping(
+        monitor=hp["monitor"],
+        mode=MONITORS[hp["monitor"]],
+        patience=int(hp["patience"]),
+        check_on_train_epoch_end=False,
+    )
+
+
+def _trainer(
+    hp: dict[str, Any],
+    ckpt_dir: Path,
+    callbacks: list[Callback],
+    precision: str,
+    world: int,
+    n_train: int,
+    has_val: bool,
+) -> Trainer:
+    steps_per_epoch = math.ceil(math.ceil(n_train / world) / int(hp["batch_size"]))
+    return Trainer(
+        accelerator="auto",
+        devices=world,
+        strategy="ddp" if world > 1 else "auto",
+        # Lightning starts the ranks itself; SLURM only provides the allocation (and no
+        # Lightning auto-requeue behind Snakemake's back).
+        plugins=[LightningEnvironment(), AtomicCheckpointIO()],
+        precision=precision,
+        max_epochs=int(hp["epochs"]),
+        min_epochs=int(hp["min_epochs"]),
+        callbacks=callbacks,
+        logger=_loggers(ckpt_dir),
+        default_root_dir=str(ckpt_dir),
+        enable_progress_bar=sys.stderr.isatty(),
+        enable_model_summary=False,
+        deterministic=True if not torch.cuda.is_available() else "warn",
+        benchmark=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if has_val else 0,
+        log_every_n_steps=max(1, min(50, steps_per_epoch)),
+        use_distributed_sampler=False,
+    )
+
+
+def _load_best(lit: StageModule, fit: FitResult) -> int:
+    """Load the model selected on validation into ``lit``; the step it was saved at."""
+    best_path = fit.best.best_model_path if fit.best is not None else ""
+    if not best_path:
+        return fit.trainer.global_step
+    best = torch.load(best_path, map_location="cpu", weights_only=False)
+    lit.load_state_dict(best["state_dict"])
+    return int(best["global_step"])
+
+
+def _best_score(best: ModelCheckpoint | None) -> float | None:
+    score = best.best_model_score if best is not None else None
+    return None if score is None else float(score)
+
+
+def evaluate_stage(
+    request: StageRequest,
+    plugin: StagePlugin,
+    hp: dict[str, Any],
+    lit: StageModule,
+    full: BrainDataset,
+    roles: dict[str, set[str]],
+    train_set: BrainDataset,
+    val_set: BrainDataset,
+    device: torch.device,
+) -> Evaluation:
+    """Select on the validation subjects, then score the test subjects once."""
+    batch_size = int(hp["batch_size"])
+    selection: dict[str, Any] = {}
+    if len(val_set) > 0:
+        with torch.no_grad():
+            selection = lit.to(device).eval().select_on_validation(val_set, batch_size, device)
+    test_set = full.subset(roles["test"], train=False, transform=None)
+    if plugin.supervised:
+        y_score = predict_proba(lit, test_set, batch_size, device)
+        evaluation: dict[str, Any] = {"evaluation": "classifier"}
+    else:
+        # The probe reads the training subjects without augmentation.
+        train_plain = full.subset(roles["train"], train=False, transform=None)
+        y_score, evaluation = _probe(
+            lit, train_plain, train_set.labels, val_set, test_set, batch_size, device, request.seed
+        )
+    y_true = test_set.labels.astype(int)
+    y_pred = (y_score >= 0.5).astype(int)
+    with torch.no_grad():
+        extra_metrics, extra_tables = (
+            lit.to(device).eval().test_extras(test_set, batch_size, device)
+        )
+    metrics = {
+        **evaluation,
+        **selection,
+        **_test_metrics(y_true, y_pred, y_score),
+        **extra_metrics,
+    }
+    return Evaluation(test_set, y_score, metrics, extra_tables)
+
+
+def _probe(
+    lit: StageModule,
+    train_plain: BrainDataset,
+    train_labels: np.ndarray,
+    val_set: BrainDataset,
+    test_set: BrainDataset,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Test probabilities of a self-supervised stage: a linear probe on its frozen
+    embeddings."""
+    x = {
+        role: embeddings(lit, data, batch_size, device)
+        for role, data in (("train", train_plain), ("val", val_set), ("test", test_set))
+    }
+    y_score, probe_c = linear_probe(
+        x["train"], train_labels, x["val"], val_set.labels, x["test"], seed
+    )
+    return y_score, {
+        "evaluation": "linear_probe",
+        "probe_C": probe_c,
+        "embedding_dim": int(x["train"].shape[1]),
+    }
+
+
+def write_outputs(
+    request: StageRequest,
+    plugin: StagePlugin,
+    hp: dict[str, Any],
+    lit: StageModule,
+    full: BrainDataset,
+    metrics: dict[str, Any],
+    evaluation: Evaluation,
+) -> None:
+    """Write ``model.bin``, ``predictions.tsv``, the extra tables and ``metrics.json``
+    (atomically, in that order: ``metrics.json`` last)."""
+    test_set, y_score = evaluation.test_set, evaluation.y_score
+    predictions = test_set.table[["sample_id", "subject", "label"]].copy()
+    predictions.insert(0, "method", request.method)
+    predictions.insert(1, "fold", request.fold)
+    predictions["y_true"], predictions["y_score"] = test_set.labels.astype(int), y_score
+    predictions["y_pred"] = (y_score >= 0.5).astype(int)
+    saved = {
+        "format": MODEL_FORMAT,
+        "method": request.method,
+        "stage": request.stage,
+        "fold": request.fold,
+        "encoder": hp["encoder"],
+        "n_nodes": full.n_nodes,
+        "params": hp,
+        "supervised": plugin.supervised,
+        "input_keys": list(lit.input_keys),
+        "state_dict": lit.model.state_dict(),
+    }
+    outputs = request.outputs
+    with atomic.atomic_path(outputs.model) as tmp:
+        torch.save(saved, tmp)
+    atomic.write_tsv(outputs.predictions, predictions)
+    for name, table in evaluation.tables.items():
+        atomic.write_tsv(Path(outputs.metrics).parent / name, table)
+    atomic.write_json(outputs.metrics, metrics)
 
 
 def _build(plugin: StagePlugin, context: StageContext, fingerprint: str) -> StageModule:
@@ -688,46 +743,17 @@ def _test_metrics(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray) -
     return binary_metrics(y_true, y_pred, y_score)
 
 
-def read_model(path: str | Path) -> dict[str, Any]:
-    """A ``model.bin`` written by :func:`run_torch_stage` (state dict, params, encoder name)."""
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path}: not a {MODEL_FORMAT} model file")
-    return saved
-
-
-def rebuild_model(saved: dict[str, Any]) -> BrainClassifier:
-    """The trained :class:`BrainClassifier` of a :func:`read_model` result (methods without
-    stage plugins)."""
-    if saved["method"] in PLUGIN_MODULES:
-        raise ValueError(f"{saved['method']}: a plugin stage; rebuild it with its own module")
-    model = build_classifier_model(saved["params"], int(saved["n_nodes"]))
-    model.load_state_dict(saved["state_dict"])
-    return model.eval()
-
-
-def describe(path: str | Path) -> str:
-    """One line about a model file (for logs and reports)."""
-    saved = read_model(path)
-    n = sum(v.numel() for v in saved["state_dict"].values())
-    return json.dumps(
-        {
-            "method": saved["method"],
-            "stage": saved["stage"],
-            "fold": saved["fold"],
-            "encoder": saved["encoder"],
-            "parameters": int(n),
-        }
-    )
-
-
 __all__ = [
+    "Evaluation",
+    "FitResult",
+    "FoldData",
     "SaveOnSigterm",
+    "build_module",
     "check_params",
-    "describe",
-    "load_previous",
+    "evaluate_stage",
+    "fit_stage",
     "predict_proba",
-    "read_model",
-    "rebuild_model",
+    "prepare_data",
     "run_torch_stage",
+    "write_outputs",
 ]

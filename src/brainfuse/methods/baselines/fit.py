@@ -1,0 +1,86 @@
+"""Fitting a scikit-learn baseline on one outer fold.
+
+The samples of the fold's test subjects are touched once, after the model (and its ``C``) has
+been fixed on the training and validation subjects.
+"""
+
+from __future__ import annotations
+
+import time
+
+import joblib
+import numpy as np
+import pandas as pd
+
+from brainfuse.core import atomic
+from brainfuse.core.cache import Cache, read_cache
+from brainfuse.core.metrics import binary_metrics
+from brainfuse.folds import read_folds, subjects_of
+from brainfuse.methods.baselines.estimators import fit_select, scores
+from brainfuse.methods.baselines.features import FEATURES, SCALED_FEATURES
+from brainfuse.methods.request import StageRequest
+from brainfuse.methods.spec import MethodSpec
+
+__all__ = ["fit_baseline", "joint_samples"]
+
+
+def joint_samples(caches: dict[str, Cache], modalities: tuple[str, ...]) -> pd.DataFrame:
+    """Rows usable by a method: for one modality, that cache's rows (``row_<modality>`` index)."""
+    (modality,) = modalities
+    table = caches[modality].table.copy()
+    table[f"row_{modality}"] = np.arange(len(table))
+    return table
+
+
+def fit_baseline(request: StageRequest, spec: MethodSpec) -> None:
+    """Fit a scikit-learn baseline on ``request``'s fold (``C`` chosen on validation), predict
+    its test samples once and write the outputs."""
+    start = time.perf_counter()
+    modalities = tuple(request.cache_paths)
+    caches = {m: read_cache(request.cache_paths[m]) for m in modalities}
+    samples = joint_samples(caches, modalities)
+    x_all = FEATURES[spec.features](caches)[samples[f"row_{modalities[0]}"].to_numpy()]
+    y_all = (samples["label"].astype(str) == str(request.positive)).astype(int).to_numpy()
+    folds = read_folds(request.folds_path)
+    roles = {
+        r: samples["subject"].astype(str).isin(subjects_of(folds, request.fold, r)).to_numpy()
+        for r in ("train", "val", "test")
+    }
+    model, c = fit_select(
+        spec.estimator,
+        x_all[roles["train"]],
+        y_all[roles["train"]],
+        x_all[roles["val"]],
+        y_all[roles["val"]],
+        request.seed,
+        tangent=spec.features == "tangent",
+        scale=spec.features in SCALED_FEATURES,
+    )
+    test = roles["test"]
+    y_score = scores(model, x_all[test])
+    y_pred = model.predict(x_all[test])
+    predictions = samples.loc[test, ["sample_id", "subject", "label"]].copy()
+    predictions.insert(0, "method", request.method)
+    predictions.insert(1, "fold", request.fold)
+    predictions["y_true"], predictions["y_score"], predictions["y_pred"] = (
+        y_all[test],
+        y_score,
+        y_pred,
+    )
+    metrics = {
+        "method": request.method,
+        "stage": request.stage,
+        "fold": request.fold,
+        "selected_C": c,
+        "n_train": int(roles["train"].sum()),
+        "n_val": int(roles["val"].sum()),
+        "n_test": int(test.sum()),
+        "seconds": time.perf_counter() - start,
+        "format": "joblib",
+        **binary_metrics(y_all[test], y_pred, y_score),
+    }
+    outputs = request.outputs
+    with atomic.atomic_path(outputs.model) as tmp:
+        joblib.dump(model, tmp)
+    atomic.write_tsv(outputs.predictions, predictions)
+    atomic.write_json(outputs.metrics, metrics)

@@ -1,0 +1,79 @@
+"""What one training job is asked to do: :class:`StageRequest` (one method, stage and fold).
+
+Torch-free: the ``train_stage`` script builds a request from the rule's inputs and params and
+hands it to :func:`brainfuse.methods.run.run_stage`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["StageOutputs", "StageRequest"]
+
+
+@dataclass(frozen=True)
+class StageOutputs:
+    """The files a stage writes (atomically).
+
+    Attributes
+    ----------
+    model : str
+        ``model.bin``: a joblib estimator (sklearn) or a torch state dict with metadata.
+    metrics : str
+        ``metrics.json``; extra tables of a torch stage are written beside it.
+    predictions : str
+        ``predictions.tsv``: one row per test sample.
+    """
+
+    model: str
+    metrics: str
+    predictions: str
+
+
+@dataclass(frozen=True)
+class StageRequest:
+    """One stage of one method on one outer fold.
+
+    Attributes
+    ----------
+    method : str
+        A method of the catalog.
+    stage : str
+        The stage's name: selects its plugin and its ``per_stage`` parameters.
+    fold : int
+        Outer fold of ``folds_path``.
+    cache_paths : mapping of str to str
+        Cache of each modality the method reads.
+    folds_path : str
+        ``folds.tsv``: train/val/test subjects of every fold.
+    positive : str
+        Label of the positive class.
+    seed : int
+        Seed of initialisation, shuffling, augmentation and dropout.
+    outputs : StageOutputs
+        Where the stage writes.
+    params : mapping
+        Overrides of the method's defaults (the config's ``methods.<name>.params``).
+    previous : str, optional
+        The previous stage's ``model.bin`` (torch stages initialise from it).
+    checkpoint_dir : str, optional
+        Checkpoints and logs of a torch stage (not a rule output, so Snakemake never deletes
+        it); required for torch methods.
+    devices : int
+        Processes/GPUs of a torch stage; ``> 1`` trains with DDP.
+    """
+
+    method: str
+    stage: str
+    fold: int
+    cache_paths: Mapping[str, str]
+    folds_path: str
+    positive: str
+    seed: int
+    outputs: StageOutputs
+    params: Mapping[str, Any] = field(default_factory=dict)
+    previous: str | None = None
+    checkpoint_dir: str | None = None
+    devices: int = 1

@@ -1,0 +1,74 @@
+"""What a method is: :class:`MethodSpec`, one entry of the :mod:`~brainfuse.methods.catalog`.
+
+Torch-free and dependency-free: the Snakefile reads specs at parse time.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["FAMILIES", "MethodSpec"]
+
+#: ``sklearn``: one ``fit`` stage of a scikit-learn baseline; ``torch``: Lightning stages.
+FAMILIES = ("sklearn", "torch")
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """What a method needs, which stages it has and how they run.
+
+    Attributes
+    ----------
+    name : str
+        The method's name, as ``config.yaml`` lists it under ``methods``.
+    family : str
+        ``sklearn`` (scikit-learn baselines) or ``torch`` (Lightning stages).
+    modalities : tuple of str
+        Caches the method reads (``fmri``, ``eeg``, ``sc``); it is skipped when one is absent.
+        Empty means "any one": the first available of fMRI, EEG, SC (the majority baseline).
+    stages : tuple of str
+        The stages the method accepts, in order; a config lists some of them, in this order.
+    description : str
+        One line for the report.
+    optional : tuple of str
+        Modalities among ``modalities`` that a subject may lack: its samples are then served
+        without them (e.g. MCSP's EEG) instead of being left out.
+    estimator : str
+        For sklearn methods, the baseline kind (``majority``, ``logreg``, ``svm``).
+    features : str
+        sklearn: the feature extractor (a key of
+        :data:`brainfuse.methods.baselines.features.FEATURES`); torch: the encoder name, the
+        default of the ``encoder`` parameter.
+    params : mapping
+        The method's default hyper-parameters (read-only; a deep copy of what was given).
+        ``per_stage`` maps a stage name to defaults of that stage only.
+    plugin : str or None
+        Dotted name of the module providing the method's stage plugins through its
+        ``stage_plugins(spec) -> dict[str, StagePlugin]``; imported when a stage runs. None: the
+        generic classifier stage (the ``features`` encoder plus an MLP head).
+    """
+
+    name: str
+    family: str
+    modalities: tuple[str, ...]
+    stages: tuple[str, ...]
+    description: str
+    optional: tuple[str, ...] = ()
+    estimator: str = ""
+    features: str = ""
+    params: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    plugin: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.family not in FAMILIES:
+            raise ValueError(f"{self.name}: family {self.family!r}; expected one of {FAMILIES}")
+        if not self.stages:
+            raise ValueError(f"{self.name}: a method has at least one stage")
+        if not set(self.optional) <= set(self.modalities):
+            raise ValueError(f"{self.name}: optional {self.optional} not among its modalities")
+        # A deep copy behind a read-only view: no caller can change another caller's defaults.
+        object.__setattr__(self, "params", MappingProxyType(copy.deepcopy(dict(self.params))))
