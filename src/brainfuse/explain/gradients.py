@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from brainfuse.explain.blocks import FoldBlock
+from brainfuse.methods.catalog import Catalog, default_catalog
 
 
 def integrated_gradients(
@@ -112,32 +113,6 @@ def attribution_to_block(key: str, attr: np.ndarray) -> FoldBlock:
     return FoldBlock(per_sample.mean(0), signed.mean(0))
 
 
-def _rebuild_stage_module(
-    saved: dict, dataset, fold: int, seed: int, train_set=None, previous: str | None = None
-):
-    """The trained stage module of a ``model.bin``, built the way the stage runner builds it
-    (``train_set``: the fold's training samples and ``previous``: the previous stage's
-    ``model.bin``, both of which a plugin may read while building)."""
-    from brainfuse.methods.torch.plugins import StageContext, plugin_for
-
-    plugin = plugin_for(saved["method"], saved["stage"])
-    hp = dict(saved["params"])
-    ctx = StageContext(
-        method=saved["method"],
-        stage=saved["stage"],
-        fold=fold,
-        seed=seed,
-        hp=hp,
-        dataset=dataset,
-        train_set=dataset if train_set is None else train_set,
-        class_weights=None,
-        previous=previous if previous and Path(previous).exists() else None,
-    )
-    lit = plugin.build(ctx)
-    lit.model.load_state_dict(saved["state_dict"])
-    return lit.eval()
-
-
 #: Batch keys that are attributed (the others, masks and indices, are passed along).
 ATTRIBUTED_KEYS = ("fc", "sc", "timeseries", "fft", "band_power", "aec", "envelopes")
 
@@ -153,6 +128,7 @@ def torch_fold_blocks(
     train_subjects: set[str] | None = None,
     baseline: str = "zero",
     previous: str | None = None,
+    catalog: Catalog | None = None,
 ) -> tuple[dict[str, FoldBlock] | None, dict[str, Any]]:
     """Integrated-gradients blocks of one fold's torch ``model.bin`` on its test samples.
 
@@ -163,16 +139,19 @@ def torch_fold_blocks(
     graph along the way (errors up to 0.9) and recovered fewer planted parcels.
 
     ``previous``: the previous stage's ``model.bin`` as its ``metrics.json`` records it (a
-    plugin may read it while building the module).
+    plugin may read it while building the module). ``catalog``: where the method is looked up
+    (default: the built-in methods).
 
     Returns ``(None, info)`` with ``info["reason"]`` when the model cannot be explained (a
     self-supervised final stage predicts with a linear probe that ``model.bin`` does not hold).
     """
     import torch
 
-    from brainfuse.methods.catalog import METHODS
     from brainfuse.methods.torch.data import BrainDataset, eval_loader
-    from brainfuse.methods.torch.runner import read_model
+    from brainfuse.methods.torch.trained import TrainedStage
+    from brainfuse.methods.torch.weights import read_model
+
+    catalog = default_catalog() if catalog is None else catalog
 
     saved = read_model(model_path)
     if not saved.get("supervised", True):
@@ -180,7 +159,7 @@ def torch_fold_blocks(
             "reason": "the final stage is self-supervised; its predictions come from a linear "
             "probe on embeddings that model.bin does not store"
         }
-    spec = METHODS[saved["method"]]
+    spec = catalog[saved["method"]]
     hp = saved["params"]
     keys = [k for k in saved["input_keys"] if k in ATTRIBUTED_KEYS]
     if not keys:
@@ -196,7 +175,9 @@ def torch_fold_blocks(
         standardize=hp.get("standardize", True),
     )
     train_set = dataset.subset(train_subjects, train=False) if train_subjects else None
-    lit = _rebuild_stage_module(saved, dataset, int(saved["fold"]), seed, train_set, previous)
+    lit = TrainedStage.load(
+        model_path, dataset, train_set=train_set, previous=previous, seed=seed, catalog=catalog
+    ).module
     test = dataset.subset(test_subjects, train=False, transform=None)
     if len(test) == 0:
         return None, {"reason": "no test samples"}

@@ -15,6 +15,7 @@ from brainfuse.explain.blocks import BLOCK_MODALITY, BlockInfo, MethodAttributio
 from brainfuse.explain.gradients import torch_fold_blocks
 from brainfuse.explain.linear import linear_blocks
 from brainfuse.explain.routing import routing_summary
+from brainfuse.methods.catalog import Catalog, default_catalog
 
 log = logging.getLogger("brainfuse")
 
@@ -42,15 +43,10 @@ def _block_info(name: str, infos: Mapping[str, BlockInfo]) -> BlockInfo:
     return info
 
 
-def previous_model(metrics_path: str | Path) -> str | None:
-    """The previous stage's ``model.bin`` that a stage's ``metrics.json`` records, or None."""
-    return json.loads(Path(metrics_path).read_text()).get("previous")
-
-
 def explain_method(
     method: str,
     model_paths: Sequence[str],
-    metrics_paths: Sequence[str],
+    previous_paths: Sequence[str],
     routing_paths: Sequence[str],
     cache_paths: Mapping[str, str],
     folds_path: str,
@@ -58,15 +54,19 @@ def explain_method(
     seed: int,
     n_steps: int = 32,
     baseline: str = "zero",
+    catalog: Catalog | None = None,
 ) -> MethodAttribution:
     """Attributions of ``method``'s final-stage models of every fold.
 
     Parameters
     ----------
     method : str
-        Method name in :data:`brainfuse.methods.catalog.METHODS`.
-    model_paths, metrics_paths : sequence of str
-        The final stage's ``model.bin`` and ``metrics.json`` of each fold, in fold order.
+        A method of ``catalog``.
+    model_paths : sequence of str
+        The final stage's ``model.bin`` of each fold, in fold order.
+    previous_paths : sequence of str
+        The previous stage's ``model.bin`` of each fold, in fold order (a stage plugin may read
+        it while building); empty for a method with one stage.
     routing_paths : sequence of str
         The final stage's ``routing.tsv`` of each fold (M3D-BFS); empty for other methods.
     cache_paths : mapping of str to str
@@ -81,6 +81,8 @@ def explain_method(
         Integrated-gradients steps of torch models.
     baseline : str
         The integrated-gradients reference of torch models (see :func:`torch_fold_blocks`).
+    catalog : Catalog, optional
+        Where ``method`` is looked up (default: the built-in methods).
 
     Returns
     -------
@@ -88,9 +90,8 @@ def explain_method(
     """
     from brainfuse.core.cache import read_cache
     from brainfuse.folds import read_folds
-    from brainfuse.methods.catalog import METHODS
-
-    spec = METHODS[method]
+    catalog = default_catalog() if catalog is None else catalog
+    spec = catalog[method]
     caches = {m: read_cache(p) for m, p in cache_paths.items()}
     infos = {m: _cache_info(c, m) for m, c in caches.items()}
     folds = read_folds(folds_path)
@@ -106,8 +107,9 @@ def explain_method(
     if spec.family == "sklearn":
         result = _linear_attribution(method, spec.features, model_paths, caches, infos, folds)
     else:
+        previous = list(previous_paths) or [None] * len(model_paths)
         result = _torch_attribution(
-            method, model_paths, metrics_paths, caches, folds, positive, seed, n_steps, baseline
+            method, model_paths, previous, caches, folds, positive, seed, n_steps, baseline, catalog
         )
         routing = routing_summary(routing_paths)
         if routing is not None:
@@ -128,8 +130,8 @@ def _linear_attribution(
     import joblib
 
     from brainfuse.folds import subjects_of
-    from brainfuse.methods.catalog import FEATURES, SCALED_FEATURES
-    from brainfuse.methods.run import joint_samples
+    from brainfuse.methods.baselines.features import FEATURES, SCALED_FEATURES
+    from brainfuse.methods.baselines.fit import joint_samples
 
     result = MethodAttribution(method, "haufe", list(range(len(model_paths))), {}, {})
     result.extra["folds"] = {}
@@ -168,13 +170,14 @@ def _linear_attribution(
 def _torch_attribution(
     method: str,
     model_paths: Sequence[str],
-    metrics_paths: Sequence[str],
+    previous_paths: Sequence[str | None],
     caches: Mapping[str, Any],
     folds: pd.DataFrame,
     positive: str,
     seed: int,
     n_steps: int,
     baseline: str,
+    catalog: Catalog,
 ) -> MethodAttribution:
     """Integrated gradients of the torch model of every fold."""
     from brainfuse.folds import subjects_of
@@ -183,7 +186,7 @@ def _torch_attribution(
         method, "integrated_gradients", list(range(len(model_paths))), {}, {}
     )
     result.extra["folds"] = {}
-    for fold, path, metrics in zip(result.folds, model_paths, metrics_paths, strict=True):
+    for fold, path, previous in zip(result.folds, model_paths, previous_paths, strict=True):
         try:
             fold_blocks, info = torch_fold_blocks(
                 path,
@@ -194,7 +197,8 @@ def _torch_attribution(
                 n_steps,
                 train_subjects=subjects_of(folds, fold, "train"),
                 baseline=baseline,
-                previous=previous_model(metrics),
+                previous=previous,
+                catalog=catalog,
             )
         except Exception as err:  # one model the attribution cannot handle must not stop
             # the report; the reason is logged with its traceback and shown on the page

@@ -10,6 +10,7 @@ from typing import Any
 
 from brainfuse.explain.method import explain_method
 from brainfuse.explain.outputs import write_outputs
+from brainfuse.methods.catalog import Catalog
 
 log = logging.getLogger("brainfuse")
 
@@ -17,7 +18,7 @@ log = logging.getLogger("brainfuse")
 def attribution_step(
     method: str,
     model_paths: Sequence[str],
-    metrics_paths: Sequence[str],
+    previous_paths: Sequence[str],
     routing_paths: Sequence[str],
     cache_paths: Mapping[str, str],
     folds_path: str,
@@ -30,12 +31,13 @@ def attribution_step(
     description: str = "",
     n_steps: int = 32,
     num_threads: int | None = None,
+    catalog: Catalog | None = None,
 ) -> dict[str, Any]:
     """The ``attribution`` rule: explain every fold, aggregate, write the three outputs.
 
-    ``model_paths`` and ``metrics_paths`` are the final stage's ``model.bin`` and
-    ``metrics.json`` of each fold in fold order; ``routing_paths`` its ``routing.tsv`` files
-    (empty unless the method writes them). The other parameters are those of
+    ``model_paths`` are the final stage's ``model.bin`` of each fold in fold order,
+    ``previous_paths`` the stage before it (empty for one-stage methods), ``routing_paths`` the
+    final stage's ``routing.tsv`` files (empty unless the method writes them). The other parameters are those of
     :func:`~brainfuse.explain.method.explain_method` and
     :func:`~brainfuse.explain.outputs.write_outputs`. Returns the summary written.
     """
@@ -47,13 +49,14 @@ def attribution_step(
     result = explain_method(
         method,
         model_paths,
-        metrics_paths,
+        previous_paths,
         routing_paths,
         cache_paths,
         folds_path,
         positive,
         seed,
         n_steps,
+        catalog=catalog,
     )
     summary = write_outputs(result, out_importance, out_edges, out_summary, truth, description)
     _log_recovery(method, summary.get("ground_truth") or {})

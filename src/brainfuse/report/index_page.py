@@ -30,7 +30,6 @@ from brainfuse.report.html import (
     relative_href,
 )
 from brainfuse.report.method_page import method_page
-from brainfuse.report.pages import fmri_qc_section
 from brainfuse.report.permutation import permutation_test
 from brainfuse.report.recovery import truth_section
 
@@ -136,8 +135,9 @@ class ReportInputs:
         ``reports/index.html``; method pages go beside it unless ``method_pages`` says where.
     skipped, descriptions : dict
         Methods not run (name -> reason) and one-line descriptions of the others.
-    fmri_cache : str, optional
-        For the QC-FC table.
+    modality_sections : sequence of str
+        HTML sections of the modalities about their own data (e.g. the fMRI QC-FC table,
+        :meth:`~brainfuse.modalities.base.Modality.report_section`).
     qc_link : str, optional
         Link target of the QC table (default: ``qc_path``, relative to the page).
     predictions_path : str, optional
@@ -154,7 +154,7 @@ class ReportInputs:
     truth_path : str, optional
         The demo's ``ground_truth.json``; only its presence adds the recovery section.
     stages, families : mapping
-        Stages of each method; ``baseline`` or ``deep`` per method (default: from the catalog).
+        Stages of each method; ``baseline`` or ``deep`` per method.
     positive : str, optional
         The positive class (captions).
     n_permutations, seed : int
@@ -168,7 +168,7 @@ class ReportInputs:
     out_html: str
     skipped: Mapping[str, str] = field(default_factory=dict)
     descriptions: Mapping[str, str] = field(default_factory=dict)
-    fmri_cache: str | None = None
+    modality_sections: Sequence[str] = ()
     qc_link: str | None = None
     predictions_path: str | None = None
     figures: Mapping[str, str] = field(default_factory=dict)
@@ -197,8 +197,6 @@ def build_report(inputs: ReportInputs) -> None:
     )
     pages = dict(inputs.method_pages or {m: str(page_dir / f"{m}.html") for m in summary["method"]})
     families = dict(inputs.families)
-    for method in [*summary["method"], *pages]:
-        families.setdefault(method, method_family(method))
     page_links = {m: relative_href(p, page_dir) for m, p in pages.items()}
     best = best_method(summary)
 
@@ -331,8 +329,7 @@ def _dataset_section(
     ):
         if embedded.get(key) and not (key == "exclusions" and excluded.empty):
             parts.append(html_img(embedded[key], alt, caption))
-    if inputs.fmri_cache and Path(inputs.fmri_cache).exists():
-        parts.append(fmri_qc_section(inputs.fmri_cache))
+    parts.extend(inputs.modality_sections)
     return parts
 
 
@@ -380,19 +377,6 @@ def _results_section(
             ),
         ]
     return parts
-
-
-def method_family(method: str) -> str:
-    """``baseline`` (scikit-learn) or ``deep`` for a catalogued method, else ``""``."""
-    try:
-        from brainfuse.methods.catalog import METHODS
-
-        spec = METHODS.get(method)
-    except Exception:  # pragma: no cover - registry import problems must not stop a report
-        spec = None
-    if spec is None:
-        return ""
-    return "baseline" if spec.family == "sklearn" else "deep"
 
 
 def _biomarker_overview(
