@@ -75,7 +75,8 @@ def test_bad_subject_files_are_excluded_with_reasons_and_the_rest_cached(
     """The pipeline steps: each bad SC file becomes a QC exclusion naming the file and the
     reason; the good subjects still make the cache."""
     from brainfuse.core.cache import read_cache
-    from brainfuse.steps import build_sc_cache, sc_run
+    from brainfuse.modalities.sc.cache import build_sc_cache
+    from brainfuse.modalities.sc.run import sc_run
 
     rng = np.random.default_rng(1)
     n, labels = atlas.n_nodes, list(atlas.labels)

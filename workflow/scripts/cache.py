@@ -1,7 +1,10 @@
-from brainfuse import steps
+from brainfuse.core.logging import setup_logging
+from brainfuse.modalities.eeg.cache import build_eeg_cache
+from brainfuse.modalities.sc.cache import build_sc_cache
 
-steps.setup_logging(snakemake.log[0])
-getattr(steps, snakemake.params.step)(
+setup_logging(snakemake.log[0])
+build = {"build_eeg_cache": build_eeg_cache, "build_sc_cache": build_sc_cache}
+build[snakemake.params.step](
     sidecars=list(snakemake.input.sidecars),
     data=list(snakemake.input.data),
     participants=snakemake.input.participants,

@@ -1,4 +1,5 @@
-from brainfuse.steps import eeg_run, setup_logging
+from brainfuse.core.logging import setup_logging
+from brainfuse.modalities.eeg.run import eeg_run
 
 setup_logging(snakemake.log[0])
 eeg_run(

@@ -1,4 +1,5 @@
-from brainfuse.steps import build_fmri_cache, setup_logging
+from brainfuse.core.logging import setup_logging
+from brainfuse.modalities.fmri.cache import build_fmri_cache
 
 setup_logging(snakemake.log[0])
 build_fmri_cache(

@@ -1,4 +1,5 @@
-from brainfuse.steps import fmri_run, setup_logging, timeseries_run
+from brainfuse.core.logging import setup_logging
+from brainfuse.modalities.fmri.run import fmri_run, timeseries_run
 
 setup_logging(snakemake.log[0])
 outputs = dict(

@@ -1,4 +1,5 @@
-from brainfuse.steps import sc_run, setup_logging
+from brainfuse.core.logging import setup_logging
+from brainfuse.modalities.sc.run import sc_run
 
 setup_logging(snakemake.log[0])
 sc_run(
