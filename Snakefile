@@ -23,9 +23,7 @@ localrules:
 
 
 include: "workflow/rules/demo.smk"
-include: "workflow/rules/fmri.smk"
-include: "workflow/rules/eeg.smk"
-include: "workflow/rules/sc.smk"
+include: "workflow/rules/modalities.smk"
 include: "workflow/rules/cache.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"

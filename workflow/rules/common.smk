@@ -1,17 +1,18 @@
 # Input discovery, output name patterns and resources, shared by every rule file.
-import os
 import re
 
 from snakebids import bids, set_bids_spec
 
-from brainfuse.inputs import bold_companions, discover, eeg_companions
+from brainfuse.inputs import discover
 from brainfuse.methods.catalog import METHODS, modalities_of, plan
+from brainfuse.modalities import builtin_modalities
 
 set_bids_spec("v0_15_0")
 
 R = config["results_dir"]
 ENV = "../../envs/brainfuse.yaml"
-INPUTS = discover(config)
+MODALITIES = builtin_modalities()
+INPUTS = discover(config, MODALITIES)
 ATLAS = config["atlas"]["name"]
 AVAILABLE = {m for m, t in INPUTS.tables.items() if len(t)}
 RUN_METHODS, SKIPPED = plan(config["methods"], AVAILABLE)
@@ -46,6 +47,7 @@ def expand_samples(input_name, pattern):
 
 
 def entities_of(input_name, wildcards):
+    """The entity values of the sample named by ``wildcards``."""
     return {e: getattr(wildcards, e) for e in INPUTS.entities(input_name)}
 
 
@@ -53,25 +55,6 @@ def res(section, key):
     """Resource ``key`` of a rule group, falling back to resources.default."""
     resources = config["resources"]
     return resources.get(section, {}).get(key, resources["default"].get(key))
-
-
-def fmri_inputs(w):
-    """A BOLD run with its fMRIPrep companions, or a pre-parcellated time-series table."""
-    row = INPUTS.row("fmri", w)
-    if row["source"] == "bold":
-        companions = bold_companions(row["path"])
-        return {
-            "bold": row["path"],
-            "confounds": companions["confounds"],
-            "mask": companions["mask"],
-        }
-    return {"table": row["path"]}
-
-
-def eeg_companion(w, kind):
-    path = eeg_companions(INPUTS.lookup("eeg", w))[kind]
-    # channels/electrodes files are optional in BIDS; a missing one falls back to the montage
-    return path if config["input"]["demo"] or os.path.exists(path) else []
 
 
 def previous_stage(w):

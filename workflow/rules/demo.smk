@@ -1,24 +1,18 @@
 # The embedded demo: a synthetic dataset in real fMRIPrep / XCP-D / BIDS EEG / QSIRecon formats.
+import os
+
 if config["input"]["demo"]:
     DEMO_FMRI = INPUTS.tables["fmri"]
-    DEMO_BOLD = DEMO_FMRI.loc[DEMO_FMRI["source"] == "bold", "path"].tolist()
-    DEMO_TABLES = DEMO_FMRI.loc[DEMO_FMRI["source"] == "timeseries", "path"].tolist()
 
     rule demo_data:
         output:
             INPUTS.participants,
             f"{R}/demo_bids/ground_truth.json",
-            DEMO_BOLD,
-            [p for b in DEMO_BOLD for p in bold_companions(b).values()],
-            DEMO_TABLES,
-            [p.replace(".tsv", ".json") for p in DEMO_TABLES],
-            INPUTS.tables["eeg"]["path"].tolist(),
             [
                 p
-                for e in INPUTS.tables["eeg"]["path"]
-                for p in eeg_companions(e).values()
+                for name, m in MODALITIES.items()
+                for p in m.demo_files(INPUTS.tables[name])
             ],
-            INPUTS.tables["sc"]["path"].tolist(),
         log:
             f"{R}/logs/demo_data.log",
         conda:

@@ -9,6 +9,7 @@ from brainfuse.core import atomic
 from brainfuse.core.atlas import atlas_from_config
 from brainfuse.core.cache import cache_metadata, pad_time, write_cache
 from brainfuse.core.qc import id_columns, read_qc
+from brainfuse.modalities.fmri.modality import QC_FIELDS
 
 
 def build_fmri_cache(
@@ -36,7 +37,7 @@ def build_fmri_cache(
     qc, keep = read_qc(sidecars, participants, label_cfg)
     series = [pd.read_csv(data[i], sep="\t").to_numpy(np.float32) for i in keep]
     table = qc.iloc[keep][id_columns(qc)].reset_index(drop=True)
-    for column in ("tr", "mean_fd", "censored_fraction", "tsnr_mean"):
+    for column in QC_FIELDS:
         table[column] = qc.iloc[keep][column].astype(float).to_numpy()
     n, length = atlas.n_nodes, config_section.get("sequence_length", 200)
     window, step = config_section.get("dfc_window", 30), config_section.get("dfc_step", 5)
