@@ -9,7 +9,6 @@ from brainfuse.core import atomic
 from brainfuse.core.atlas import atlas_from_config
 from brainfuse.core.cache import cache_metadata, pad_time, write_cache
 from brainfuse.core.qc import id_columns, read_qc
-from brainfuse.modalities.fmri.modality import QC_FIELDS
 
 
 def build_fmri_cache(
@@ -20,6 +19,7 @@ def build_fmri_cache(
     label_cfg: dict,
     atlas_cfg: dict,
     config_section: dict,
+    qc_fields: tuple[str, ...],
     out_cache: str,
     out_qc: str,
 ) -> None:
@@ -29,7 +29,8 @@ def build_fmri_cache(
     ``fc_raw`` (before denoising, for QC-FC), ``fc_partial`` and ``fc_lw`` (Ledoit-Wolf),
     ``sequence`` (N x L) and ``spectrum`` (N x L/2+1) for the temporal and frequency domains,
     ``dfc`` (sliding-window FC upper triangles, NaN-padded windows) and ``node_mask``.
-    ``raw_fc`` holds each run's raw-FC relmat, in the order of ``data``.
+    ``raw_fc`` holds each run's raw-FC relmat, in the order of ``data``; the ``qc_fields`` of
+    each run's QC record become columns of the table.
     """
     from brainfuse.core import connectivity as conn
 
@@ -37,7 +38,7 @@ def build_fmri_cache(
     qc, keep = read_qc(sidecars, participants, label_cfg)
     series = [pd.read_csv(data[i], sep="\t").to_numpy(np.float32) for i in keep]
     table = qc.iloc[keep][id_columns(qc)].reset_index(drop=True)
-    for column in QC_FIELDS:
+    for column in qc_fields:
         table[column] = qc.iloc[keep][column].astype(float).to_numpy()
     n, length = atlas.n_nodes, config_section.get("sequence_length", 200)
     window, step = config_section.get("dfc_window", 30), config_section.get("dfc_step", 5)

@@ -212,6 +212,7 @@ class FMRI:
             label_cfg=params["label"],
             atlas_cfg=params["atlas"],
             config_section=params["section"],
+            qc_fields=self.qc_fields,
             out_cache=outputs["cache"],
             out_qc=outputs["qc"],
         )
