@@ -93,7 +93,8 @@ def test_bad_subject_files_are_excluded_with_reasons_and_the_rest_cached(
         path = tmp_path / f"sub-{sub}_relmat.tsv"
         pd.DataFrame(m, columns=labels[: len(m)]).to_csv(path, sep="\t", index=False)
         out = tmp_path / "out" / f"sub-{sub}_desc-normalized_relmat.tsv"
-        sc_run(str(path), {"subject": sub}, atlas_cfg, {"normalise": "log1p"}, str(out),
+        params = {"normalise": "log1p", "density": None}
+        sc_run(str(path), {"subject": sub}, atlas_cfg, params, str(out),
                str(out.with_suffix(".json")))  # fmt: skip
         sidecars.append(str(out.with_suffix(".json")))
         data.append(str(out))

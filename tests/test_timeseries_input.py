@@ -66,8 +66,14 @@ def test_modality_runs_tables_into_a_cache(tmp_path, atlas, atlas_data_dir):
     from brainfuse.modalities.fmri.modality import FMRI
 
     fmri = FMRI()
-    atlas_cfg = {"name": atlas.name, "data_dir": atlas_data_dir}
-    section = {"min_clean_seconds": 10, "sequence_length": 16, "dfc_window": 8, "dfc_step": 4}
+    atlas_cfg = {"name": atlas.name, "data_dir": atlas_data_dir, "min_coverage": 0.5}
+    section = {
+        "strategy": "36P",
+        "min_clean_seconds": 10,
+        "sequence_length": 16,
+        "dfc_window": 8,
+        "dfc_step": 4,
+    }
     rng = np.random.default_rng(0)
     sidecars, data, raw = [], [], []
     for sub in ("01", "02"):

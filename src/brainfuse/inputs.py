@@ -88,7 +88,7 @@ def discover(config: dict, modalities: Mapping[str, Modality]) -> Inputs:
     inp = config["input"]
     if inp["demo"]:
         root = Path(config["results_dir"]) / "demo_bids"
-        runs = demo_runs(inp.get("demo_subjects", 24), config["seed"])
+        runs = demo_runs(inp["demo_subjects"], config["seed"])
         tables = {name: m.demo_table(root, runs, config) for name, m in modalities.items()}
         return Inputs(tables=tables, participants=root / "participants.tsv")
     roots = [root for m in modalities.values() for root in m.input_roots(config).values()]
@@ -98,7 +98,7 @@ def discover(config: dict, modalities: Mapping[str, Modality]) -> Inputs:
             f"{', '.join(modalities)} (e.g. fmriprep_dir, xcpd_dir, eeg_dir, sc_dir)"
         )
     tables = {name: m.discover(config) for name, m in modalities.items()}
-    return Inputs(tables=tables, participants=_participants(inp.get("participants"), roots))
+    return Inputs(tables=tables, participants=_participants(inp["participants"], roots))
 
 
 def _participants(configured: str | None, roots: list[Path]) -> Path:

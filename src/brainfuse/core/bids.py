@@ -18,18 +18,19 @@ def snakebids_table(root: Path, name: str, config: dict, derivatives: bool) -> p
     from snakebids import generate_inputs
 
     inp = config["input"]
+    # a kind the schema does not list (an outside modality's) may have no filters
     filters = dict(config["filters"].get(name, {}))
     wildcards = list(SAMPLE_ENTITIES)
     if isinstance(filters.get("extension"), list):
         wildcards.append("extension")  # several formats: the file's own extension picks the reader
-    db_dir = inp.get("pybids_db_dir")
+    db_dir = inp["pybids_db_dir"]
     dataset = generate_inputs(
         bids_dir=root,
         pybids_inputs={name: {"filters": filters, "wildcards": wildcards}},
         pybidsdb_dir=str(Path(db_dir) / name) if db_dir else None,
         derivatives=derivatives,
-        participant_label=inp.get("participant_label") or None,
-        exclude_participant_label=inp.get("exclude_participant_label") or None,
+        participant_label=inp["participant_label"] or None,
+        exclude_participant_label=inp["exclude_participant_label"] or None,
         validate=False,
     )
     component = dataset[name]

@@ -56,7 +56,7 @@ class EEG:
     cache_inputs = {"sidecars": "sidecar", "data": "features"}
 
     def input_roots(self, config: dict) -> dict[str, Path]:
-        root = config["input"].get("eeg_dir")
+        root = config["input"]["eeg_dir"]
         return {"eeg": Path(root)} if root else {}
 
     def discover(self, config: dict) -> pd.DataFrame:

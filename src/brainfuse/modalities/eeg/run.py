@@ -31,7 +31,7 @@ def eeg_run(
     from brainfuse.modalities.eeg.process import process_eeg
 
     qc = qc_record(entities, "eeg", eeg)
-    atlas = atlas_from_config(atlas_cfg) if params.get("level") == "source" else None
+    atlas = atlas_from_config(atlas_cfg) if params["level"] == "source" else None
     arrays: dict[str, np.ndarray] = {}
     try:
         result = process_eeg(

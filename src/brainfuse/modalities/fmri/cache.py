@@ -40,8 +40,8 @@ def build_fmri_cache(
     table = qc.iloc[keep][id_columns(qc)].reset_index(drop=True)
     for column in qc_fields:
         table[column] = qc.iloc[keep][column].astype(float).to_numpy()
-    n, length = atlas.n_nodes, config_section.get("sequence_length", 200)
-    window, step = config_section.get("dfc_window", 30), config_section.get("dfc_step", 5)
+    n, length = atlas.n_nodes, config_section["sequence_length"]
+    window, step = config_section["dfc_window"], config_section["dfc_step"]
     arrays: dict[str, np.ndarray] = {"timeseries": np.zeros((0, n, 1))}
     if series:
         arrays["timeseries"], table["n_timepoints"] = pad_time([s.T for s in series])

@@ -87,7 +87,7 @@ class FMRI:
     def input_roots(self, config: dict) -> dict[str, Path]:
         inp = config["input"]
         keys = {"bold": "fmriprep_dir", "timeseries": "xcpd_dir"}
-        return {kind: Path(inp[key]) for kind, key in keys.items() if inp.get(key)}
+        return {kind: Path(inp[key]) for kind, key in keys.items() if inp[key]}
 
     def discover(self, config: dict) -> pd.DataFrame:
         empty = pd.DataFrame(columns=["subject", "path"])
@@ -107,7 +107,7 @@ class FMRI:
 
     def demo_table(self, root: Path, runs: Mapping[str, list[int]], config: dict) -> pd.DataFrame:
         """The last ``input.demo_xcpd_subjects`` subjects come as XCP-D time series, not BOLD."""
-        n_xcpd = config["input"].get("demo_xcpd_subjects", 0)
+        n_xcpd = config["input"]["demo_xcpd_subjects"]
         xcpd_subjects = set(list(runs)[len(runs) - n_xcpd :]) if n_xcpd else set()
         derivatives = root / "derivatives"
         bold, timeseries = [], []

@@ -42,7 +42,7 @@ def fmri_run(
     from brainfuse.modalities.fmri.qc_figure import run_figure
 
     atlas = atlas_from_config(atlas_cfg)
-    min_coverage = atlas_cfg.get("min_coverage", 0.5)
+    min_coverage = atlas_cfg["min_coverage"]
     qc = qc_record(entities, "fmri", bold)
     names = list(atlas.labels)
     timeseries = raw = np.zeros((0, atlas.n_nodes), dtype=np.float32)
@@ -74,7 +74,7 @@ def fmri_run(
     fc_raw = pearson(raw) if len(raw) > 2 else np.full((len(names),) * 2, np.nan)
     log.info("%s: %s %s", qc["sample_id"], qc["status"], qc.get("reason", ""))
     atomic.write_tsv(out_timeseries, pd.DataFrame(timeseries, columns=names))
-    atomic.write_json(out_sidecar, {**qc, "atlas": atlas.name, "strategy": params.get("strategy")})
+    atomic.write_json(out_sidecar, {**qc, "atlas": atlas.name, "strategy": params["strategy"]})
     atomic.write_tsv(out_relmat, pd.DataFrame(fc, columns=names))
     atomic.write_tsv(out_relmat_raw, pd.DataFrame(fc_raw, columns=names))
     atomic.write_tsv(out_coverage, pd.DataFrame({"node": names, "coverage": coverage}))
@@ -118,7 +118,7 @@ def timeseries_run(
         tr = repetition_time_of_table(table, default_tr)
         coverage = np.isfinite(timeseries).all(axis=0).astype(float)
         seconds = len(timeseries) * tr
-        if seconds < params.get("min_clean_seconds", 0):
+        if seconds < params["min_clean_seconds"]:
             raise InputError(
                 table, f"only {seconds:.0f} s of data (minimum {params['min_clean_seconds']} s)"
             )

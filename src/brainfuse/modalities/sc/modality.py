@@ -26,7 +26,7 @@ class SC:
     cache_inputs = {"sidecars": "sidecar", "data": "relmat"}
 
     def input_roots(self, config: dict) -> dict[str, Path]:
-        root = config["input"].get("sc_dir")
+        root = config["input"]["sc_dir"]
         return {"sc": Path(root)} if root else {}
 
     def discover(self, config: dict) -> pd.DataFrame:

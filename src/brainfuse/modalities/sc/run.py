@@ -27,7 +27,7 @@ def sc_run(
     try:
         raw = read_sc(sc_path, list(atlas.labels), params.get("mat_key"))
         qc.update(check_sc(raw, sc_path), status="included", reason="")
-        matrix = normalise_sc(raw, params.get("normalise", "log1p"), params.get("density"))
+        matrix = normalise_sc(raw, params["normalise"], params["density"])
     except InputError as err:
         exclude(qc, err)
     log.info("%s: %s %s", qc["sample_id"], qc["status"], qc.get("reason", ""))
