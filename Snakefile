@@ -1,6 +1,7 @@
 # brainfuse: BIDS derivatives -> parcellated signals -> Parquet caches -> models per stage and fold
-# -> evaluation -> reports. Rules only wire files to functions in src/brainfuse/.
-from snakemake.utils import min_version, validate
+# -> evaluation -> reports. Rules only wire files to functions in src/brainfuse/; the rule files
+# are included in the order the data flows (docs/architecture.md).
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -8,10 +9,8 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
-
-
 include: "workflow/rules/common.smk"
+include: "workflow/rules/paths.smk"
 
 
 localrules:
@@ -23,10 +22,8 @@ localrules:
 
 
 include: "workflow/rules/demo.smk"
-include: "workflow/rules/fmri.smk"
-include: "workflow/rules/eeg.smk"
-include: "workflow/rules/sc.smk"
-include: "workflow/rules/cache.smk"
+include: "workflow/rules/modalities.smk"
+include: "workflow/rules/dataset.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
@@ -34,8 +31,8 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        f"{R}/reports/index.html",
-        f"{R}/eval/summary.tsv",
-        f"{R}/dataset_description.json",
+        REPORT_INDEX,
+        EVAL["summary"],
+        DATASET_DESCRIPTION,
         # per-sample derivatives are deliverables too: a deleted one is remade with what depends on it
         [expand_samples(m, p) for m, p in PER_SAMPLE_OUTPUTS.items() if m in AVAILABLE],

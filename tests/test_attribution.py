@@ -4,7 +4,6 @@ recovery of planted effects."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -312,6 +311,7 @@ def _truth(paths):
 
 @pytest.mark.parametrize("method", ["logreg_fc", "svm_tangent", "logreg_sc"])
 def test_linear_baselines_find_the_planted_parcels(synthetic, method, tmp_path):
+    from brainfuse.methods.request import StageOutputs, StageRequest
     from brainfuse.methods.run import run_stage
 
     out, paths = synthetic
@@ -319,22 +319,18 @@ def test_linear_baselines_find_the_planted_parcels(synthetic, method, tmp_path):
     models = []
     for fold in range(3):
         stage_dir = out / method / f"fold-{fold}"
-        run_stage(
-            method,
-            "fit",
-            fold,
-            {modality: paths[modality]},
-            paths["folds"],
-            "patient",
-            0,
-            str(stage_dir / "model.bin"),
-            str(stage_dir / "metrics.json"),
-            str(stage_dir / "predictions.tsv"),
+        outputs = StageOutputs(
+            *(str(stage_dir / f) for f in ("model.bin", "metrics.json", "predictions.tsv"))
         )
-        models.append(str(stage_dir / "model.bin"))
-    metrics = [str(Path(m).parent / "metrics.json") for m in models]
+        run_stage(
+            StageRequest(
+                method, "fit", fold, {modality: paths[modality]}, paths["folds"], "patient", 0,
+                outputs,
+            )
+        )  # fmt: skip
+        models.append(outputs.model)
     result = explain_method(
-        method, models, metrics, [], {modality: paths[modality]}, paths["folds"], "patient", 0
+        method, models, [], [], {modality: paths[modality]}, paths["folds"], "patient", 0
     )
     block = "sc" if modality == "sc" else "fc"
     assert result.kind == "haufe" and sorted(result.blocks[block]) == [0, 1, 2]
@@ -357,14 +353,14 @@ def test_linear_baselines_find_the_planted_parcels(synthetic, method, tmp_path):
 def test_torch_model_is_rebuilt_and_explained(synthetic, tmp_path):
     torch = pytest.importorskip("torch")
     from brainfuse.folds import read_folds, subjects_of
+    from brainfuse.methods.catalog import default_catalog
     from brainfuse.methods.torch.data import BrainDataset
     from brainfuse.methods.torch.plugins import build_classifier_model
-    from brainfuse.methods.torch.runner import MODEL_FORMAT
-    from brainfuse.methods.torch_registry import method_params
+    from brainfuse.methods.torch.weights import MODEL_FORMAT
 
     out, paths = synthetic
     method = "graph_transformer_fc"
-    hp = method_params(
+    hp = default_catalog().params(
         method,
         {"d_model": 16, "n_heads": 2, "n_layers": 1, "dim_feedforward": 32, "head_hidden": 16},
     )
@@ -402,12 +398,10 @@ def test_torch_model_is_rebuilt_and_explained(synthetic, tmp_path):
             path,
         )
         models.append(str(path))
-        (tmp_path / f"fold-{fold}.json").write_text("{}")  # the stage had no previous stage
-    metrics = [str(tmp_path / f"fold-{fold}.json") for fold in range(2)]
     result = explain_method(
         method,
         models,
-        metrics,
+        [],  # one stage: no previous stage
         [],
         {"fmri": paths["fmri"]},
         paths["folds"],
@@ -430,7 +424,7 @@ def test_explain_majority_has_no_biomarkers(synthetic):
     result = explain_method(
         "majority",
         ["unused"],
-        ["unused"],
+        [],
         [],
         {"fmri": paths["fmri"]},
         paths["folds"],

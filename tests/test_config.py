@@ -72,3 +72,20 @@ def test_snakemake_stops_before_any_job(tmp_path):
     assert result.returncode != 0
     assert "strategy" in output and "99P" in output
     assert "Job stats" not in output
+
+
+@pytest.mark.parametrize("name", ["fmri", "eeg", "sc"])
+def test_modality_keys_are_schema_keys_and_cache_keys_do_not_reach_the_run(name):
+    """A cache-only key (fmri.sequence_length) leaves the run rule's params as they were, so
+    changing it reruns the cache and what follows, not the per-sample jobs."""
+    from brainfuse.modalities import builtin_modalities
+
+    modality = builtin_modalities()[name]
+    schema = yaml.safe_load(SCHEMA.read_text())["properties"][modality.config_section]
+    assert set(modality.run_keys) | set(modality.cache_keys) == set(schema["properties"])
+    assert not set(modality.run_keys) & set(modality.cache_keys)
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    before = modality.run_params(config)
+    for key in modality.cache_keys:
+        config[modality.config_section][key] = 999
+    assert modality.run_params(config) == before

@@ -12,17 +12,12 @@ import pytest
 from brainfuse.benchmarks.eeg import synthetic_atlas
 from brainfuse.core.errors import InputError
 from brainfuse.modalities.eeg import source as eeg_source
-from brainfuse.modalities.eeg.process import (
-    DEFAULT_EEG_PARAMS,
-    _local_power,
-    band_envelopes,
-    infer_channel_type,
-    load_recording,
-    normalise_channel_name,
-    process_eeg,
-    resolve_params,
-    segment,
-)
+from brainfuse.modalities.eeg.channels import infer_channel_type, normalise_channel_name
+from brainfuse.modalities.eeg.params import DEFAULT_EEG_PARAMS, resolve_params
+from brainfuse.modalities.eeg.process import process_eeg
+from brainfuse.modalities.eeg.recording import load_recording
+from brainfuse.modalities.eeg.segment import segment
+from brainfuse.modalities.eeg.spectral import _local_power, band_envelopes
 
 SHARED = Path(__file__).parents[1].parent / "shared/data"
 EEG_DATA = SHARED / "eeg"

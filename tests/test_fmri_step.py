@@ -11,7 +11,7 @@ import pytest
 from nilearn.image import resample_img
 
 from brainfuse.modalities.fmri.denoise import MOTION
-from brainfuse.steps import fmri_run
+from brainfuse.modalities.fmri.run import fmri_run
 
 TR = 2.0
 N_VOLUMES = 150
@@ -96,7 +96,7 @@ def _run(tmp_path, atlas, bold, confounds, **params):
 
 @pytest.fixture(autouse=True)
 def _same_atlas(monkeypatch, atlas):
-    monkeypatch.setattr("brainfuse.steps.atlas_from_config", lambda cfg: atlas)
+    monkeypatch.setattr("brainfuse.modalities.fmri.run.atlas_from_config", lambda cfg: atlas)
 
 
 def test_parcels_outside_field_of_view_are_nan_and_recorded(tmp_path, atlas):

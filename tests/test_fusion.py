@@ -301,7 +301,7 @@ def test_trained_stage_rebuilds_a_plugin_stage(data, m3d_run):
 
 def test_m3d_routing_report(m3d_run):
     out, metrics = m3d_run["finetune"]
-    routing = pd.read_csv(out / "routing.tsv", sep="\t")
+    routing = pd.read_csv(out / "tables" / "routing.tsv", sep="\t")
     predictions = pd.read_csv(out / "predictions.tsv", sep="\t")
     assert set(routing["sample_id"]) == set(predictions["sample_id"])
     n_experts = CATALOG["m3d_bfs"].params["n_experts"]
@@ -316,7 +316,7 @@ def test_m3d_routing_report(m3d_run):
     assert {r["label"] for r in summary} == {"control", "patient"}
     assert {"block", "moe", "expert", "sc_share", "fc_share", "sc_fraction"} <= set(summary[0])
     # Only the last stage routes through several experts.
-    assert not (m3d_run["pretrain"][0] / "routing.tsv").exists()
+    assert not (m3d_run["pretrain"][0] / "tables" / "routing.tsv").exists()
 
 
 @pytest.mark.parametrize("method", ["connex", "connex_sc_only"])
@@ -501,5 +501,5 @@ def test_killed_fusion_stage_resumes_to_the_same_result(data, m3d_run, tmp_path,
     assert predictions == expected_predictions
     assert metrics["steps"] > step
     if stage == "finetune":
-        routing = (out / "routing.tsv").read_text()
-        assert routing == (reference / "routing.tsv").read_text()
+        routing = (out / "tables" / "routing.tsv").read_text()
+        assert routing == (reference / "tables" / "routing.tsv").read_text()

@@ -1,11 +1,15 @@
 """Input discovery with snakebids on real BIDS names, and the demo layout."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
-from brainfuse.inputs import bold_companions, demo_runs, discover, eeg_companions
+from brainfuse.inputs import demo_runs, discover
+from brainfuse.modalities import builtin_modalities
+from brainfuse.modalities.eeg.modality import eeg_companions
+from brainfuse.modalities.fmri.modality import bold_companions
 
 
 def _touch(path):
@@ -56,7 +60,7 @@ def test_snakebids_discovery(dataset, tmp_path):
         participants=str(dataset / "participants.tsv"),
         pybids_db_dir=str(tmp_path / "db"),
     )
-    inputs = discover(config)
+    inputs = discover(config, builtin_modalities())
     bold = inputs.tables["fmri"]
     assert len(bold) == 4  # the other space is filtered out
     assert set(bold["source"]) == {"bold"}
@@ -85,3 +89,23 @@ def test_demo_runs():
     runs = demo_runs(24, seed=0)
     assert len(runs) == 24 and sum(len(r) == 2 for r in runs.values()) == 6
     assert runs == demo_runs(24, seed=0)
+
+
+def test_demo_layout(tmp_path):
+    """The demo tables: XCP-D tables for the last subjects, one EEG and one SC file each."""
+    config = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
+    config.update(results_dir=str(tmp_path))
+    config["input"].update(demo_subjects=8, demo_xcpd_subjects=2)
+    inputs = discover(config, builtin_modalities())
+    fmri = inputs.tables["fmri"]
+    xcpd = fmri.loc[fmri["source"] == "timeseries", "subject"].unique().tolist()
+    assert xcpd == list(demo_runs(8, seed=0))[-2:]
+    assert len(inputs.tables["eeg"]) == len(inputs.tables["sc"]) == 8
+    assert inputs.participants == tmp_path / "demo_bids" / "participants.tsv"
+
+
+def test_no_input_folder_names_the_modalities():
+    config = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
+    config["input"]["demo"] = False
+    with pytest.raises(ValueError, match="fmri, eeg, sc"):
+        discover(config, builtin_modalities())

@@ -241,6 +241,7 @@ def report(results_tree):
         biomarkers=results_tree["biomarkers"],
         truth_path=str(root / "demo_bids" / "ground_truth.json"),
         stages={m: ["fit"] for m in METHODS},
+        families={m: "deep" if m == "gcn_fc" else "baseline" for m in METHODS},
         positive="patient",
         n_permutations=500,
     )

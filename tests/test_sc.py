@@ -75,7 +75,8 @@ def test_bad_subject_files_are_excluded_with_reasons_and_the_rest_cached(
     """The pipeline steps: each bad SC file becomes a QC exclusion naming the file and the
     reason; the good subjects still make the cache."""
     from brainfuse.core.cache import read_cache
-    from brainfuse.steps import build_sc_cache, sc_run
+    from brainfuse.modalities.sc.cache import build_sc_cache
+    from brainfuse.modalities.sc.run import sc_run
 
     rng = np.random.default_rng(1)
     n, labels = atlas.n_nodes, list(atlas.labels)
@@ -92,7 +93,8 @@ def test_bad_subject_files_are_excluded_with_reasons_and_the_rest_cached(
         path = tmp_path / f"sub-{sub}_relmat.tsv"
         pd.DataFrame(m, columns=labels[: len(m)]).to_csv(path, sep="\t", index=False)
         out = tmp_path / "out" / f"sub-{sub}_desc-normalized_relmat.tsv"
-        sc_run(str(path), {"subject": sub}, atlas_cfg, {"normalise": "log1p"}, str(out),
+        params = {"normalise": "log1p", "density": None}
+        sc_run(str(path), {"subject": sub}, atlas_cfg, params, str(out),
                str(out.with_suffix(".json")))  # fmt: skip
         sidecars.append(str(out.with_suffix(".json")))
         data.append(str(out))

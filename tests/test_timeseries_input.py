@@ -58,3 +58,55 @@ def test_tr_and_motion(tmp_path):
         na_rep="n/a",
     )
     np.testing.assert_allclose(motion_of_table(path), [0, 0.1, 0.3])
+
+
+def test_modality_runs_tables_into_a_cache(tmp_path, atlas, atlas_data_dir):
+    """The fMRI modality object: pre-parcellated runs through run_sample into build_cache."""
+    from brainfuse.core.cache import read_cache
+    from brainfuse.modalities.fmri.modality import FMRI
+
+    fmri = FMRI()
+    atlas_cfg = {"name": atlas.name, "data_dir": atlas_data_dir, "min_coverage": 0.5}
+    section = {
+        "strategy": "36P",
+        "min_clean_seconds": 10,
+        "sequence_length": 16,
+        "dfc_window": 8,
+        "dfc_step": 4,
+    }
+    rng = np.random.default_rng(0)
+    sidecars, data, raw = [], [], []
+    for sub in ("01", "02"):
+        table = tmp_path / f"sub-{sub}_task-rest_run-1_stat-mean_timeseries.tsv"
+        frame = pd.DataFrame(rng.normal(size=(40, atlas.n_nodes)), columns=list(atlas.labels))
+        frame.to_csv(table, sep="\t", index=False)
+        outputs = {
+            name: str(tmp_path / f"sub-{sub}_{name}_{entities['suffix']}")
+            for name, (_, entities) in fmri.sample_outputs(atlas.name).items()
+        }
+        params = {
+            "entities": {"subject": sub, "task": "rest", "run": "1"},
+            "atlas": atlas_cfg,
+            "section": fmri.run_params({"fmri": section}),
+            **fmri.sample_params(
+                pd.Series({"path": str(table)}), {"input": {"timeseries_tr": 2.0}}
+            ),
+        }
+        fmri.run_sample({"table": str(table)}, params, outputs)
+        sidecars.append(outputs["sidecar"])
+        data.append(outputs["timeseries"])
+        raw.append(outputs["relmat_raw"])
+    participants = tmp_path / "participants.tsv"
+    participants.write_text("participant_id\tgroup\nsub-01\tpatient\nsub-02\tcontrol\n")
+    out = {"cache": str(tmp_path / "fmri.parquet"), "qc": str(tmp_path / "fmri_qc.tsv")}
+    fmri.build_cache(
+        {"sidecars": sidecars, "data": data, "raw_fc": raw, "participants": str(participants)},
+        {"label": {"column": "group"}, "atlas": atlas_cfg, "section": section},
+        out,
+    )
+    cache = read_cache(out["cache"])
+    assert list(cache.table["subject"]) == ["01", "02"]
+    assert set(fmri.qc_fields) <= set(cache.table.columns)
+    assert set(fmri.cache_columns) <= set(cache.arrays)
+    assert cache.arrays["sequence"].shape == (2, atlas.n_nodes, 16)
+    assert "QC-FC" in fmri.report_section(out["cache"])

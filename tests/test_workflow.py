@@ -109,8 +109,8 @@ def test_fusion_methods_beat_chance_with_every_stage_a_job(demo_run):
             )
             assert metrics["stage"] == stage and metrics["n_test"] > 0
     # the routing shares behind the report's sample-adaptivity figure
-    routing = pd.read_csv(results / "models" / "m3d_bfs" / "fold-0" / "finetune" / "routing.tsv",
-                          sep="\t")  # fmt: skip
+    tables = results / "models" / "m3d_bfs" / "fold-0" / "finetune" / "tables"
+    routing = pd.read_csv(tables / "routing.tsv", sep="\t")
     assert {"sc", "fc", "shared"} == set(routing["moe"])
 
 

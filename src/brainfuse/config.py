@@ -137,16 +137,20 @@ def validate(config: Mapping[str, Any], schema_path: str | Path) -> dict[str, An
     Raises
     ------
     ConfigError
-        Naming the offending key (as a dotted path) and the schema's complaint.
+        Naming every offending key (as a dotted path) and the schema's complaint.
     """
     schema = yaml.safe_load(Path(schema_path).read_text())
     filled = copy.deepcopy(dict(config))
     validator = _with_defaults(jsonschema.validators.validator_for(schema))(schema)
-    error = jsonschema.exceptions.best_match(validator.iter_errors(filled))
-    if error is not None:
-        where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
-        raise ConfigError(f"config key {where}: {error.message}")
+    errors = sorted(validator.iter_errors(filled), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise ConfigError("; ".join(_describe(error) for error in errors))
     return filled
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+    return f"config key {where}: {error.message}"
 
 
 def read_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> Config:

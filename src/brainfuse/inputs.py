@@ -1,34 +1,34 @@
 """Input discovery: a table per modality (BIDS entities + path), from snakebids or the demo layout.
 
-Rules are wired from these tables, so real data and the demo take the same code paths downstream.
+Each modality finds its own samples (:meth:`~brainfuse.modalities.base.Modality.discover`); this
+module runs them over the configured modalities and finds the participants table. Rules are wired
+from these tables, so real data and the demo take the same code paths downstream.
 """
 
 from __future__ import annotations
 
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-# Entities that can name a sample, in BIDS file-name order; others are fixed by the filters.
-SAMPLE_ENTITIES = ("subject", "session", "task", "acquisition", "run")
-BIDS_KEYS = {"subject": "sub", "session": "ses", "task": "task", "acquisition": "acq", "run": "run"}
-MODALITIES = ("bold", "timeseries", "eeg", "sc")
-DEMO_SPACE = "MNI152NLin6Asym"
+from brainfuse.core.bids import SAMPLE_ENTITIES
+
+if TYPE_CHECKING:
+    from brainfuse.modalities.base import Modality
 
 
 @dataclass(frozen=True)
 class Inputs:
     """Discovered inputs: for each modality a table with entity columns and a ``path`` column.
 
-    ``fmri`` joins preprocessed BOLD runs (``source`` = ``bold``) and pre-parcellated time series
-    (``source`` = ``timeseries``) into one set of samples.
+    A modality may add columns of its own (fMRI's ``source``: ``bold`` or ``timeseries``).
     """
 
     tables: dict[str, pd.DataFrame]
     participants: Path
-    roots: dict[str, Path]
 
     def entities(self, modality: str) -> list[str]:
         """Entities that vary between this modality's samples (the rule wildcards)."""
@@ -83,174 +83,31 @@ def demo_runs(n_subjects: int, seed: int) -> dict[str, list[int]]:
     }
 
 
-def _demo_tables(root: Path, n_subjects: int, seed: int, n_xcpd: int) -> dict[str, pd.DataFrame]:
-    """Demo inputs: the last ``n_xcpd`` subjects' fMRI comes as XCP-D time series, not BOLD."""
-    bold, timeseries, eeg, sc = [], [], [], []
-    derivatives = root / "derivatives"
-    runs = demo_runs(n_subjects, seed)
-    xcpd_subjects = set(list(runs)[len(runs) - n_xcpd :]) if n_xcpd else set()
-    for sub, sub_runs in runs.items():
-        for run in sub_runs:
-            stem = f"sub-{sub}_task-rest_run-{run}_space-{DEMO_SPACE}"
-            row = {"subject": sub, "task": "rest", "run": str(run)}
-            if sub in xcpd_subjects:
-                name = f"{stem}_seg-Schaefer100_stat-mean_timeseries.tsv"
-                timeseries.append(
-                    {**row, "path": str(derivatives / "xcpd" / f"sub-{sub}" / "func" / name)}
-                )
-            else:
-                name = f"{stem}_desc-preproc_bold.nii.gz"
-                bold.append(
-                    {**row, "path": str(derivatives / "fmriprep" / f"sub-{sub}" / "func" / name)}
-                )
-        eeg_path = root / f"sub-{sub}" / "eeg" / f"sub-{sub}_task-rest_eeg.edf"
-        eeg.append({"subject": sub, "task": "rest", "path": str(eeg_path)})
-        sc_name = f"sub-{sub}_space-T1w_seg-Schaefer100_desc-sift2_relmat.tsv"
-        sc.append(
-            {"subject": sub, "path": str(derivatives / "qsirecon" / f"sub-{sub}" / "dwi" / sc_name)}
-        )
-    columns = ["subject", "task", "run", "path"]
-    return {
-        "bold": pd.DataFrame(bold, columns=columns),
-        "timeseries": pd.DataFrame(timeseries, columns=columns),
-        "eeg": pd.DataFrame(eeg),
-        "sc": pd.DataFrame(sc),
-    }
-
-
-def discover(config: dict) -> Inputs:
-    """Build the input tables from the config: the demo layout, or snakebids on each input root."""
+def discover(config: dict, modalities: Mapping[str, Modality]) -> Inputs:
+    """Build each modality's input table from the config: the demo layout, or its own discovery."""
     inp = config["input"]
     if inp["demo"]:
         root = Path(config["results_dir"]) / "demo_bids"
-        tables = _demo_tables(
-            root, inp.get("demo_subjects", 24), config["seed"], inp.get("demo_xcpd_subjects", 0)
-        )
-        roots = {
-            "bold": root / "derivatives" / "fmriprep",
-            "timeseries": root / "derivatives" / "xcpd",
-            "eeg": root,
-            "sc": root / "derivatives" / "qsirecon",
-        }
-        return Inputs(
-            tables=_merge_fmri(tables), participants=root / "participants.tsv", roots=roots
-        )
-
-    roots = {
-        m: Path(inp[key])
-        for m, key in (
-            ("bold", "fmriprep_dir"),
-            ("timeseries", "xcpd_dir"),
-            ("eeg", "eeg_dir"),
-            ("sc", "sc_dir"),
-        )
-        if inp.get(key)
-    }
+        runs = demo_runs(inp["demo_subjects"], config["seed"])
+        tables = {name: m.demo_table(root, runs, config) for name, m in modalities.items()}
+        return Inputs(tables=tables, participants=root / "participants.tsv")
+    roots = [root for m in modalities.values() for root in m.input_roots(config).values()]
     if not roots:
         raise ValueError(
-            "input: demo is false but none of fmriprep_dir, xcpd_dir, eeg_dir, sc_dir is set"
+            "input: demo is false but no input folder is set for any of "
+            f"{', '.join(modalities)} (e.g. fmriprep_dir, xcpd_dir, eeg_dir, sc_dir)"
         )
-    tables = {}
-    for modality, root in roots.items():
-        tables[modality] = _snakebids_table(root, modality, config)
-    for modality in MODALITIES:
-        tables.setdefault(modality, pd.DataFrame(columns=["subject", "path"]))
-    overlap = _shared_samples(tables["bold"], tables["timeseries"])
-    if overlap:
-        raise ValueError(
-            f"runs found both as BOLD and as pre-parcellated time series: {overlap[:4]}"
+    tables = {name: m.discover(config) for name, m in modalities.items()}
+    return Inputs(tables=tables, participants=_participants(inp["participants"], roots))
+
+
+def _participants(configured: str | None, roots: list[Path]) -> Path:
+    """``input.participants``, or the first input root's ``participants.tsv``."""
+    if configured is not None:
+        return Path(configured)
+    found = [r / "participants.tsv" for r in roots if (r / "participants.tsv").exists()]
+    if not found:
+        raise FileNotFoundError(
+            f"input.participants is not set and no participants.tsv in {[str(r) for r in roots]}"
         )
-    participants = inp.get("participants")
-    if participants is None:
-        candidates = [r / "participants.tsv" for r in roots.values()]
-        found = [c for c in candidates if c.exists()]
-        if not found:
-            raise FileNotFoundError(
-                "input.participants is not set and no participants.tsv in "
-                f"{[str(r) for r in roots.values()]}"
-            )
-        participants = found[0]
-    return Inputs(tables=_merge_fmri(tables), participants=Path(participants), roots=roots)
-
-
-def _merge_fmri(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    parts = [t.assign(source=name) for name in ("bold", "timeseries") if len(t := tables[name])]
-    fmri = (
-        pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["subject", "path"])
-    )
-    keys = [e for e in SAMPLE_ENTITIES if e in fmri.columns]
-    if fmri[keys].isna().any().any():
-        raise ValueError(
-            "BOLD runs and pre-parcellated time series are named with different entities"
-        )
-    return {"fmri": fmri, "eeg": tables["eeg"], "sc": tables["sc"]}
-
-
-def _shared_samples(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
-    keys = [e for e in SAMPLE_ENTITIES if e in a.columns and e in b.columns]
-    if a.empty or b.empty or not keys:
-        return []
-    merged = a[keys].merge(b[keys])
-    return ["_".join(map(str, row)) for row in merged.to_numpy()]
-
-
-def _snakebids_table(root: Path, modality: str, config: dict) -> pd.DataFrame:
-    from snakebids import generate_inputs
-
-    inp = config["input"]
-    filters = dict(config["filters"].get(modality, {}))
-    wildcards = list(SAMPLE_ENTITIES)
-    if isinstance(filters.get("extension"), list):
-        wildcards.append("extension")  # several formats: the file's own extension picks the reader
-    db_dir = inp.get("pybids_db_dir")
-    dataset = generate_inputs(
-        bids_dir=root,
-        pybids_inputs={modality: {"filters": filters, "wildcards": wildcards}},
-        pybidsdb_dir=str(Path(db_dir) / modality) if db_dir else None,
-        derivatives=modality != "eeg",
-        participant_label=inp.get("participant_label") or None,
-        exclude_participant_label=inp.get("exclude_participant_label") or None,
-        validate=False,
-    )
-    component = dataset[modality]
-    table = pd.DataFrame(component.zip_lists)
-    if table.empty:
-        raise FileNotFoundError(f"no {modality} files under {root} match filters {filters}")
-    table["path"] = [component.path.format(**row) for row in table.to_dict(orient="records")]
-    table = table.drop(columns=[c for c in table.columns if c == "extension"])
-    keys = [e for e in SAMPLE_ENTITIES if e in table.columns]
-    duplicated = table.duplicated(subset=keys, keep=False)
-    if duplicated.any():
-        raise ValueError(
-            f"{modality}: several files share entities {keys}; narrow filters.{modality}: "
-            f"{table.loc[duplicated, 'path'].tolist()[:4]}"
-        )
-    return table.sort_values(keys).reset_index(drop=True)
-
-
-def _strip_entities(path: str, drop: tuple[str, ...]) -> str:
-    name = Path(path).name
-    stem = name.split("_")
-    kept = [p for p in stem[:-1] if p.split("-")[0] not in drop]
-    return str(Path(path).parent / "_".join(kept))
-
-
-def bold_companions(bold_path: str) -> dict[str, str]:
-    """fMRIPrep files that belong to a preprocessed BOLD run: sidecar, confounds, brain mask."""
-    base = re.sub(r"_desc-preproc_bold\.nii(\.gz)?$", "", bold_path)
-    return {
-        "sidecar": re.sub(r"\.nii(\.gz)?$", ".json", bold_path),
-        "confounds": _strip_entities(bold_path, ("space", "res", "den", "desc"))
-        + "_desc-confounds_timeseries.tsv",
-        "mask": base + "_desc-brain_mask.nii.gz",
-    }
-
-
-def eeg_companions(eeg_path: str) -> dict[str, str]:
-    """BIDS files that belong to an EEG recording: channels, electrodes and the JSON sidecar."""
-    stem = re.sub(r"_eeg\.[A-Za-z]+$", "", eeg_path)
-    return {
-        "channels": stem + "_channels.tsv",
-        "sidecar": stem + "_eeg.json",
-        "electrodes": _strip_entities(eeg_path, ("task", "acq", "run")) + "_electrodes.tsv",
-    }
+    return found[0]

@@ -1,24 +1,27 @@
-# Input discovery, output name patterns and resources, shared by every rule file.
-import os
+# The plan, made once when the workflow is parsed: the config (validated, defaults filled in), the
+# methods and modalities (with the config's extensions), the discovered inputs, and which methods
+# run. Unknown methods or stages and invalid values stop here, before any job.
 import re
+from pathlib import Path
 
 from snakebids import bids, set_bids_spec
 
-from brainfuse.inputs import bold_companions, discover, eeg_companions
-from brainfuse.methods.catalog import default_catalog
+from brainfuse.config import SCHEMA_PATH, read_config
+from brainfuse.extensions import load_extensions
+from brainfuse.inputs import discover
 
 set_bids_spec("v0_15_0")
 
-CATALOG = default_catalog()
-# Unknown methods and stages stop the run here, before any job.
-CATALOG.check(config["methods"])
-R = config["results_dir"]
+CFG = read_config(config, Path(workflow.main_snakefile).parent / SCHEMA_PATH)
+CATALOG, MODALITIES = load_extensions(CFG.extensions)
+CATALOG.check(CFG.methods)
+R = CFG.results_dir
 ENV = "../../envs/brainfuse.yaml"
-INPUTS = discover(config)
-ATLAS = config["atlas"]["name"]
+INPUTS = discover(CFG.raw, MODALITIES)
+ATLAS = CFG.atlas.name
 AVAILABLE = {m for m, t in INPUTS.tables.items() if len(t)}
-RUN_METHODS, SKIPPED = CATALOG.plan(config["methods"], AVAILABLE)
-N_FOLDS = config["cv"]["n_folds"]
+RUN_METHODS, SKIPPED = CATALOG.plan(CFG.methods, AVAILABLE)
+N_FOLDS = CFG.cv.n_folds
 BIDS_ENTITY = {"acquisition": "acq"}
 
 
@@ -49,42 +52,13 @@ def expand_samples(input_name, pattern):
 
 
 def entities_of(input_name, wildcards):
+    """The entity values of the sample named by ``wildcards``."""
     return {e: getattr(wildcards, e) for e in INPUTS.entities(input_name)}
 
 
-def res(section, key):
+def res(group, key):
     """Resource ``key`` of a rule group, falling back to resources.default."""
-    resources = config["resources"]
-    return resources.get(section, {}).get(key, resources["default"].get(key))
-
-
-def fmri_inputs(w):
-    """A BOLD run with its fMRIPrep companions, or a pre-parcellated time-series table."""
-    row = INPUTS.row("fmri", w)
-    if row["source"] == "bold":
-        companions = bold_companions(row["path"])
-        return {
-            "bold": row["path"],
-            "confounds": companions["confounds"],
-            "mask": companions["mask"],
-        }
-    return {"table": row["path"]}
-
-
-def eeg_companion(w, kind):
-    path = eeg_companions(INPUTS.lookup("eeg", w))[kind]
-    # channels/electrodes files are optional in BIDS; a missing one falls back to the montage
-    return path if config["input"]["demo"] or os.path.exists(path) else []
-
-
-def previous_stage(w):
-    stages = RUN_METHODS[w.method]
-    i = stages.index(w.stage)
-    return (
-        []
-        if i == 0
-        else [f"{R}/models/{w.method}/fold-{w.fold}/{stages[i - 1]}/model.bin"]
-    )
+    return CFG.resource(group, key)
 
 
 def methods_regex(family):

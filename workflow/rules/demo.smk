@@ -1,26 +1,20 @@
 # The embedded demo: a synthetic dataset in real fMRIPrep / XCP-D / BIDS EEG / QSIRecon formats.
-if config["input"]["demo"]:
+import os
+
+if CFG.input.demo:
     DEMO_FMRI = INPUTS.tables["fmri"]
-    DEMO_BOLD = DEMO_FMRI.loc[DEMO_FMRI["source"] == "bold", "path"].tolist()
-    DEMO_TABLES = DEMO_FMRI.loc[DEMO_FMRI["source"] == "timeseries", "path"].tolist()
 
     rule demo_data:
         output:
             INPUTS.participants,
-            f"{R}/demo_bids/ground_truth.json",
-            DEMO_BOLD,
-            [p for b in DEMO_BOLD for p in bold_companions(b).values()],
-            DEMO_TABLES,
-            [p.replace(".tsv", ".json") for p in DEMO_TABLES],
-            INPUTS.tables["eeg"]["path"].tolist(),
+            GROUND_TRUTH,
             [
                 p
-                for e in INPUTS.tables["eeg"]["path"]
-                for p in eeg_companions(e).values()
+                for name, m in MODALITIES.items()
+                for p in m.demo_files(INPUTS.tables[name])
             ],
-            INPUTS.tables["sc"]["path"].tolist(),
         log:
-            f"{R}/logs/demo_data.log",
+            f"{LOGS}/demo_data.log",
         conda:
             ENV
         resources:
@@ -28,11 +22,11 @@ if config["input"]["demo"]:
             runtime=res("demo", "runtime"),
         params:
             outdir=lambda w, output: os.path.dirname(output[1]),
-            n_subjects=config["input"]["demo_subjects"],
+            n_subjects=CFG.input.demo_subjects,
             xcpd_subjects=sorted(
                 DEMO_FMRI.loc[DEMO_FMRI["source"] == "timeseries", "subject"].unique()
             ),
-            seed=config["seed"],
-            atlas_data_dir=config["atlas"]["data_dir"],
+            seed=CFG.seed,
+            atlas_data_dir=CFG.atlas.data_dir,
         script:
             "../scripts/demo_data.py"

@@ -1,33 +1,24 @@
 # Evaluation over folds, biomarkers (attribution) per method, figures and the HTML report.
-FINAL_PREDICTIONS = [
-    f"{R}/models/{method}/fold-{fold}/{stages[-1]}/predictions.tsv"
-    for method, stages in RUN_METHODS.items()
-    for fold in range(N_FOLDS)
-]
+from brainfuse.modalities.base import modality_reference
+
 # Methods whose models are explained (the majority baseline has nothing to explain).
 ATTRIBUTED = [m for m in RUN_METHODS if CATALOG[m].estimator != "majority"]
-BIOMARKERS = f"{R}/biomarkers/{{method}}"
-GROUND_TRUTH = [f"{R}/demo_bids/ground_truth.json"] if config["input"]["demo"] else []
-REPORT_FIGURES = {
-    name: f"{R}/reports/figures/{name}.png"
-    for name in ("roc", "fold_spread", "fc_difference", "fd_distribution", "exclusions")
-}
-BIOMARKER_FIGURES = ("top_parcels", "top_edges", "networks")
+TRUTH = [GROUND_TRUTH] if CFG.input.demo else []
 
 
 rule evaluate:
     input:
-        FINAL_PREDICTIONS,
+        [p for method in RUN_METHODS for p in final_stage_files("predictions", method)],
     output:
-        predictions=f"{R}/eval/predictions.tsv",
-        per_fold=f"{R}/eval/metrics_per_fold.tsv",
+        predictions=EVAL["predictions"],
+        per_fold=EVAL["per_fold"],
         summary=report(
-            f"{R}/eval/summary.tsv",
+            EVAL["summary"],
             caption="../report/summary.rst",
             category="Evaluation",
         ),
     log:
-        f"{R}/logs/evaluate.log",
+        f"{LOGS}/evaluate.log",
     conda:
         ENV
     script:
@@ -36,32 +27,24 @@ rule evaluate:
 
 rule attribution:
     input:
-        models=lambda w: [
-            f"{R}/models/{w.method}/fold-{fold}/{RUN_METHODS[w.method][-1]}/model.bin"
-            for fold in range(N_FOLDS)
-        ],
-        metrics=lambda w: [
-            f"{R}/models/{w.method}/fold-{fold}/{RUN_METHODS[w.method][-1]}/metrics.json"
-            for fold in range(N_FOLDS)
-        ],
-        # per-sample tables a stage writes beside its metrics (M3D-BFS routing): not yet declared
-        routing=[],
-        caches=lambda w: [
-            f"{R}/cache/{m}.parquet" for m in CATALOG.modalities_of(w.method, AVAILABLE)
-        ],
-        folds=f"{R}/folds/folds.tsv",
-        truth=GROUND_TRUTH,
+        models=lambda w: final_stage_files("model", w.method),
+        # a stage plugin may read the previous stage's model while the final one is rebuilt
+        previous=lambda w: stage_before_final(w.method),
+        tables=lambda w: final_stage_files("tables", w.method),
+        caches=lambda w: caches_of_method(w.method),
+        folds=FOLDS,
+        truth=TRUTH,
     output:
         importance=report(
-            f"{BIOMARKERS}/importance.tsv",
+            BIOMARKER_TABLES["importance"],
             caption="../report/importance.rst",
             category="Biomarkers",
             subcategory="{method}",
         ),
-        edges=f"{BIOMARKERS}/edges.tsv",
-        summary=f"{BIOMARKERS}/summary.json",
+        edges=BIOMARKER_TABLES["edges"],
+        summary=BIOMARKER_TABLES["summary"],
     log:
-        f"{R}/logs/attribution/{{method}}.log",
+        f"{LOGS}/attribution/{{method}}.log",
     conda:
         ENV
     threads: res("default", "threads")
@@ -70,9 +53,10 @@ rule attribution:
         runtime=res("default", "runtime"),
     params:
         modalities=lambda w: list(CATALOG.modalities_of(w.method, AVAILABLE)),
-        positive=config["label"]["positive"],
-        seed=config["seed"],
+        positive=CFG.label.positive,
+        seed=CFG.seed,
         description=lambda w: CATALOG[w.method].description,
+        extensions=CFG.extensions,
         ig_steps=32,
     script:
         "../scripts/attribution.py"
@@ -80,35 +64,34 @@ rule attribution:
 
 rule biomarker_figures:
     input:
-        summary=f"{BIOMARKERS}/summary.json",
-        importance=f"{BIOMARKERS}/importance.tsv",
-        edges=f"{BIOMARKERS}/edges.tsv",
+        **BIOMARKER_TABLES,
     output:
         **{
             name: report(
-                f"{BIOMARKERS}/{name}.png",
+                path,
                 caption=f"../report/{name}.rst",
                 category="Biomarkers",
                 subcategory="{method}",
             )
-            for name in BIOMARKER_FIGURES
+            for name, path in BIOMARKER_FIGURES.items()
         },
     log:
-        f"{R}/logs/biomarker_figures/{{method}}.log",
+        f"{LOGS}/biomarker_figures/{{method}}.log",
     conda:
         ENV
     params:
-        atlas=config["atlas"],
+        # what the atlas is, not how its coverage is judged
+        atlas={k: CFG.raw["atlas"][k] for k in ("name", "path", "labels", "data_dir")},
     script:
         "../scripts/biomarker_figures.py"
 
 
 rule report_figures:
     input:
-        predictions=f"{R}/eval/predictions.tsv",
-        per_fold=f"{R}/eval/metrics_per_fold.tsv",
-        qc=f"{R}/qc/qc.tsv",
-        fmri_cache=[f"{R}/cache/fmri.parquet"] if "fmri" in AVAILABLE else [],
+        predictions=EVAL["predictions"],
+        per_fold=EVAL["per_fold"],
+        qc=QC_TABLE,
+        fmri_cache=[cache_of("fmri")] if "fmri" in AVAILABLE else [],
     output:
         roc=report(
             REPORT_FIGURES["roc"], caption="../report/roc.rst", category="Evaluation"
@@ -134,45 +117,40 @@ rule report_figures:
             category="Quality control",
         ),
     log:
-        f"{R}/logs/report_figures.log",
+        f"{LOGS}/report_figures.log",
     conda:
         ENV
     params:
-        positive=config["label"]["positive"],
-        fd_threshold=config["fmri"]["fd_threshold"],
+        positive=CFG.label.positive,
+        fd_threshold=CFG.section("fmri")["fd_threshold"],
     script:
         "../scripts/report_figures.py"
 
 
 rule report:
     input:
-        summary=f"{R}/eval/summary.tsv",
-        per_fold=f"{R}/eval/metrics_per_fold.tsv",
-        predictions=f"{R}/eval/predictions.tsv",
-        qc=f"{R}/qc/qc.tsv",
-        folds=f"{R}/folds/folds.tsv",
-        fmri_cache=[f"{R}/cache/fmri.parquet"] if "fmri" in AVAILABLE else [],
+        summary=EVAL["summary"],
+        per_fold=EVAL["per_fold"],
+        predictions=EVAL["predictions"],
+        qc=QC_TABLE,
+        folds=FOLDS,
+        caches=[cache_of(m) for m in MODALITIES if m in AVAILABLE],
         figures=list(REPORT_FIGURES.values()),
-        biomarkers=expand(
-            f"{BIOMARKERS}/{{file}}",
-            method=ATTRIBUTED,
-            file=[
-                "summary.json",
-                "importance.tsv",
-                "edges.tsv",
-                *(f"{n}.png" for n in BIOMARKER_FIGURES),
-            ],
-        ),
-        truth=GROUND_TRUTH,
+        biomarkers=[
+            path.format(method=m)
+            for m in ATTRIBUTED
+            for path in (*BIOMARKER_TABLES.values(), *BIOMARKER_FIGURES.values())
+        ],
+        truth=TRUTH,
     output:
         index=report(
-            f"{R}/reports/index.html",
+            REPORT_INDEX,
             caption="../report/index.rst",
             category="Report",
         ),
         pages=[
             report(
-                f"{R}/reports/{m}.html",
+                REPORT_PAGE.format(method=m),
                 caption="../report/method_page.rst",
                 category="Report",
                 subcategory="Methods",
@@ -180,14 +158,22 @@ rule report:
             for m in RUN_METHODS
         ],
     log:
-        f"{R}/logs/report.log",
+        f"{LOGS}/report.log",
     conda:
         ENV
     params:
+        # the modality of each cache, in the order of input.caches: each adds its own section
+        modalities=[
+            modality_reference(MODALITIES[m]) for m in MODALITIES if m in AVAILABLE
+        ],
         skipped=SKIPPED,
         descriptions={m: CATALOG[m].description for m in RUN_METHODS},
+        families={
+            m: "baseline" if CATALOG[m].family == "sklearn" else "deep"
+            for m in RUN_METHODS
+        },
         stages=RUN_METHODS,
-        positive=config["label"]["positive"],
-        seed=config["seed"],
+        positive=CFG.label.positive,
+        seed=CFG.seed,
     script:
         "../scripts/report.py"

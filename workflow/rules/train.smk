@@ -1,25 +1,23 @@
-# One job per method x stage x fold; a stage takes the previous stage's checkpoint as input.
+# One job per method x stage x fold; a stage takes the previous stage's model as input.
 # Two rules write the same outputs, told apart by the method: `train_stage` trains the torch
 # methods (Lightning; the rule that asks for a GPU), `fit_baseline` fits the scikit-learn
 # baselines (CPU only, so a cluster profile never gives them a GPU). Both run the same script.
-STAGE_DIR = f"{R}/models/{{method}}/fold-{{fold}}/{{stage}}"
 
 
 rule train_stage:
     input:
-        caches=lambda w: [
-            f"{R}/cache/{m}.parquet" for m in CATALOG.modalities_of(w.method, AVAILABLE)
-        ],
-        folds=f"{R}/folds/folds.tsv",
+        caches=lambda w: caches_of_method(w.method),
+        folds=FOLDS,
         previous=previous_stage,
     output:
-        model=f"{STAGE_DIR}/model.bin",
-        metrics=f"{STAGE_DIR}/metrics.json",
-        predictions=f"{STAGE_DIR}/predictions.tsv",
+        model=STAGE["model"],
+        metrics=STAGE["metrics"],
+        predictions=STAGE["predictions"],
+        tables=directory(STAGE["tables"]),
     log:
-        f"{R}/logs/train/{{method}}_fold-{{fold}}_{{stage}}.log",
+        f"{LOGS}/train/{{method}}_fold-{{fold}}_{{stage}}.log",
     benchmark:
-        f"{R}/benchmarks/train/{{method}}_fold-{{fold}}_{{stage}}.tsv"
+        f"{BENCHMARKS}/train/{{method}}_fold-{{fold}}_{{stage}}.tsv"
     wildcard_constraints:
         method=methods_regex("torch"),
     conda:
@@ -31,11 +29,13 @@ rule train_stage:
         gpu=res("train", "gpu"),
     params:
         modalities=lambda w: list(CATALOG.modalities_of(w.method, AVAILABLE)),
-        positive=config["label"]["positive"],
-        seed=config["seed"],
-        method_params=lambda w: config["methods"][w.method].get("params", {}),
-        # Lightning's resumable checkpoints: deliberately not a declared output
-        checkpoint_dir=lambda w: f"{R}/checkpoints/{w.method}/fold-{w.fold}/{w.stage}",
+        positive=CFG.label.positive,
+        seed=CFG.seed,
+        method_params=lambda w: CFG.methods[w.method].params,
+        extensions=CFG.extensions,
+        checkpoint_dir=lambda w: CHECKPOINT_DIR.format(
+            method=w.method, fold=w.fold, stage=w.stage
+        ),
     script:
         "../scripts/train_stage.py"
 

@@ -1,12 +1,17 @@
+from pathlib import Path
+
+from brainfuse.core.logging import setup_logging
 from brainfuse.explain.step import attribution_step
-from brainfuse.steps import setup_logging
+from brainfuse.extensions import load_extensions
 
 setup_logging(snakemake.log[0])
+catalog, _ = load_extensions(snakemake.params.extensions)
 attribution_step(
     method=snakemake.wildcards.method,
     model_paths=list(snakemake.input.models),
-    metrics_paths=list(snakemake.input.metrics),
-    routing_paths=list(snakemake.input.routing),
+    previous_paths=list(snakemake.input.previous),
+    # a stage's extra tables: M3D-BFS writes its experts' routing there
+    routing_paths=[str(Path(folder) / "routing.tsv") for folder in snakemake.input.tables],
     cache_paths=dict(zip(snakemake.params.modalities, snakemake.input.caches, strict=True)),
     folds_path=snakemake.input.folds,
     positive=snakemake.params.positive,
@@ -18,4 +23,5 @@ attribution_step(
     description=snakemake.params.description,
     n_steps=snakemake.params.ig_steps,
     num_threads=snakemake.threads,
+    catalog=catalog,
 )

@@ -1,5 +1,6 @@
+from brainfuse.core.atlas import atlas_from_config
+from brainfuse.core.logging import setup_logging
 from brainfuse.report.step import make_biomarker_figures
-from brainfuse.steps import atlas_from_config, setup_logging
 
 setup_logging(snakemake.log[0])
 make_biomarker_figures(

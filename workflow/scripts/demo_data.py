@@ -1,7 +1,7 @@
 from brainfuse.core.atlas import load_atlas
+from brainfuse.core.logging import setup_logging
 from brainfuse.demo.dataset import make_demo_dataset
 from brainfuse.demo.xcpd import convert_to_xcpd
-from brainfuse.steps import setup_logging
 
 setup_logging(snakemake.log[0])
 atlas = load_atlas(data_dir=snakemake.params.atlas_data_dir)

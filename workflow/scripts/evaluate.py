@@ -1,5 +1,5 @@
+from brainfuse.core.logging import setup_logging
 from brainfuse.evaluate import evaluate
-from brainfuse.steps import setup_logging
 
 setup_logging(snakemake.log[0])
 evaluate(

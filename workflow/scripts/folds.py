@@ -1,6 +1,6 @@
 from brainfuse.core.cache import read_cache
+from brainfuse.core.logging import setup_logging
 from brainfuse.folds import write_folds
-from brainfuse.steps import setup_logging
 
 setup_logging(snakemake.log[0])
 tables = [read_cache(path, columns=["subject", "label", "site"]).table for path in snakemake.input]

@@ -1,13 +1,18 @@
 from pathlib import Path
 
+from brainfuse.core.logging import setup_logging
+from brainfuse.modalities.base import load_modality
 from brainfuse.report.index_page import ReportInputs, build_report
-from brainfuse.steps import setup_logging
 
 setup_logging(snakemake.log[0])
 # biomarkers/<method>/<name>.<ext> -> {method: {name: path}}; figures/<name>.png -> {name: path}
 biomarkers = {}
 for path in snakemake.input.biomarkers:
     biomarkers.setdefault(Path(path).parent.name, {})[Path(path).stem] = path
+sections = [
+    load_modality(reference).report_section(cache)
+    for reference, cache in zip(snakemake.params.modalities, snakemake.input.caches, strict=True)
+]
 build_report(
     ReportInputs(
         summary_path=snakemake.input.summary,
@@ -17,13 +22,14 @@ build_report(
         out_html=snakemake.output.index,
         skipped=dict(snakemake.params.skipped),
         descriptions=dict(snakemake.params.descriptions),
-        fmri_cache=snakemake.input.fmri_cache[0] if snakemake.input.fmri_cache else None,
+        modality_sections=[s for s in sections if s],
         predictions_path=snakemake.input.predictions,
         figures={Path(p).stem: p for p in snakemake.input.figures},
         biomarkers=biomarkers,
         method_pages={Path(p).stem: p for p in snakemake.output.pages},
         truth_path=snakemake.input.truth[0] if snakemake.input.truth else None,
         stages={m: list(s) for m, s in snakemake.params.stages.items()},
+        families=dict(snakemake.params.families),
         positive=snakemake.params.positive,
         seed=snakemake.params.seed,
     )

@@ -1,8 +1,10 @@
+from brainfuse.core.logging import setup_logging
+from brainfuse.extensions import load_extensions
 from brainfuse.methods.request import StageOutputs, StageRequest
 from brainfuse.methods.run import run_stage
-from brainfuse.steps import setup_logging
 
 setup_logging(snakemake.log[0])
+catalog, _ = load_extensions(snakemake.params.extensions)
 request = StageRequest(
     method=snakemake.wildcards.method,
     stage=snakemake.wildcards.stage,
@@ -15,10 +17,11 @@ request = StageRequest(
         model=snakemake.output.model,
         metrics=snakemake.output.metrics,
         predictions=snakemake.output.predictions,
+        tables=snakemake.output.tables,
     ),
     params={**snakemake.params.method_params, "num_threads": snakemake.threads},
     previous=snakemake.input.previous[0] if snakemake.input.previous else None,
     checkpoint_dir=snakemake.params.checkpoint_dir,
     devices=max(1, int(snakemake.resources.get("gpu", 0))),
 )
-run_stage(request)
+run_stage(request, catalog)

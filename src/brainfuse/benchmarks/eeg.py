@@ -25,7 +25,8 @@ import numpy as np
 
 from brainfuse.core.atlas import Atlas, load_atlas
 from brainfuse.modalities.eeg import source as eeg_source
-from brainfuse.modalities.eeg.process import DEFAULT_EEG_PARAMS, process_eeg
+from brainfuse.modalities.eeg.params import DEFAULT_EEG_PARAMS
+from brainfuse.modalities.eeg.process import process_eeg
 
 # 64 channels of the 10-10 system (BioSemi-64 layout), all in MNE's standard_1005 montage.
 CHANNELS_64 = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import nibabel as nib
@@ -151,3 +152,13 @@ def _read_label_table(path: Path) -> tuple[list[int], list[str]]:
     if not values:
         raise ValueError(f"{path}: no 'index'/'name' columns and no '<index> <name>' lines")
     return values, names
+
+
+@lru_cache(maxsize=4)
+def _cached_atlas(name: str, path: str | None, labels: str | None, data_dir: str | None) -> Atlas:
+    return load_atlas(name=name, path=path, labels_path=labels, data_dir=data_dir)
+
+
+def atlas_from_config(cfg: dict) -> Atlas:
+    """The atlas named by the config's ``atlas`` section (loaded once per process)."""
+    return _cached_atlas(cfg["name"], cfg.get("path"), cfg.get("labels"), cfg.get("data_dir"))

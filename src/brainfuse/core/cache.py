@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,9 @@ import pyarrow.parquet as pq
 
 from brainfuse import __version__
 from brainfuse.core.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from brainfuse.core.atlas import Atlas
 
 METADATA_KEY = b"brainfuse"
 ID_COLUMNS = ("sample_id", "subject", "session", "task", "run", "site", "label")
@@ -127,3 +131,16 @@ def files_hash(paths: list[str | Path], extra: object = None) -> str:
                 digest.update(block)
     digest.update(json.dumps(extra, sort_keys=True, default=str).encode())
     return digest.hexdigest()[:16]
+
+
+def cache_metadata(atlas: Atlas, modality: str, config_section: dict, inputs: list[str]) -> dict:
+    """The metadata every modality's cache starts from: atlas, config and a hash of the inputs."""
+    return {
+        "modality": modality,
+        "atlas": atlas.name,
+        "atlas_space": atlas.space,
+        "roi_names": list(atlas.labels),
+        "roi_networks": list(atlas.networks),
+        "config": config_section,
+        "input_hash": files_hash(sorted(inputs), config_section),
+    }

@@ -29,8 +29,8 @@ XCPD_PARAMS = {
 
 def convert_to_xcpd(root: str | Path, subjects: list[str], atlas: Atlas) -> list[Path]:
     """Write XCP-D style outputs for ``subjects`` (labels without ``sub-``); return the tables."""
-    from brainfuse.inputs import bold_companions
     from brainfuse.modalities.fmri.denoise import denoise, read_confounds, repetition_time
+    from brainfuse.modalities.fmri.modality import bold_companions
     from brainfuse.modalities.fmri.parcellate import parcellate
 
     root = Path(root)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -90,6 +88,7 @@ def explain_method(
     """
     from brainfuse.core.cache import read_cache
     from brainfuse.folds import read_folds
+
     catalog = default_catalog() if catalog is None else catalog
     spec = catalog[method]
     caches = {m: read_cache(p) for m, p in cache_paths.items()}

@@ -37,8 +37,8 @@ def attribution_step(
 
     ``model_paths`` are the final stage's ``model.bin`` of each fold in fold order,
     ``previous_paths`` the stage before it (empty for one-stage methods), ``routing_paths`` the
-    final stage's ``routing.tsv`` files (empty unless the method writes them). The other parameters are those of
-    :func:`~brainfuse.explain.method.explain_method` and
+    final stage's ``routing.tsv`` files (empty unless the method writes them). The other
+    parameters are those of :func:`~brainfuse.explain.method.explain_method` and
     :func:`~brainfuse.explain.outputs.write_outputs`. Returns the summary written.
     """
     if num_threads:

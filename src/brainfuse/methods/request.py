@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 __all__ = ["StageOutputs", "StageRequest"]
@@ -22,14 +23,24 @@ class StageOutputs:
     model : str
         ``model.bin``: a joblib estimator (sklearn) or a torch state dict with metadata.
     metrics : str
-        ``metrics.json``; extra tables of a torch stage are written beside it.
+        ``metrics.json``.
     predictions : str
         ``predictions.tsv``: one row per test sample.
+    tables : str, optional
+        Folder of the stage's extra per-sample tables (e.g. M3D-BFS's ``routing.tsv``), made
+        for every stage so that later rules can declare it; default: ``tables`` beside
+        ``metrics.json``.
     """
 
     model: str
     metrics: str
     predictions: str
+    tables: str | None = None
+
+    @property
+    def tables_dir(self) -> Path:
+        """The folder of the extra tables."""
+        return Path(self.tables) if self.tables else Path(self.metrics).parent / "tables"
 
 
 @dataclass(frozen=True)

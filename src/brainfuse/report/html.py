@@ -13,10 +13,20 @@ from html import escape
 from pathlib import Path
 from urllib.parse import quote
 
-import numpy as np
-import pandas as pd
-
 from brainfuse import __version__
+from brainfuse.core.html import format_cell, html_table
+
+__all__ = [
+    "METRIC_NAMES",
+    "STYLE",
+    "format_cell",
+    "html_img",
+    "html_page",
+    "html_table",
+    "p_text",
+    "png_uri",
+    "relative_href",
+]
 
 STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1240px;
@@ -41,38 +51,6 @@ nav{display:flex;flex-wrap:wrap;gap:.2em 1.1em}
 """
 
 METRIC_NAMES = ("balanced_accuracy", "auc", "accuracy", "sensitivity", "specificity", "f1")
-
-
-def html_table(
-    frame: pd.DataFrame,
-    classes: list[str] | None = None,
-    raw_columns: Sequence[str] = (),
-    text_columns: Sequence[str] = (),
-    table_class: str = "",
-) -> str:
-    """An HTML table; cells are escaped except in ``raw_columns`` (already-built HTML)."""
-    head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
-    body = []
-    columns = list(frame.columns)
-    for i, row in enumerate(frame.itertuples(index=False)):
-        cls = f' class="{escape(classes[i])}"' if classes and classes[i] else ""
-        cells = []
-        for column, value in zip(columns, row, strict=True):
-            content = str(value) if column in raw_columns else escape(fmt_value(value))
-            kind = ' class="text"' if column in text_columns else ""
-            cells.append(f"<td{kind}>{content}</td>")
-        body.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    attr = f" class='{escape(table_class, quote=True)}'" if table_class else ""
-    return f"<table{attr}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-def fmt_value(value) -> str:
-    """A table cell: floats to three decimals, missing values as ``n/a``."""
-    if isinstance(value, float | np.floating):
-        return "n/a" if np.isnan(value) else f"{value:.3f}"
-    if value is None:
-        return "n/a"
-    return str(value)
 
 
 def html_img(src: str, alt: str, caption: str = "") -> str:

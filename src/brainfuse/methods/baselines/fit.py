@@ -83,4 +83,5 @@ def fit_baseline(request: StageRequest, spec: MethodSpec) -> None:
     with atomic.atomic_path(outputs.model) as tmp:
         joblib.dump(model, tmp)
     atomic.write_tsv(outputs.predictions, predictions)
+    outputs.tables_dir.mkdir(parents=True, exist_ok=True)  # declared for every stage; empty here
     atomic.write_json(outputs.metrics, metrics)

@@ -25,7 +25,7 @@ Training is three stages, each a ``train_stage`` job per fold, chained through `
     and projections are frozen and the MoEs, norms, anchor and classifier are fine-tuned with
     cross-entropy + ``alpha`` x the load-balancing loss + (1 - ``alpha``) x the multi-modal
     disentanglement loss (:func:`disentanglement_loss`). Test routing per sample is written to
-    ``routing.tsv`` beside ``metrics.json`` and summarised per class in ``metrics.json``.
+    ``tables/routing.tsv`` beside ``metrics.json`` and summarised per class in ``metrics.json``.
 
 Example
 -------

@@ -214,8 +214,8 @@ class StageModule(LightningModule):
         metrics : dict
             JSON-serialisable entries added to ``metrics.json``.
         tables : dict of str to DataFrame
-            File name (e.g. ``"routing.tsv"``) to table, written atomically beside
-            ``metrics.json``. These files are not rule outputs: the rule needs no change.
+            File name (e.g. ``"routing.tsv"``) to table, written atomically into the stage's
+            ``tables`` folder (a declared output of every stage, read by attribution).
         """
         return {}, {}
 

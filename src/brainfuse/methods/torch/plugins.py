@@ -134,9 +134,10 @@ The contract, in short (see :class:`~.module.StageModule`):
   :class:`~.data.BrainDataset` (``fc``, ``node_mask``, ``timeseries``, ``time_mask``,
   ``fft``, ``sc``, EEG keys, always ``y`` and ``index``);
 * optional: ``test_extras(test_set, batch_size, device)`` adds entries to ``metrics.json`` and
-  writes extra tables beside it (M3D-BFS writes ``routing.tsv``); ``attach(...)`` may be
-  overridden to change the training set (``self.supervised`` and ``self.fingerprint`` are set
-  by then). Validation, checkpoint hooks, the optimiser and the schedule are the base class's.
+  writes extra tables into the stage's ``tables`` folder (M3D-BFS: ``routing.tsv``);
+  ``attach(...)`` may be overridden to change the training set (``self.supervised`` and
+  ``self.fingerprint`` are set by then). Validation, checkpoint hooks, the optimiser and the
+  schedule are the base class's.
 
 ``tests/test_fusion.py`` runs this example (``test_self_supervised_stage_is_probed_and_chained``).
 """

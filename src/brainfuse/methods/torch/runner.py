@@ -358,7 +358,7 @@ def run_torch_stage(
     request : StageRequest
         The method, stage, fold, inputs and outputs (``checkpoint_dir`` is required). Global
         rank 0 writes the outputs, atomically; extra tables of the stage module
-        (:meth:`~.module.StageModule.test_extras`) are written beside ``outputs.metrics``.
+        (:meth:`~.module.StageModule.test_extras`) are written into ``outputs.tables_dir``.
     catalog : Catalog, optional
         Where the method is looked up (default:
         :func:`~brainfuse.methods.catalog.default_catalog`).
@@ -716,8 +716,9 @@ def write_outputs(
     with atomic.atomic_path(outputs.model) as tmp:
         torch.save(saved, tmp)
     atomic.write_tsv(outputs.predictions, predictions)
+    outputs.tables_dir.mkdir(parents=True, exist_ok=True)
     for name, table in evaluation.tables.items():
-        atomic.write_tsv(Path(outputs.metrics).parent / name, table)
+        atomic.write_tsv(outputs.tables_dir / name, table)
     atomic.write_json(outputs.metrics, metrics)
 
 

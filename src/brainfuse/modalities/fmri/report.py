@@ -1,14 +1,14 @@
-"""The fMRI QC section of the report (to move into the fMRI modality)."""
+"""The fMRI section of the dataset report: motion summary and QC-FC before and after denoising."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from brainfuse.report.html import html_table
+from brainfuse.core.html import html_table
 
 
-def fmri_qc_section(fmri_cache: str) -> str:
+def qc_section(fmri_cache: str) -> str:
     """Motion summary and QC-FC before and after denoising (included runs)."""
     from brainfuse.core.cache import read_cache
     from brainfuse.modalities.fmri.qcfc import qc_fc

@@ -1,0 +1,57 @@
+"""BIDS names: the entities that name a sample, and snakebids queries for one input kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+# Entities that can name a sample, in BIDS file-name order; others are fixed by the filters.
+SAMPLE_ENTITIES = ("subject", "session", "task", "acquisition", "run")
+
+
+def snakebids_table(root: Path, name: str, config: dict, derivatives: bool) -> pd.DataFrame:
+    """Files under ``root`` matching ``config["filters"][name]``: entity columns and ``path``.
+
+    Sorted by the sample entities; two files naming the same sample are an error.
+    """
+    from snakebids import generate_inputs
+
+    inp = config["input"]
+    # a kind the schema does not list (an outside modality's) may have no filters
+    filters = dict(config["filters"].get(name, {}))
+    wildcards = list(SAMPLE_ENTITIES)
+    if isinstance(filters.get("extension"), list):
+        wildcards.append("extension")  # several formats: the file's own extension picks the reader
+    db_dir = inp["pybids_db_dir"]
+    dataset = generate_inputs(
+        bids_dir=root,
+        pybids_inputs={name: {"filters": filters, "wildcards": wildcards}},
+        pybidsdb_dir=str(Path(db_dir) / name) if db_dir else None,
+        derivatives=derivatives,
+        participant_label=inp["participant_label"] or None,
+        exclude_participant_label=inp["exclude_participant_label"] or None,
+        validate=False,
+    )
+    component = dataset[name]
+    table = pd.DataFrame(component.zip_lists)
+    if table.empty:
+        raise FileNotFoundError(f"no {name} files under {root} match filters {filters}")
+    table["path"] = [component.path.format(**row) for row in table.to_dict(orient="records")]
+    table = table.drop(columns=[c for c in table.columns if c == "extension"])
+    keys = [e for e in SAMPLE_ENTITIES if e in table.columns]
+    duplicated = table.duplicated(subset=keys, keep=False)
+    if duplicated.any():
+        raise ValueError(
+            f"{name}: several files share entities {keys}; narrow filters.{name}: "
+            f"{table.loc[duplicated, 'path'].tolist()[:4]}"
+        )
+    return table.sort_values(keys).reset_index(drop=True)
+
+
+def strip_entities(path: str, drop: tuple[str, ...]) -> str:
+    """``path`` without its suffix and the entities in ``drop`` (a companion file's stem)."""
+    name = Path(path).name
+    stem = name.split("_")
+    kept = [p for p in stem[:-1] if p.split("-")[0] not in drop]
+    return str(Path(path).parent / "_".join(kept))

@@ -1,0 +1,152 @@
+"""The fMRI sample step: one BOLD run (or XCP-D table) into time series, FC and QC."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brainfuse.core import atomic
+from brainfuse.core.atlas import atlas_from_config
+from brainfuse.core.errors import InputError
+from brainfuse.core.qc import exclude, qc_record
+
+log = logging.getLogger("brainfuse")
+
+
+def fmri_run(
+    bold: str,
+    confounds: str,
+    mask: str,
+    sidecar: str,
+    entities: dict,
+    atlas_cfg: dict,
+    params: dict,
+    out_timeseries: str,
+    out_sidecar: str,
+    out_relmat: str,
+    out_relmat_raw: str,
+    out_coverage: str,
+    out_figure: str,
+) -> None:
+    """Parcellate and denoise one BOLD run; write XCP-D style time series, FC, coverage and QC.
+
+    ``out_relmat_raw`` holds the FC of the parcel signals before denoising (dummy volumes and
+    censored volumes removed), so that QC-FC can compare before and after.
+    """
+    from brainfuse.core.connectivity import pearson
+    from brainfuse.modalities.fmri.denoise import denoise, read_confounds, repetition_time
+    from brainfuse.modalities.fmri.parcellate import parcellate
+    from brainfuse.modalities.fmri.qc_figure import run_figure
+
+    atlas = atlas_from_config(atlas_cfg)
+    min_coverage = atlas_cfg["min_coverage"]
+    qc = qc_record(entities, "fmri", bold)
+    names = list(atlas.labels)
+    timeseries = raw = np.zeros((0, atlas.n_nodes), dtype=np.float32)
+    coverage = np.full(atlas.n_nodes, np.nan)
+    fd = np.zeros(0)
+    try:
+        parcels = parcellate(
+            bold, atlas, mask_path=mask if Path(mask).exists() else None, min_coverage=min_coverage
+        )
+        coverage = parcels.coverage
+        tr = repetition_time(sidecar, parcels.tr)
+        table = read_confounds(confounds, parcels.timeseries.shape[0])
+        result = denoise(parcels.timeseries, table, tr, params, confounds_path=confounds)
+        timeseries, raw = result.timeseries, parcels.timeseries[result.kept]
+        fd = table.get("framewise_displacement", pd.Series(dtype=float)).fillna(0).to_numpy()
+        nan_nodes = [n for n, c in zip(names, coverage, strict=True) if not c >= min_coverage]
+        qc.update(
+            result.qc,
+            status="included",
+            reason="",
+            tr=tr,
+            warnings=parcels.warnings,
+            nan_parcels=nan_nodes,
+            n_nan_parcels=len(nan_nodes),
+        )
+    except InputError as err:
+        exclude(qc, err)
+    fc = pearson(timeseries) if len(timeseries) > 2 else np.full((len(names),) * 2, np.nan)
+    fc_raw = pearson(raw) if len(raw) > 2 else np.full((len(names),) * 2, np.nan)
+    log.info("%s: %s %s", qc["sample_id"], qc["status"], qc.get("reason", ""))
+    atomic.write_tsv(out_timeseries, pd.DataFrame(timeseries, columns=names))
+    atomic.write_json(out_sidecar, {**qc, "atlas": atlas.name, "strategy": params["strategy"]})
+    atomic.write_tsv(out_relmat, pd.DataFrame(fc, columns=names))
+    atomic.write_tsv(out_relmat_raw, pd.DataFrame(fc_raw, columns=names))
+    atomic.write_tsv(out_coverage, pd.DataFrame({"node": names, "coverage": coverage}))
+    run_figure(timeseries, fc, fd, list(atlas.networks), qc, out_figure)
+
+
+def timeseries_run(
+    table: str,
+    entities: dict,
+    atlas_cfg: dict,
+    params: dict,
+    default_tr: float | None,
+    out_timeseries: str,
+    out_sidecar: str,
+    out_relmat: str,
+    out_relmat_raw: str,
+    out_coverage: str,
+    out_figure: str,
+) -> None:
+    """A pre-parcellated (XCP-D) run into the same outputs as :func:`fmri_run`.
+
+    The series is taken as already denoised, so the raw-FC output is all NaN (QC-FC skips it);
+    the minimum-clean-time rule still applies.
+    """
+    from brainfuse.core.connectivity import pearson
+    from brainfuse.modalities.fmri.qc_figure import run_figure
+    from brainfuse.modalities.fmri.tables import (
+        motion_of_table,
+        read_timeseries_table,
+        repetition_time_of_table,
+    )
+
+    atlas = atlas_from_config(atlas_cfg)
+    names = list(atlas.labels)
+    qc = qc_record(entities, "fmri", table)
+    timeseries = np.zeros((0, atlas.n_nodes), dtype=np.float32)
+    coverage = np.full(atlas.n_nodes, np.nan)
+    fd = np.zeros(0)
+    try:
+        timeseries = read_timeseries_table(table, names)
+        tr = repetition_time_of_table(table, default_tr)
+        coverage = np.isfinite(timeseries).all(axis=0).astype(float)
+        seconds = len(timeseries) * tr
+        if seconds < params["min_clean_seconds"]:
+            raise InputError(
+                table, f"only {seconds:.0f} s of data (minimum {params['min_clean_seconds']} s)"
+            )
+        fd = motion_of_table(table)
+        nan_nodes = [n for n, c in zip(names, coverage, strict=True) if c == 0]
+        qc.update(
+            status="included",
+            reason="",
+            source="pre-parcellated",
+            tr=tr,
+            n_volumes=len(timeseries),
+            n_kept=len(timeseries),
+            clean_seconds=seconds,
+            mean_fd=float(fd.mean()) if fd is not None else float("nan"),
+            censored_fraction=0.0,
+            tsnr_mean=float("nan"),
+            nan_parcels=nan_nodes,
+            n_nan_parcels=len(nan_nodes),
+        )
+    except InputError as err:
+        exclude(qc, err)
+        timeseries = np.zeros((0, atlas.n_nodes), dtype=np.float32)
+    fc = pearson(timeseries) if len(timeseries) > 2 else np.full((len(names),) * 2, np.nan)
+    atomic.write_tsv(out_timeseries, pd.DataFrame(timeseries, columns=names))
+    atomic.write_json(out_sidecar, {**qc, "atlas": atlas.name})
+    atomic.write_tsv(out_relmat, pd.DataFrame(fc, columns=names))
+    atomic.write_tsv(out_relmat_raw, pd.DataFrame(np.full_like(fc, np.nan), columns=names))
+    atomic.write_tsv(out_coverage, pd.DataFrame({"node": names, "coverage": coverage}))
+    run_figure(
+        timeseries, fc, fd if fd is not None else np.zeros(0), list(atlas.networks), qc, out_figure
+    )
