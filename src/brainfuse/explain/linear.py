@@ -83,6 +83,10 @@ def _pipeline_parts(model) -> tuple[Any, Any | None]:
     return steps[-1][1], model[:-1]
 
 
+#: Baseline features whose weights map onto parcels, edges or bands.
+ATTRIBUTED_FEATURES = ("fc", "sc", "tangent", "eeg")
+
+
 def linear_blocks(
     model, x_fit: np.ndarray, features: str, n_nodes: int, n_bands: int = 1
 ) -> dict[str, FoldBlock] | None:

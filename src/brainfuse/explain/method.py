@@ -11,7 +11,7 @@ import pandas as pd
 from brainfuse.core.atlas import network_of
 from brainfuse.explain.blocks import BLOCK_MODALITY, BlockInfo, MethodAttribution
 from brainfuse.explain.gradients import torch_fold_blocks
-from brainfuse.explain.linear import linear_blocks
+from brainfuse.explain.linear import ATTRIBUTED_FEATURES, linear_blocks
 from brainfuse.explain.routing import routing_summary
 from brainfuse.methods.catalog import Catalog, default_catalog
 
@@ -103,6 +103,15 @@ def explain_method(
             {},
             ["a constant prediction (the majority class) has no biomarkers"],
         )
+    if spec.family == "sklearn" and spec.features not in ATTRIBUTED_FEATURES:
+        return MethodAttribution(
+            method,
+            "none",
+            list(range(len(model_paths))),
+            {},
+            {},
+            [f"no mapping of the features {spec.features!r} onto parcels or edges"],
+        )
     if spec.family == "sklearn":
         result = _linear_attribution(method, spec.features, model_paths, caches, infos, folds)
     else:
@@ -129,14 +138,14 @@ def _linear_attribution(
     import joblib
 
     from brainfuse.folds import subjects_of
-    from brainfuse.methods.baselines.features import FEATURES, SCALED_FEATURES
+    from brainfuse.methods.baselines.features import SCALED_FEATURES, feature_extractor
     from brainfuse.methods.baselines.fit import joint_samples
 
     result = MethodAttribution(method, "haufe", list(range(len(model_paths))), {}, {})
     result.extra["folds"] = {}
     modalities = tuple(caches)
     samples = joint_samples(caches, modalities)
-    x_all = FEATURES[features](caches)[samples[f"row_{modalities[0]}"].to_numpy()]
+    x_all = feature_extractor(features)(caches)[samples[f"row_{modalities[0]}"].to_numpy()]
     subjects = samples["subject"].astype(str)
     info = infos[modalities[0]]
     for fold, path in zip(result.folds, model_paths, strict=True):

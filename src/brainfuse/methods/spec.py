@@ -41,8 +41,8 @@ class MethodSpec:
         For sklearn methods, the baseline kind (``majority``, ``logreg``, ``svm``).
     features : str
         sklearn: the feature extractor (a key of
-        :data:`brainfuse.methods.baselines.features.FEATURES`); torch: the encoder name, the
-        default of the ``encoder`` parameter.
+        :data:`brainfuse.methods.baselines.features.FEATURES`, or ``"module:function"`` of an
+        outside package); torch: the encoder name, the default of the ``encoder`` parameter.
     params : mapping
         The method's default hyper-parameters (read-only; a deep copy of what was given).
         ``per_stage`` maps a stage name to defaults of that stage only.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from brainfuse.core.cache import Cache
 from brainfuse.core.connectivity import upper_triangle
 
-__all__ = ["FEATURES", "SCALED_FEATURES"]
+__all__ = ["FEATURES", "SCALED_FEATURES", "feature_extractor"]
 
 
 def _fc(caches: dict[str, Cache]) -> np.ndarray:
@@ -58,3 +59,14 @@ FEATURES: dict[str, Callable[[dict[str, Cache]], np.ndarray]] = {
 # Feature sets whose columns mix units (log band power beside envelope correlations) are
 # standardised before the linear models; connectivity vectors are not.
 SCALED_FEATURES = frozenset({"eeg"})
+
+
+def feature_extractor(name: str) -> Callable[[dict[str, Cache]], np.ndarray]:
+    """The extractor a spec's ``features`` names: a key of :data:`FEATURES`, or a
+    ``"module:function"`` of an outside package (a method added by an extension)."""
+    if name in FEATURES:
+        return FEATURES[name]
+    module, sep, function = name.partition(":")
+    if not sep:
+        raise KeyError(f"features {name!r}: not one of {sorted(FEATURES)} nor 'module:function'")
+    return getattr(importlib.import_module(module), function)

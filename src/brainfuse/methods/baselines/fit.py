@@ -17,7 +17,7 @@ from brainfuse.core.cache import Cache, read_cache
 from brainfuse.core.metrics import binary_metrics
 from brainfuse.folds import read_folds, subjects_of
 from brainfuse.methods.baselines.estimators import fit_select, scores
-from brainfuse.methods.baselines.features import FEATURES, SCALED_FEATURES
+from brainfuse.methods.baselines.features import SCALED_FEATURES, feature_extractor
 from brainfuse.methods.request import StageRequest
 from brainfuse.methods.spec import MethodSpec
 
@@ -39,7 +39,7 @@ def fit_baseline(request: StageRequest, spec: MethodSpec) -> None:
     modalities = tuple(request.cache_paths)
     caches = {m: read_cache(request.cache_paths[m]) for m in modalities}
     samples = joint_samples(caches, modalities)
-    x_all = FEATURES[spec.features](caches)[samples[f"row_{modalities[0]}"].to_numpy()]
+    x_all = feature_extractor(spec.features)(caches)[samples[f"row_{modalities[0]}"].to_numpy()]
     y_all = (samples["label"].astype(str) == str(request.positive)).astype(int).to_numpy()
     folds = read_folds(request.folds_path)
     roles = {

@@ -74,6 +74,7 @@ class SC:
             params=params["section"],
             out_relmat=outputs["relmat"],
             out_sidecar=outputs["sidecar"],
+            modality=self.name,
         )
 
     def build_cache(

@@ -16,13 +16,22 @@ log = logging.getLogger("brainfuse")
 
 
 def sc_run(
-    sc_path: str, entities: dict, atlas_cfg: dict, params: dict, out_relmat: str, out_sidecar: str
+    sc_path: str,
+    entities: dict,
+    atlas_cfg: dict,
+    params: dict,
+    out_relmat: str,
+    out_sidecar: str,
+    modality: str = "sc",
 ) -> None:
-    """Read, check and normalise one SC matrix; excluded matrices get a reason, not a crash."""
+    """Read, check and normalise one SC matrix; excluded matrices get a reason, not a crash.
+
+    ``modality`` names the QC record's modality (a modality built on SC records its own).
+    """
     from brainfuse.modalities.sc.matrix import check_sc, normalise_sc, read_sc
 
     atlas = atlas_from_config(atlas_cfg)
-    qc = qc_record(entities, "sc", sc_path)
+    qc = qc_record(entities, modality, sc_path)
     matrix = np.zeros((0, atlas.n_nodes), dtype=np.float32)
     try:
         raw = read_sc(sc_path, list(atlas.labels), params.get("mat_key"))
