@@ -57,3 +57,27 @@ def test_a_user_value_wins_and_the_rest_default(documented):
 def test_a_bad_value_is_a_config_error_naming_the_key(documented, change, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         read_config({**documented, **change}, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("methods", "named"),
+    [
+        ({"logreg_fc": {"stages": ["fitt"]}}, ["fitt", "logreg_fc has stages ['fit']"]),
+        ({"logreg_fcc": {"stages": ["fit"]}}, ["logreg_fcc", "unknown method", "logreg_fc"]),
+    ],
+)
+def test_a_dry_run_stops_on_an_unknown_method_or_stage(tmp_path, methods, named):
+    """Method and stage names are checked when the config is read: no job is planned."""
+    import subprocess
+    import sys
+
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"methods": methods}))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1",
+         "--snakefile", str(ROOT / "Snakefile"), "--directory", str(tmp_path)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert all(text in output for text in named), output[-2000:]
+    assert "Job stats" not in output

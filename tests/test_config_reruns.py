@@ -2,8 +2,9 @@
 
 One small run (the fMRI of the smallest demo dataset, a baseline and a torch method, through to
 the report) is completed once per module; each test writes a config with one value changed and
-asks Snakemake, with its default rerun triggers, which jobs it would run. Config values reach
-the rules as ``params``, so a value reruns the steps that read it and what depends on them.
+asks Snakemake, with its default rerun triggers, which jobs it would run. Each rule gets only the
+config keys its step reads as ``params``, so a value reruns the steps that read it and what
+depends on them.
 """
 
 from __future__ import annotations
@@ -92,6 +93,16 @@ def test_fmri_value_reruns_every_run_and_everything_downstream(completed):
     assert all(jobs[rule] == 1 for rule in REPORT)  # report_figures also plots fd_threshold
 
 
+def test_cache_only_value_reruns_the_cache_not_the_runs(completed):
+    """fmri.sequence_length is read by the fMRI cache alone: no per-run step reruns."""
+    workdir, config = completed
+    jobs = planned_jobs(workdir, changed(config, "fmri.sequence_length", 150))
+    assert "fmri_run" not in jobs
+    assert jobs["fmri_cache"] == jobs["folds"] == 1
+    assert jobs["fit_baseline"] == jobs["train_stage"] == N_FOLDS
+    assert all(jobs[rule] == 1 for rule in REPORT)
+
+
 def test_method_params_rerun_only_that_method(completed):
     workdir, config = completed
     jobs = planned_jobs(workdir, changed(config, "methods.gcn_fc.params.epochs", 3))
@@ -126,9 +137,11 @@ def test_resources_rerun_only_the_config_record(completed):
     assert jobs == {"dataset_description": 1}
 
 
-def test_key_order_counts_as_a_change(completed):
-    """Snakemake compares params as written: reordering a section reruns its steps."""
+def test_key_order_reruns_the_cache_not_the_runs(completed):
+    """The per-run step gets its keys in a fixed order; the cache records the section as
+    written, so reordering it rebuilds the cache and what follows, not the runs."""
     workdir, config = completed
     reordered = copy.deepcopy(config)
     reordered["fmri"] = dict(reversed(list(config["fmri"].items())))
-    assert planned_jobs(workdir, reordered)["fmri_run"] == n_bold_runs(workdir)
+    jobs = planned_jobs(workdir, reordered)
+    assert "fmri_run" not in jobs and jobs["fmri_cache"] == 1
