@@ -9,7 +9,7 @@ import yaml
 from snakemake.utils import validate
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = ROOT / "src" / "brainfuse" / "config.schema.yaml"
 
 
 @pytest.fixture

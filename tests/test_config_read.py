@@ -9,7 +9,7 @@ from brainfuse.config import Config, read_config
 from brainfuse.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA = ROOT / "src" / "brainfuse" / "config.schema.yaml"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from brainfuse.benchmarks.eeg import synthetic_atlas
 from brainfuse.core.errors import InputError
 from brainfuse.modalities.eeg import source as eeg_source
 from brainfuse.modalities.eeg.channels import infer_channel_type, normalise_channel_name
-from brainfuse.modalities.eeg.params import DEFAULT_EEG_PARAMS, resolve_params
+from brainfuse.modalities.eeg.params import default_eeg_params, resolve_params
 from brainfuse.modalities.eeg.process import process_eeg
 from brainfuse.modalities.eeg.recording import load_recording
 from brainfuse.modalities.eeg.segment import segment
@@ -432,7 +432,7 @@ def test_source_level_output_shapes(tmp_path, atlas):
     path = _recording(tmp_path, seconds=20)
     result = process_eeg(path, atlas, FAST)
     n_bands, n_nodes, n_times = 5, atlas.n_nodes, 40
-    assert result.level == "source" and result.bands == list(DEFAULT_EEG_PARAMS["bands"])
+    assert result.level == "source" and result.bands == list(default_eeg_params()["bands"])
     assert result.node_names == list(atlas.labels)
     assert result.envelopes.shape == (n_bands, n_nodes, n_times)
     assert result.aec.shape == (n_bands, n_nodes, n_nodes)

@@ -16,6 +16,7 @@ PARAMS = {
     "fd_threshold": 0.5,
     "min_clean_seconds": 100,
     "dummy_scans": "auto",
+    "custom_columns": [],
 }
 
 

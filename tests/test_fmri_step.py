@@ -82,6 +82,7 @@ def _run(tmp_path, atlas, bold, confounds, **params):
             "fd_threshold": 0.5,
             "min_clean_seconds": 120,
             "dummy_scans": 0,
+            "custom_columns": [],
             **params,
         },
         out_timeseries=outputs["ts.tsv"],

@@ -20,8 +20,8 @@ import yaml
 
 from brainfuse.core.errors import ConfigError
 
-#: Where the workflow keeps the schema, relative to the repository root.
-SCHEMA_PATH = Path("workflow") / "schemas" / "config.schema.yaml"
+#: The configuration's JSON schema (YAML): every key, its checks and its default.
+SCHEMA_PATH = Path(__file__).with_name("config.schema.yaml")
 
 
 @dataclass(frozen=True)
@@ -151,6 +151,14 @@ def validate(config: Mapping[str, Any], schema_path: str | Path) -> dict[str, An
 def _describe(error: jsonschema.ValidationError) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     return f"config key {where}: {error.message}"
+
+
+def section_defaults(section: str, schema_path: str | Path = SCHEMA_PATH) -> dict[str, Any]:
+    """The schema's default of every key of a config section (e.g. ``eeg``), for code called
+    outside a workflow run (tests, benchmarks) that needs a complete section."""
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    properties = schema["properties"][section]["properties"]
+    return {key: copy.deepcopy(p["default"]) for key, p in properties.items() if "default" in p}
 
 
 def read_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> Config:

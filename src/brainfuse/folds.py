@@ -100,8 +100,6 @@ def write_folds(samples_tables: list[pd.DataFrame], cv: dict, seed: int, out: st
     # A subject's label is constant when it comes from participants.tsv; keep one row per
     # subject-label pair so that modalities do not weight subjects unequally.
     samples = samples.drop_duplicates(["subject", "label"])
-    folds = make_folds(
-        samples, cv["n_folds"], cv.get("val_fraction", 0.2), seed, cv.get("group_by", "subject")
-    )
+    folds = make_folds(samples, cv["n_folds"], cv["val_fraction"], seed, cv["group_by"])
     folds["n_labels"] = folds["subject"].map(labels_per_subject).astype(int)
     atomic.write_tsv(out, folds)

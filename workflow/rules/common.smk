@@ -2,17 +2,16 @@
 # methods and modalities (with the config's extensions), the discovered inputs, and which methods
 # run. Unknown methods or stages and invalid values stop here, before any job.
 import re
-from pathlib import Path
 
 from snakebids import bids, set_bids_spec
 
-from brainfuse.config import SCHEMA_PATH, read_config
+from brainfuse.config import read_config
 from brainfuse.extensions import load_extensions
 from brainfuse.inputs import discover
 
 set_bids_spec("v0_15_0")
 
-CFG = read_config(config, Path(workflow.main_snakefile).parent / SCHEMA_PATH)
+CFG = read_config(config)
 CATALOG, MODALITIES = load_extensions(CFG.extensions)
 CATALOG.check(CFG.methods)
 R = CFG.results_dir

@@ -25,7 +25,7 @@ import numpy as np
 
 from brainfuse.core.atlas import Atlas, load_atlas
 from brainfuse.modalities.eeg import source as eeg_source
-from brainfuse.modalities.eeg.params import DEFAULT_EEG_PARAMS
+from brainfuse.modalities.eeg.params import default_eeg_params
 from brainfuse.modalities.eeg.process import process_eeg
 
 # 64 channels of the 10-10 system (BioSemi-64 layout), all in MNE's standard_1005 montage.
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     mne.set_log_level("ERROR")
-    params = dict(DEFAULT_EEG_PARAMS, level=args.level)
+    params = dict(default_eeg_params(), level=args.level)
     # Shorter test runs keep working: one window must fit in the recording.
     fits = int(args.duration * params["envelope_sfreq"])
     params["window_length"] = max(2, min(params["window_length"], fits))

@@ -24,6 +24,7 @@ XCPD_PARAMS = {
     "fd_threshold": None,
     "min_clean_seconds": 0,
     "dummy_scans": "auto",
+    "custom_columns": [],
 }
 
 

@@ -6,34 +6,15 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+from brainfuse.config import section_defaults
 from brainfuse.modalities.eeg import source as eeg_source
 
-DEFAULT_EEG_PARAMS: dict[str, Any] = {
-    "level": "source",  # "source" | "sensor"
-    "montage": "standard_1005",
-    "min_match_rate": 0.8,
-    "min_channels": 8,  # fewer usable EEG channels than this -> InputError
-    "l_freq": 1.0,
-    "h_freq": 45.0,
-    "notch": [50],
-    "resample_hz": 250,  # None keeps the recording's rate
-    "bands": {
-        "delta": [1, 4],
-        "theta": [4, 8],
-        "alpha": [8, 13],
-        "beta": [13, 30],
-        "gamma": [30, 45],
-    },
-    "inverse": "eLORETA",  # eLORETA | dSPM | sLORETA | MNE | LCMV
-    "snr": 3.0,
-    "parcel_mode": "mean_flip",  # mean_flip | pca
-    "orthogonalise": True,  # True/"auto": symmetric, pairwise when rank < nodes; "pairwise"; False
-    "envelope_sfreq": 2.0,
-    "window_length": 200,
-    "forward": None,  # None: template sphere model; or a path to a -fwd.fif
-    "source_spacing_mm": 8.0,
-    "cache_dir": None,  # directory for on-disk template forwards and kernels (None: memory only)
-}
+
+def default_eeg_params() -> dict[str, Any]:
+    """The config's ``eeg`` defaults (from the schema) and ``cache_dir``, the folder of on-disk
+    template forwards and kernels that the rule adds (None: memory only)."""
+    return {**section_defaults("eeg"), "cache_dir": None}
+
 
 _LEVELS = ("source", "sensor")
 _ORTHOGONALISE = ("auto", "symmetric", "pairwise", "none")
@@ -47,11 +28,11 @@ def resolve_params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     ValueError
         For values that no recording could satisfy (a configuration error, not an exclusion).
     """
-    merged = dict(DEFAULT_EEG_PARAMS)
-    unknown = set(params or {}) - set(DEFAULT_EEG_PARAMS)
+    merged = default_eeg_params()
+    unknown = set(params or {}) - set(merged)
     if unknown:
         warnings.warn(f"unknown eeg parameters ignored: {sorted(unknown)}", stacklevel=2)
-    merged.update({k: v for k, v in (params or {}).items() if k in DEFAULT_EEG_PARAMS})
+    merged.update({k: v for k, v in (params or {}).items() if k in merged})
     if merged["level"] not in _LEVELS:
         raise ValueError(f"eeg.level={merged['level']!r}: choose one of {_LEVELS}")
     if merged["inverse"] not in eeg_source.INVERSE_METHODS:

@@ -127,7 +127,7 @@ def process_eeg(
         Parcellation for ``level: source`` (nodes in its order); unused at sensor level.
     params : dict
         The config's ``eeg:`` section; missing keys take
-        :data:`~brainfuse.modalities.eeg.params.DEFAULT_EEG_PARAMS`.
+        :func:`~brainfuse.modalities.eeg.params.default_eeg_params`.
     channels_tsv, electrodes_tsv : path, optional
         BIDS sidecars.
 

@@ -117,11 +117,11 @@ def denoise(
     from nilearn.signal import clean
 
     n_volumes = timeseries.shape[0]
-    dummies = dummy_volumes(confounds, params.get("dummy_scans", "auto"))
+    dummies = dummy_volumes(confounds, params["dummy_scans"])
     fd = confounds.get("framewise_displacement", pd.Series(np.zeros(n_volumes))).fillna(0)
     fd = fd.to_numpy(dtype=float)
     censored = np.zeros(n_volumes, dtype=bool)
-    if params.get("fd_threshold") is not None:
+    if params["fd_threshold"] is not None:
         censored = (fd > params["fd_threshold"]) & ~dummies
     kept = ~dummies & ~censored
     clean_seconds = kept.sum() * tr
@@ -134,19 +134,19 @@ def denoise(
         "max_fd": float(fd[~dummies].max()),
         "clean_seconds": float(clean_seconds),
     }
-    if clean_seconds < params.get("min_clean_seconds", 0):
+    if clean_seconds < params["min_clean_seconds"]:
         raise InputError(
             confounds_path,
             f"only {clean_seconds:.0f} s of clean data after censoring FD > "
-            f"{params.get('fd_threshold')} mm (minimum {params['min_clean_seconds']} s)",
+            f"{params['fd_threshold']} mm (minimum {params['min_clean_seconds']} s)",
         )
     try:
         columns = confound_columns(
-            params.get("strategy", "36P"), list(confounds.columns), params.get("custom_columns")
+            params["strategy"], list(confounds.columns), params["custom_columns"]
         )
     except KeyError as err:
         raise InputError(
-            confounds_path, f"strategy {params.get('strategy')!r} needs missing columns: {err}"
+            confounds_path, f"strategy {params['strategy']!r} needs missing columns: {err}"
         ) from err
     design = confounds[columns].to_numpy(dtype=float)
     # Derivative columns start with n/a; fMRIPrep convention is to treat the first value as 0.
@@ -161,10 +161,10 @@ def denoise(
             t_r=tr,
             confounds=design if design.size else None,
             sample_mask=sample_mask,
-            detrend=params.get("detrend", True),
+            detrend=params["detrend"],
             standardize=None,
-            high_pass=params.get("high_pass"),
-            low_pass=params.get("low_pass"),
+            high_pass=params["high_pass"],
+            low_pass=params["low_pass"],
             filter="butterworth",
         )
         cleaned[:, finite_nodes] = out
