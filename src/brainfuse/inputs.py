@@ -74,7 +74,7 @@ class Inputs:
 
 def demo_runs(n_subjects: int, seed: int) -> dict[str, list[int]]:
     """Subjects of the demo dataset and their fMRI runs, as the generator draws them."""
-    from brainfuse.demo.dataset import make_participants
+    from brainfuse.demo.participants import make_participants
 
     table = make_participants(n_subjects, seed)
     return {
