@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,6 +12,7 @@ import pandas as pd
 
 from brainfuse.core.bids import SAMPLE_ENTITIES, snakebids_table, strip_entities
 from brainfuse.modalities.base import OutputName, section_values
+from brainfuse.modalities.fmri.tables import table_sidecar
 
 DEMO_SPACE = "MNI152NLin6Asym"
 #: Input kinds, in the order their samples are joined (the ``source`` column).
@@ -138,19 +140,26 @@ class FMRI:
             *bold,
             *[p for b in bold for p in bold_companions(b).values()],
             *tables,
-            *[p.replace(".tsv", ".json") for p in tables],
+            *[table_sidecar(p) for p in tables],
         ]
 
     def sample_inputs(self, row: pd.Series, config: dict) -> dict[str, str | list[str]]:
-        """A BOLD run with its fMRIPrep companions, or a pre-parcellated time-series table."""
+        """A BOLD run with its fMRIPrep companions, or a pre-parcellated time-series table;
+        either with its JSON sidecar where there is one (the TR falls back to the NIfTI header
+        or ``input.timeseries_tr``; the demo writes every sidecar, so they are planned files)."""
+
+        def optional(path: str) -> str | list[str]:
+            return path if config["input"]["demo"] or os.path.exists(path) else []
+
         if row["source"] == "bold":
             companions = bold_companions(row["path"])
             return {
                 "bold": row["path"],
                 "confounds": companions["confounds"],
                 "mask": companions["mask"],
+                "sidecar": optional(companions["sidecar"]),
             }
-        return {"table": row["path"]}
+        return {"table": row["path"], "sidecar": optional(table_sidecar(row["path"]))}
 
     def sample_outputs(self, atlas: str) -> dict[str, OutputName]:
         return {
@@ -172,10 +181,7 @@ class FMRI:
         return section_values(config, self, self.run_keys)
 
     def sample_params(self, row: pd.Series, config: dict) -> dict[str, Any]:
-        return {
-            "sidecar": bold_companions(row["path"])["sidecar"],
-            "default_tr": config["input"]["timeseries_tr"],
-        }
+        return {"default_tr": config["input"]["timeseries_tr"]}
 
     def run_sample(
         self, inputs: Mapping[str, Any], params: Mapping[str, Any], outputs: Mapping[str, str]
@@ -193,7 +199,9 @@ class FMRI:
                 bold=inputs["bold"],
                 confounds=inputs["confounds"],
                 mask=inputs["mask"],
-                sidecar=params["sidecar"],
+                # where the sidecar is missing, the TR comes from the header (the path is named
+                # in the reason when neither has one)
+                sidecar=inputs["sidecar"] or bold_companions(inputs["bold"])["sidecar"],
                 **common,
             )
         else:

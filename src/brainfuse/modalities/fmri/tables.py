@@ -59,9 +59,14 @@ def _is_number(value) -> bool:
     return True
 
 
+def table_sidecar(path: str | Path) -> str:
+    """The JSON sidecar of a time-series table (same name, ``.json``)."""
+    return str(path).rsplit(".", 1)[0] + ".json"
+
+
 def repetition_time_of_table(path: str | Path, default_tr: float | None) -> float:
     """TR from the JSON sidecar (RepetitionTime, or SamplingFrequency in Hz), else the config."""
-    sidecar = Path(str(path).rsplit(".", 1)[0] + ".json")
+    sidecar = Path(table_sidecar(path))
     if sidecar.exists():
         meta = json.loads(sidecar.read_text())
         if "RepetitionTime" in meta:
