@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,14 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON atomically."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    """Write ``obj`` as indented JSON atomically; NaN and infinite floats become ``null``.
+
+    JSON has no NaN: Python would write a bare ``NaN`` that jq, browsers and strict parsers
+    reject, so every value goes through :func:`json_safe` first and ``allow_nan=False`` makes
+    any value that slipped through an error here rather than in a reader.
+    """
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=True, allow_nan=False)
+    write_text(path, text + "\n")
 
 
 def write_tsv(path: str | os.PathLike, frame) -> None:
@@ -54,13 +61,32 @@ def write_tsv(path: str | os.PathLike, frame) -> None:
         frame.to_csv(tmp, sep="\t", index=False, na_rep="n/a")
 
 
-def _json_default(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
+    """``obj`` as plain JSON values: numpy scalars and arrays, paths and sets converted, NaN and
+    infinite floats (nested in dicts, lists and tuples too) replaced by ``None``."""
     import numpy as np
 
-    if isinstance(obj, np.generic):
-        return obj.item()
+    if isinstance(obj, Mapping):
+        return {_json_key(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted(json_safe(v) for v in obj)
     if isinstance(obj, np.ndarray):
-        return obj.tolist()
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
     if isinstance(obj, Path):
         return str(obj)
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
     raise TypeError(f"Cannot serialise {type(obj).__name__} to JSON")
+
+
+def _json_key(key: Any) -> str:
+    """A mapping key as JSON writes it (a string), so that sorting mixed keys works."""
+    import numpy as np
+
+    return key if isinstance(key, str) else str(key.item() if isinstance(key, np.generic) else key)

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
-
-import numpy as np
 
 from brainfuse.core import atomic
 from brainfuse.explain.blocks import TOP_K, MethodAttribution, block_rank
@@ -52,29 +49,7 @@ def write_outputs(
         summary["ground_truth"] = ground_truth_recovery(importance, edges, truth)
     atomic.write_tsv(out_importance, importance)
     atomic.write_tsv(out_edges, edges)
-    text = json.dumps(_finite(summary), indent=1, default=_json_default, allow_nan=False)
+    # key order kept (blocks in their order, not sorted): the report reads the first block
+    text = json.dumps(atomic.json_safe(summary), indent=1, allow_nan=False)
     atomic.write_text(out_summary, text)
     return summary
-
-
-def _finite(obj: Any) -> Any:
-    """``obj`` with NaN and infinite floats replaced by None (JSON has neither)."""
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    return obj
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.floating):
-        return None if math.isnan(float(obj)) else float(obj)
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"cannot serialise {type(obj).__name__}")

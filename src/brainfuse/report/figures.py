@@ -2,14 +2,20 @@
 difference, fold spread, MoE routing and QC.
 
 Every function draws one figure and writes it to ``out_png`` atomically (a PNG that Snakemake's
-report and the HTML report both use); none needs a display or the network.
+report and the HTML report both use); none needs a display or the network. None raises on
+degenerate input (flat, NaN or empty importances, one-class predictions): what can be drawn is
+drawn, and a figure that cannot be drawn becomes a PNG that says why (and the reason is logged),
+so that the report stage never stops a run.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
+import inspect
+import logging
 import textwrap
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from brainfuse.core.atomic import atomic_path
+
+log = logging.getLogger("brainfuse")
 
 #: Yeo-7 network colours (the usual Yeo 2011 palette), for labels and bars.
 NETWORK_COLORS = {
@@ -31,6 +39,8 @@ NETWORK_COLORS = {
 }
 NETWORK_ORDER = ("Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default")
 DPI = 100
+#: nilearn's colorbar rounds its bounds with this format; a colour range must survive it.
+NILEARN_TICK_FORMAT = "%.2g"
 
 
 def _plt():
@@ -65,6 +75,49 @@ def message_figure(text: str, out_png: str | Path, size: tuple[float, float] = (
     return save(fig, out_png)
 
 
+def never_raises(draw: Callable[..., str]) -> Callable[..., str]:
+    """Make a figure function write a PNG that says why instead of raising.
+
+    The figure functions handle the degenerate inputs they know of; this is the last resort for
+    the ones nobody foresaw, so that one figure never stops the report of a long run.
+    """
+    signature = inspect.signature(draw)
+
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> str:
+        plt = _plt()
+        open_before = set(plt.get_fignums())
+        try:
+            return draw(*args, **kwargs)
+        except Exception as error:  # noqa: BLE001 - any failure becomes a figure that says why
+            for number in set(plt.get_fignums()) - open_before:
+                plt.close(number)
+            out_png = signature.bind(*args, **kwargs).arguments["out_png"]
+            log.warning("%s could not draw %s: %r", draw.__name__, out_png, error)
+            return message_figure(
+                f"This figure could not be drawn ({draw.__name__}): "
+                f"{type(error).__name__}: {error}",
+                out_png,
+            )
+
+    return wrapper
+
+
+def _colour_range(low: float, high: float) -> tuple[float, float]:
+    """Colour limits for importances in ``[low, high]`` (finite) that nilearn's colorbar can show.
+
+    The colour runs from a little below the lowest to the highest value, so that the ranking
+    shows. nilearn rounds the colorbar bounds with ``%.2g``; a narrow range (1.069-1.107 %, as a
+    diffuse effect gives) would round to one value and its colorbar would divide by zero, so the
+    range then starts at 0 (the values are about equal, which the colours then say).
+    """
+    vmax = high if high > 0 else 1.0
+    vmin = low - 0.1 * (high - low)
+    if float(NILEARN_TICK_FORMAT % vmin) >= float(NILEARN_TICK_FORMAT % vmax):
+        vmin = 0.0 if vmax > 0 else vmax - 1.0
+    return vmin, vmax
+
+
 def _network_color(network: str) -> str:
     return NETWORK_COLORS.get(network, NETWORK_COLORS["NA"])
 
@@ -92,6 +145,7 @@ def _coords(names: Sequence[str], atlas_labels: Sequence[str], centroids: np.nda
     return None if not np.isfinite(coords).all() else coords
 
 
+@never_raises
 def top_parcels_figure(
     importance: pd.DataFrame,
     atlas_labels: Sequence[str],
@@ -107,9 +161,10 @@ def top_parcels_figure(
     from nilearn import plotting
 
     frame = importance if block is None else importance[importance["block"] == block]
+    frame = frame[np.isfinite(pd.to_numeric(frame["importance"], errors="coerce"))]
     frame = frame.sort_values("rank", kind="stable").head(k)
     if frame.empty:
-        return message_figure("No parcel importance to show.", out_png)
+        return message_figure("No parcel importance to show (none is a finite number).", out_png)
     coords = _coords(list(frame["parcel"]), atlas_labels, centroids)
     if coords is None:
         return message_figure(
@@ -122,14 +177,15 @@ def top_parcels_figure(
     spread = high - low
     # size and colour run from the k-th to the first parcel, so that the ranking shows
     size = 60 + 240 * (values - low) / spread if spread > 0 else np.full(len(values), 150.0)
+    vmin, vmax = _colour_range(low, high)
     fig = plt.figure(figsize=(9, 3.2))
     plotting.plot_markers(
         values,
         coords,
         node_size=size,
         node_cmap="YlOrRd",
-        node_vmin=low - 0.1 * spread if spread > 0 else 0.0,
-        node_vmax=high if high > 0 else 1.0,
+        node_vmin=vmin,
+        node_vmax=vmax,
         display_mode="lzry",
         figure=fig,
         title=title or None,
@@ -139,6 +195,7 @@ def top_parcels_figure(
     return save(fig, out_png)
 
 
+@never_raises
 def top_edges_figure(
     edges: pd.DataFrame,
     atlas_labels: Sequence[str],
@@ -154,8 +211,11 @@ def top_edges_figure(
     from nilearn import plotting
 
     frame = edges if block is None else edges[edges["block"] == block]
+    frame = frame[np.isfinite(pd.to_numeric(frame["importance"], errors="coerce"))]
     if frame.empty:
-        return message_figure("This model has no edge-level attribution.", out_png)
+        return message_figure(
+            "This model has no edge-level attribution (or none is a finite number).", out_png
+        )
     if (frame["band"].astype(str) != "").any():
         frame = frame.assign(edge_label=frame["band"].astype(str))
     frame = frame.sort_values("rank", kind="stable").head(k)
@@ -168,7 +228,7 @@ def top_edges_figure(
         )
     position = {n: i for i, n in enumerate(nodes)}
     adjacency = np.zeros((len(nodes), len(nodes)))
-    top = float(frame["importance"].max()) or 1.0
+    top = float(frame["importance"].abs().max()) or 1.0  # all-zero edges: drawn as zero
     for row in frame.itertuples(index=False):
         i, j = position[row.parcel_i], position[row.parcel_j]
         value = row.importance / top * (-1.0 if row.sign == "-" else 1.0)
@@ -199,6 +259,7 @@ def _networks_of(frame: pd.DataFrame, nodes: Sequence[str]) -> list[str]:
     return [mapping.get(n, "NA") for n in nodes]
 
 
+@never_raises
 def networks_figure(summary: Mapping[str, Any], out_png: str | Path) -> str:
     """Per block: share of importance per Yeo-7 network (bars, coloured by network) against the
     network's share of parcels (ticks); bands and modality shares when the model has them."""
@@ -222,8 +283,10 @@ def networks_figure(summary: Mapping[str, Any], out_png: str | Path) -> str:
                 ),
             )
             names = [r["network"] for r in rows]
-            shares = [r["share"] for r in rows]
-            expected = [r["n_parcels"] / blocks[block]["n_parcels"] for r in rows]
+            # a share is null in summary.json where it was not a number (e.g. no importance)
+            shares = [r.get("share") or 0.0 for r in rows]
+            total = blocks[block].get("n_parcels") or 0
+            expected = [(r.get("n_parcels") or 0) / total if total else 0.0 for r in rows]
             y = np.arange(len(rows))
             ax.barh(y, shares, color=[_network_color(n) for n in names])
             ax.scatter(expected, y, marker="|", s=200, color="black", label="parcel share")
@@ -239,8 +302,8 @@ def networks_figure(summary: Mapping[str, Any], out_png: str | Path) -> str:
             bands = blocks[block]["bands"]
             ax.bar(
                 list(bands),
-                [v["share"] for v in bands.values()],
-                yerr=[v["sd"] or 0 for v in bands.values()],
+                [v.get("share") or 0.0 for v in bands.values()],
+                yerr=[v.get("sd") or 0.0 for v in bands.values()],
                 color="#3b5bdb",
             )
             ax.set_ylabel("share of importance")
@@ -260,6 +323,7 @@ def networks_figure(summary: Mapping[str, Any], out_png: str | Path) -> str:
 # --------------------------------------------------------------------------- evaluation
 
 
+@never_raises
 def roc_figure(predictions: pd.DataFrame, out_png: str | Path) -> str:
     """ROC curves per method: each test fold (thin) and the pooled test predictions (thick).
 
@@ -269,9 +333,11 @@ def roc_figure(predictions: pd.DataFrame, out_png: str | Path) -> str:
     plt = _plt()
     from sklearn.metrics import roc_auc_score, roc_curve
 
-    methods = list(dict.fromkeys(predictions["method"]))
+    score = pd.to_numeric(predictions.get("y_score"), errors="coerce")
+    predictions = predictions[np.isfinite(score)] if score is not None else predictions.iloc[0:0]
+    methods = list(dict.fromkeys(predictions["method"])) if "method" in predictions else []
     if not methods:
-        return message_figure("No predictions.", out_png)
+        return message_figure("No predictions with a finite score: no ROC curves.", out_png)
     cols = min(4, len(methods))
     rows = int(np.ceil(len(methods) / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
@@ -289,6 +355,8 @@ def roc_figure(predictions: pd.DataFrame, out_png: str | Path) -> str:
             auc = roc_auc_score(frame["y_true"], frame["y_score"])
             ax.plot(fpr, tpr, color="#3b5bdb", lw=2)
             title += f"\npooled AUC {auc:.2f}"
+        else:
+            title += "\none class only: no ROC curve"
         ax.plot([0, 1], [0, 1], color="#b42318", lw=0.8, ls="--")
         ax.set_title(title, fontsize=9)
         ax.set_xlim(0, 1)
@@ -303,16 +371,19 @@ def roc_figure(predictions: pd.DataFrame, out_png: str | Path) -> str:
     return save(fig, out_png)
 
 
+@never_raises
 def fold_spread_figure(
     per_fold: pd.DataFrame, out_png: str | Path, metric: str = "balanced_accuracy"
 ) -> str:
     """Per-fold metric of each method as points over a box, with chance marked."""
     plt = _plt()
-    methods = list(dict.fromkeys(per_fold["method"]))
+    methods = list(dict.fromkeys(per_fold["method"])) if metric in per_fold else []
     if not methods:
-        return message_figure("No per-fold metrics.", out_png)
+        return message_figure(f"No per-fold {metric.replace('_', ' ')}.", out_png)
+    values = pd.to_numeric(per_fold[metric], errors="coerce")
+    values = values.where(np.isfinite(values))
+    data = [values[per_fold["method"] == m].dropna().to_numpy() for m in methods]
     fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(methods), 3.2))
-    data = [per_fold.loc[per_fold["method"] == m, metric].dropna().to_numpy() for m in methods]
     ax.boxplot(data, tick_labels=methods, widths=0.5, showfliers=False)
     rng = np.random.default_rng(0)
     for i, values in enumerate(data, start=1):
@@ -327,6 +398,7 @@ def fold_spread_figure(
     return save(fig, out_png)
 
 
+@never_raises
 def fc_difference_figure(
     fc: np.ndarray,
     labels: Sequence[str],
@@ -344,17 +416,21 @@ def fc_difference_figure(
     per_subject, subject_label = [], []
     for subject in dict.fromkeys(subjects):
         rows = subjects == subject
-        per_subject.append(np.nanmean(z[rows], axis=0))
+        per_subject.append(_finite_mean(z[rows]))
         subject_label.append(labels[rows][0])
-    if not per_subject:
-        return message_figure("No fMRI samples.", out_png)
+    if not per_subject or z.ndim != 3 or z.shape[1] == 0:
+        return message_figure("No fMRI samples with connectivity: no FC group difference.", out_png)
     per_subject = np.stack(per_subject)
     positive_rows = np.asarray(subject_label) == str(positive)
     if positive_rows.all() or not positive_rows.any():
         return message_figure(
             "Only one class among the fMRI samples: no group difference.", out_png
         )
-    diff = np.nanmean(per_subject[positive_rows], 0) - np.nanmean(per_subject[~positive_rows], 0)
+    diff = _finite_mean(per_subject[positive_rows]) - _finite_mean(per_subject[~positive_rows])
+    if not np.isfinite(diff).any():
+        return message_figure(
+            "No parcel pair has connectivity in both classes: no FC group difference.", out_png
+        )
     np.fill_diagonal(diff, 0.0)
     order = network_order(networks)
     ordered = np.nan_to_num(diff[np.ix_(order, order)])
@@ -382,6 +458,17 @@ def fc_difference_figure(
     return save(fig, out_png)
 
 
+def _finite_mean(stack: np.ndarray) -> np.ndarray:
+    """Mean over the first axis of the finite values; NaN where there is none (a parcel missing
+    from every run), without numpy's "Mean of empty slice" warning."""
+    finite = np.isfinite(stack)
+    count = finite.sum(axis=0)
+    total = np.where(finite, stack, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+@never_raises
 def routing_figure(routing: Mapping[str, Any], out_png: str | Path) -> str:
     """MoE routing shares by class (M3D-BFS): per MoE, stacked mean share of tokens per expert
     for each class, averaged over fusion blocks, test samples and folds."""
@@ -417,6 +504,7 @@ def routing_figure(routing: Mapping[str, Any], out_png: str | Path) -> str:
 # --------------------------------------------------------------------------- QC
 
 
+@never_raises
 def fd_distribution_figure(
     qc: pd.DataFrame, out_png: str | Path, fd_threshold: float | None = None
 ) -> str:
@@ -424,13 +512,14 @@ def fd_distribution_figure(
     plt = _plt()
     fmri = qc[qc["modality"] == "fmri"] if "modality" in qc else qc.iloc[0:0]
     fd = pd.to_numeric(fmri.get("mean_fd", pd.Series(dtype=float)), errors="coerce")
+    fd = fd.where(np.isfinite(fd))
     if fd.notna().sum() == 0:
         return message_figure(
             "No framewise displacement recorded (no fMRI runs with confounds).", out_png
         )
     fig, ax = plt.subplots(figsize=(5.5, 2.8))
     included = fmri["status"] == "included"
-    bins = np.linspace(0, float(np.nanmax(fd)) * 1.05 + 1e-6, 25)
+    bins = np.linspace(0, float(fd.max()) * 1.05 + 1e-6, 25)
     ax.hist(fd[included].dropna(), bins=bins, color="#3b5bdb", alpha=0.8, label="included")
     if (~included & fd.notna()).any():
         ax.hist(fd[~included].dropna(), bins=bins, color="#b42318", alpha=0.8, label="excluded")
@@ -455,6 +544,7 @@ def fd_distribution_figure(
     return save(fig, out_png)
 
 
+@never_raises
 def exclusions_figure(qc: pd.DataFrame, out_png: str | Path) -> str:
     """Excluded samples by modality and reason."""
     plt = _plt()

@@ -97,8 +97,14 @@ def _results_table(
 
 def _permutation_html(test: Mapping[str, Any] | None) -> str:
     if not test or not test.get("available"):
-        return "<p>No permutation test: no method has test predictions of both classes.</p>"
+        reason = (test or {}).get("reason") or "no method has test predictions of both classes"
+        return f"<p>No permutation test: {escape(reason)}.</p>"
     ba, auc = test["balanced_accuracy"], test["auc"]
+    chance = (
+        f"chance {ba['null_mean']:.2f}"
+        if ba.get("null_mean") is not None
+        else "chance level not estimable: no permutation left both classes"
+    )
     verdict = (
         "<span class='ok'>better than chance</span>"
         if ba["p_max"] < 0.05 or auc["p_max"] < 0.05
@@ -109,7 +115,7 @@ def _permutation_html(test: Mapping[str, Any] | None) -> str:
         f"<p>Best model by mean balanced accuracy: <b>{escape(test['method'])}</b>. "
         f"Its pooled test predictions ({test['n_samples']} samples of {test['n_subjects']} "
         f"subjects, all folds together) reach a balanced accuracy of {ba['observed']:.3f} "
-        f"(permutation {p_text(ba['p'])}; chance {ba['null_mean']:.2f}) and an AUC of "
+        f"(permutation {p_text(ba['p'])}; {chance}) and an AUC of "
         f"{auc['observed']:.3f} ({p_text(auc['p'])}). Corrected for choosing the best of "
         f"{len(test['methods_compared'])} methods (maximum statistic over methods under the "
         f"same permutation): {p_text(ba['p_max'])} (balanced accuracy), "
@@ -389,7 +395,12 @@ def _biomarker_overview(
         block = summary.get("headline_block")
         info = summary["blocks"].get(block, {})
         ranked = sorted(info.get("networks", []), key=lambda n: -(n.get("enrichment") or 0))
-        top = [f"{n['network']} ({n['enrichment']:.1f}×)" for n in ranked[:2]]
+        top = [
+            f"{n['network']} ({n['enrichment']:.1f}×)"
+            if n.get("enrichment") is not None
+            else f"{n['network']} (no enrichment: no importance)"
+            for n in ranked[:2]
+        ]
         stab = info.get("stability", {})
         rows.append(
             {

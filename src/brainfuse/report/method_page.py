@@ -252,8 +252,12 @@ def _stability_text(info: Mapping[str, Any]) -> str:
         )
     if stab.get("top_k_overlap_mean") is not None:
         parts.append(
-            f"mean top-{stab['top_k']} parcel overlap {stab['top_k_overlap_mean']:.2f} "
-            f"(chance {stab['chance_overlap']:.2f})"
+            f"mean top-{stab['top_k']} parcel overlap {stab['top_k_overlap_mean']:.2f}"
+            + (
+                f" (chance {stab['chance_overlap']:.2f})"
+                if stab.get("chance_overlap") is not None
+                else ""
+            )
         )
     edge_stab = info.get("edge_stability") or {}
     if edge_stab.get("top_k_overlap_mean") is not None:
