@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger("brainfuse")
 
 
 def make_report_figures(
@@ -29,26 +32,38 @@ def make_report_figures(
     draw.roc_figure(predictions, out["roc"])
     draw.fold_spread_figure(per_fold, out["fold_spread"])
     if fmri_cache and Path(fmri_cache).exists():
-        from brainfuse.core.cache import read_cache
-
-        cache = read_cache(fmri_cache, columns=["fc", "sample_id", "subject", "label"])
-        networks = cache.metadata.get("roi_networks")
-        if not networks:
-            from brainfuse.core.atlas import network_of
-
-            networks = [network_of(n) for n in cache.metadata.get("roi_names", [])]
-        draw.fc_difference_figure(
-            cache.arrays.get("fc", np.zeros((0, len(networks), len(networks)))),
-            cache.table["label"],
-            cache.table["subject"],
-            networks,
-            positive,
-            out["fc_difference"],
-        )
+        _fc_difference(fmri_cache, positive, out["fc_difference"])
     else:
         draw.message_figure("No fMRI data: no FC group difference.", out["fc_difference"])
     draw.fd_distribution_figure(qc, out["fd_distribution"], fd_threshold)
     draw.exclusions_figure(qc, out["exclusions"])
+
+
+def _fc_difference(fmri_cache: str, positive: str, out_png: str) -> None:
+    """The FC group difference from the fMRI cache; a cache that cannot be read becomes a
+    figure that says why, so that the report stage never stops a run."""
+    from brainfuse.core.cache import read_cache
+    from brainfuse.report import figures as draw
+
+    try:
+        cache = read_cache(fmri_cache, columns=["fc", "sample_id", "subject", "label"])
+    except (OSError, KeyError, ValueError) as error:
+        log.warning("FC group difference: cannot read %s: %r", fmri_cache, error)
+        draw.message_figure(f"The fMRI cache could not be read: {error}", out_png)
+        return
+    networks = cache.metadata.get("roi_networks")
+    if not networks:
+        from brainfuse.core.atlas import network_of
+
+        networks = [network_of(n) for n in cache.metadata.get("roi_names", [])]
+    draw.fc_difference_figure(
+        cache.arrays.get("fc", np.zeros((0, len(networks), len(networks)))),
+        cache.table["label"],
+        cache.table["subject"],
+        networks,
+        positive,
+        out_png,
+    )
 
 
 def make_biomarker_figures(
