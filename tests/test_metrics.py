@@ -20,6 +20,15 @@ def test_auc_undefined_for_one_class():
 
 
 def test_summary_columns():
+    predictions = pd.DataFrame(
+        {
+            "method": ["a"] * 6 + ["b"] * 6,
+            "subject": [f"{i}" for i in range(6)] * 2,
+            "y_true": [0, 1] * 6,
+            "y_pred": [0, 1, 1, 1, 0, 0] * 2,
+            "y_score": [0.2, 0.9, 0.7, 0.6, 0.4, 0.3] * 2,
+        }
+    )
     per_fold = pd.DataFrame(
         {
             "method": ["a"] * 3 + ["b"] * 3,
@@ -37,8 +46,10 @@ def test_summary_columns():
             },
         }
     )
-    s = summarise(per_fold)
+    s = summarise(per_fold, predictions, n_resamples=200)
     assert s["method"].tolist() == ["a", "b"]
     assert s["balanced_accuracy_mean"].iloc[0] == pytest.approx(0.6)
     assert s["auc_sd"].iloc[0] == pytest.approx(0.1)
-    assert s["auc_ci_low"].iloc[0] < 0.6 < s["auc_ci_high"].iloc[0]
+    # the interval is a bootstrap of the pooled predictions, not of the fold means
+    assert 0 <= s["auc_ci_low"].iloc[0] <= s["auc_ci_high"].iloc[0] <= 1
+    assert s["ci_method"].iloc[0].startswith("subject bootstrap")
