@@ -21,6 +21,8 @@ rule evaluate:
         f"{LOGS}/evaluate.log",
     conda:
         ENV
+    params:
+        seed=CFG.seed,  # of the bootstrap intervals
     script:
         "../scripts/evaluate.py"
 

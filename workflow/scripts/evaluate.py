@@ -7,4 +7,5 @@ evaluate(
     out_predictions=snakemake.output.predictions,
     out_per_fold=snakemake.output.per_fold,
     out_summary=snakemake.output.summary,
+    seed=snakemake.params.seed,
 )

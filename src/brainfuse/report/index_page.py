@@ -1,7 +1,7 @@
 """``index.html``: the dataset, QC, the comparison of all methods, and the biomarker overview.
 
 Dataset and QC summary (FD distribution, exclusions, QC-FC), the comparison of all methods and
-baselines (mean ± SD over test folds with 95% t-intervals, fold spread, ROC curves), a
+baselines (mean ± SD over test folds with 95% intervals, fold spread, ROC curves), a
 label-permutation test of the best model against chance, the group FC difference, an overview
 of the biomarkers of each method and, on data with a known ground truth (the demo), how well
 each method recovered the planted parcels and edges.
@@ -351,9 +351,10 @@ def _results_section(
     """The comparison of methods, fold spread, ROC curves, permutation test, FC difference."""
     parts = [
         "<h2>Results</h2>",
-        "<p>Mean ± SD over test folds [95% t-interval over folds, clipped to [0, 1]]. Chance "
-        "balanced accuracy and AUC are 0.5. Baselines are shaded; the best model (mean "
-        "balanced accuracy) is highlighted. Method names link to their pages.</p>",
+        "<p>Mean ± SD over test folds [95% interval: "
+        + escape(_interval_method(summary))
+        + "]. Chance balanced accuracy and AUC are 0.5. Baselines are shaded; the best model "
+        "(mean balanced accuracy) is highlighted. Method names link to their pages.</p>",
         _results_table(summary, descriptions, families, page_links, best),
         html_img(
             embedded["fold_spread"] or "",
@@ -422,3 +423,9 @@ def _biomarker_overview(
         "pairwise Spearman correlation; mean share of top-10 parcels in common).</p>"
         + html_table(pd.DataFrame(rows), raw_columns=("method",))
     )
+
+
+def _interval_method(summary: pd.DataFrame) -> str:
+    """How ``summary.tsv``'s intervals were computed (its ``ci_method`` column)."""
+    methods = summary["ci_method"].dropna().unique() if "ci_method" in summary else []
+    return "; ".join(map(str, methods)) or "not computed"

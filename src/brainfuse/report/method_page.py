@@ -155,14 +155,15 @@ def _performance_section(
                         "metric": metric.replace("_", " "),
                         "mean": m,
                         "SD": s,
-                        "95% CI low": max(lo, 0.0) if np.isfinite(lo) else lo,
-                        "95% CI high": min(hi, 1.0) if np.isfinite(hi) else hi,
+                        "95% CI low": lo,
+                        "95% CI high": hi,
                     }
                 )
         body.append(
             html_table(pd.DataFrame(parts))
-            + "<p class='muted'>Mean and SD over test folds; 95% t-interval over folds, "
-            "clipped to [0, 1].</p>"
+            + "<p class='muted'>Mean and SD over test folds; 95% interval: "
+            + escape(str(summary_row.get("ci_method", "not computed")))
+            + ".</p>"
             if parts
             else "<p>No metrics.</p>"
         )
