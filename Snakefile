@@ -5,8 +5,13 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+# A config file given on the command line (--configfile) replaces config.yaml rather than being
+# merged into it, so that it can drop methods, filters or bands; the schema fills every default
+# (brainfuse.config.read_config), so such a file needs only what differs. --config key=value
+# overrides apply on top either way.
+if not workflow.overwrite_configfiles:
 
-configfile: "config.yaml"
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -88,6 +88,14 @@ log = logging.getLogger("brainfuse")
 LAST = "last.ckpt"
 BEST = "best.ckpt"
 
+# Checkpoints are loaded with weights_only=True. Beyond tensors and Python primitives they hold
+# one numpy array, the generator state that StageModule.on_save_checkpoint saves; these are
+# the globals its unpickling needs (array reconstruction by numpy's own reduce function,
+# whichever module numpy keeps it in).
+torch.serialization.add_safe_globals(
+    [np.ndarray.__reduce__(np.empty(0))[0], np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+)
+
 # Parameters that do not change what is trained; a resumed run may change them.
 _OPERATIONAL = {"num_threads", "num_workers", "keep_checkpoints", "checkpoint_every_n_steps"}
 
@@ -123,7 +131,9 @@ class PeriodicCheckpoint(Callback):
     A step that ends an epoch is saved at the end of that epoch instead, after its validation:
     Lightning does not re-run the validation of an epoch resumed from its last batch, so a
     checkpoint taken between the two would lose that validation's early-stopping and
-    model-selection update.
+    model-selection update. The whole training state is saved (``weights_only=False`` here means
+    optimiser, callbacks and loops too, as resuming needs; said so that Lightning does not log
+    that it defaulted to it).
     """
 
     def __init__(self, path: str | Path, every_n_steps: int) -> None:
@@ -138,12 +148,12 @@ class PeriodicCheckpoint(Callback):
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self._pending = True
         else:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._pending:
             self._pending = False
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
 
 
 class SaveOnSigterm(Callback):
@@ -162,7 +172,7 @@ class SaveOnSigterm(Callback):
         self, trainer: Trainer, pl_module: LightningModule, exception: BaseException
     ) -> None:
         if isinstance(exception, SIGTERMException) and trainer.training:
-            trainer.save_checkpoint(self.path)
+            trainer.save_checkpoint(self.path, weights_only=False)
             self.saved_step = trainer.global_step
             log.warning("SIGTERM: saved %s at step %d", self.path, trainer.global_step)
 
@@ -218,7 +228,7 @@ def _resume_point(ckpt_dir: Path, fingerprint: str, rank: int) -> tuple[str | No
     last = ckpt_dir / LAST
     if last.exists():
         try:
-            state = torch.load(last, map_location="cpu", weights_only=False)
+            state = torch.load(last, map_location="cpu", weights_only=True)
         except Exception as err:
             log.warning("cannot read %s (%s); starting afresh", last, err)
             state = None
@@ -526,7 +536,7 @@ def fit_stage(
     world = max(1, int(request.devices))
     trainer = _trainer(hp, ckpt_dir, all_callbacks, precision, world, len(train_set), has_val)
     try:
-        trainer.fit(lit, ckpt_path=ckpt_path, weights_only=False)
+        trainer.fit(lit, ckpt_path=ckpt_path, weights_only=True)
     except SIGTERMException as err:
         step = sigterm_cb.saved_step
         log.warning(
@@ -605,7 +615,7 @@ def _load_best(lit: StageModule, fit: FitResult) -> int:
     best_path = fit.best.best_model_path if fit.best is not None else ""
     if not best_path:
         return fit.trainer.global_step
-    best = torch.load(best_path, map_location="cpu", weights_only=False)
+    best = torch.load(best_path, map_location="cpu", weights_only=True)
     lit.load_state_dict(best["state_dict"])
     return int(best["global_step"])
 

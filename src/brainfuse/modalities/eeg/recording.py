@@ -270,14 +270,18 @@ def load_recording(
         placed = eeg_source.project_to_sphere(pts - centre + head.centre, head.centre, head.radius)
         reference = dict(zip(tsv_pos, placed, strict=True))
     else:
-        montage, resolved = _standard_montage(str(p["montage"]))
+        configured = str(p["montage"])
+        montage, resolved = _standard_montage(configured)
         head_pos = _montage_head_positions(montage)
         names = list(head_pos)
         placed = eeg_source.project_to_sphere(
             np.array([head_pos[n] for n in names]), head.centre, head.radius
         )
         reference = dict(zip(names, placed, strict=True))
-        positions_src = f"montage {resolved}"
+        # Name what the user wrote in eeg.montage; MNE's layout only when it differs (a rename).
+        positions_src = f"montage {configured}"
+        if resolved != configured:
+            positions_src += f" (MNE layout {resolved})"
     qc["positions"] = positions_src
 
     lookup = {channel_key(m): m for m in reference}
