@@ -18,7 +18,7 @@ class SC:
     name = "sc"
     datatype = "dwi"
     config_section = "sc"
-    run_keys = ("normalise", "density")
+    run_keys = ("normalise", "density", "assume_atlas_order")
     cache_keys = ()
     filters = ("sc",)
     qc_fields = ()

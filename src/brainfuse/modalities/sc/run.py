@@ -34,7 +34,9 @@ def sc_run(
     qc = qc_record(entities, modality, sc_path)
     matrix = np.zeros((0, atlas.n_nodes), dtype=np.float32)
     try:
-        raw = read_sc(sc_path, list(atlas.labels), params.get("mat_key"))
+        raw = read_sc(
+            sc_path, list(atlas.labels), params.get("mat_key"), params["assume_atlas_order"]
+        )
         qc.update(check_sc(raw, sc_path), status="included", reason="")
         matrix = normalise_sc(raw, params["normalise"], params["density"])
     except InputError as err:
