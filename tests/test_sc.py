@@ -85,7 +85,7 @@ def test_bad_subject_files_are_excluded_with_reasons_and_the_rest_cached(
     good = np.triu(good, 1) + np.triu(good, 1).T
     asymmetric = good + np.triu(np.ones_like(good), 1)
     with_nan = good.copy()
-    with_nan[3, 7] = with_nan[7, 3] = np.nan
+    with_nan[3, 7] = with_nan[7, 3] = with_nan[0, -1] = with_nan[-1, 0] = np.nan
     matrices = {"01": good, "02": asymmetric, "03": with_nan, "04": good[:-1, :-1], "05": good}
     atlas_cfg = {"name": atlas.name, "path": None, "labels": None, "data_dir": atlas_data_dir,
                  "min_coverage": 0.5}  # fmt: skip
@@ -213,3 +213,12 @@ def test_headerless_files_in_the_pipeline(tmp_path, atlas, atlas_data_dir, assum
     assert cache.arrays["sc"].shape == (len(included), n, n)
     for array in cache.arrays["sc"]:
         np.testing.assert_allclose(array, np.log1p(good), rtol=1e-5)
+
+
+def test_header_of_numeric_labels_is_read_as_names(tmp_path, matrix):
+    """One row more than columns: the numeric first row names the parcels (label ids)."""
+    ids = [str(i + 1) for i in range(6)]
+    order = [3, 1, 0, 5, 2, 4]
+    path = tmp_path / "c.tsv"
+    _write_table(path, [[ids[i] for i in order], *matrix[np.ix_(order, order)].tolist()], "\t")
+    np.testing.assert_array_equal(read_sc(path, ids), matrix)

@@ -101,8 +101,9 @@ def _read_table(path: Path, node_names: list[str], assume_atlas_order: bool) -> 
 def _table_rows(path: Path) -> list[list[str]]:
     """The cells of each non-empty, non-comment line; the separator (tab, comma, or runs of
     spaces) is taken from the first such line, as MRtrix, QSIRecon and numpy write tables."""
+    # Lines keep their edge tabs and commas: an empty last cell is a missing value, not no cell.
     lines = [
-        line.strip()
+        line
         for line in path.read_text().splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
