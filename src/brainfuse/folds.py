@@ -112,12 +112,13 @@ def planned_n_folds(cv: Mapping[str, Any], subjects: pd.DataFrame) -> int:
     int
         The number of sites with ``group_by: site``; else ``n_folds``, or for ``auto`` the largest
         feasible number up to ``AUTO_MAX_FOLDS``. Exclusions are only known after the caches: the
-        folds job checks this number again on the included subjects.
+        folds job checks the number on the included subjects (``check_feasible``), so a
+        configured number is not refused here and a dry run of a small dataset still plans.
 
     Raises
     ------
     ConfigError
-        When the discovered subjects already make the folds infeasible (``check_feasible``).
+        When ``auto`` finds no feasible number for the discovered subjects.
     """
     labelled = subjects[subjects["label"].notna()]
     if labelled.empty:
@@ -125,7 +126,6 @@ def planned_n_folds(cv: Mapping[str, Any], subjects: pd.DataFrame) -> int:
             raise ConfigError("cv.n_folds: auto needs labelled subjects; none were discovered")
         return int(cv["n_folds"])
     if cv["group_by"] == "site":
-        check_feasible(labelled, 0, "site")
         return int(labelled["site"].astype(str).nunique())
     if cv["n_folds"] == "auto":
         sizes = subjects_per_class(labelled)
@@ -137,7 +137,6 @@ def planned_n_folds(cv: Mapping[str, Any], subjects: pd.DataFrame) -> int:
                 f"per class: {_counts_text(sizes)} (each class needs at least 3 subjects)"
             )
         return feasible[-1]
-    check_feasible(labelled, int(cv["n_folds"]))
     return int(cv["n_folds"])
 
 
