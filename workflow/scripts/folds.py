@@ -4,4 +4,11 @@ from brainfuse.folds import write_folds
 
 setup_logging(snakemake.log[0])
 tables = [read_cache(path, columns=["subject", "label", "site"]).table for path in snakemake.input]
-write_folds(tables, snakemake.params.cv, snakemake.params.seed, snakemake.output[0])
+write_folds(
+    tables,
+    snakemake.params.cv,
+    snakemake.params.seed,
+    snakemake.params.n_folds,
+    snakemake.output.folds,
+    snakemake.output.summary,
+)
