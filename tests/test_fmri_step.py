@@ -43,7 +43,12 @@ def _write_run(
     func = tmp_path / "func"
     func.mkdir(exist_ok=True)
     bold = func / f"{stem}_space-MNI152NLin6Asym_desc-preproc_bold.nii.gz"
-    nib.Nifti1Image(data, affine).to_filename(bold)
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_zooms((6.0, 6.0, 6.0, TR))  # the header's TR agrees with the sidecar's
+    img.to_filename(bold)
+    # an all-ones brain mask leaves every parcel's voxels in, as no mask would
+    mask = func / f"{stem}_space-MNI152NLin6Asym_desc-brain_mask.nii.gz"
+    nib.Nifti1Image(np.ones(lab.shape, dtype=np.uint8), affine).to_filename(mask)
     (func / f"{stem}_space-MNI152NLin6Asym_desc-preproc_bold.json").write_text(
         json.dumps({"RepetitionTime": TR})
     )
@@ -70,7 +75,7 @@ def _run(tmp_path, atlas, bold, confounds, **params):
     fmri_run(
         bold=str(bold),
         confounds=str(confounds),
-        mask=str(tmp_path / "missing_mask.nii.gz"),
+        mask=str(bold).replace("_desc-preproc_bold.nii.gz", "_desc-brain_mask.nii.gz"),
         sidecar=str(bold).replace(".nii.gz", ".json"),
         entities={"subject": "01", "task": "rest", "run": "1"},
         atlas_cfg={"name": atlas.name, "min_coverage": 0.5, "data_dir": None},
@@ -83,6 +88,8 @@ def _run(tmp_path, atlas, bold, confounds, **params):
             "min_clean_seconds": 120,
             "dummy_scans": 0,
             "custom_columns": [],
+            "tr_source": "exclude",
+            "tr_tolerance": 0.01,
             **params,
         },
         out_timeseries=outputs["ts.tsv"],

@@ -51,7 +51,10 @@ def convert_to_xcpd(root: str | Path, subjects: list[str], atlas: Atlas) -> list
             companions = bold_companions(str(bold))
             parcels = parcellate(bold, atlas, mask_path=companions["mask"])
             confounds = read_confounds(companions["confounds"], len(parcels.timeseries))
-            tr = repetition_time(companions["sidecar"], parcels.tr)
+            # the demo writes the same TR in sidecar and header; the sidecar wins, as before
+            tr = repetition_time(
+                companions["sidecar"], parcels.tr, bold=bold, tr_source="sidecar", tolerance=0.01
+            ).seconds
             cleaned = denoise(parcels.timeseries, confounds, tr, XCPD_PARAMS).timeseries
             stem = re.sub(r"_desc-preproc_bold\.nii\.gz$", "", bold.name)
             base = xcpd / f"sub-{sub}" / "func"

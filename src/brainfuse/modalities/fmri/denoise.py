@@ -183,18 +183,74 @@ def fisher_z(r: np.ndarray) -> np.ndarray:
     return z
 
 
-def repetition_time(sidecar: str | Path, header_tr: float | None) -> float:
-    """TR from the BIDS sidecar, falling back to the NIfTI header; refuse when neither is sane."""
-    sidecar = Path(sidecar)
-    if sidecar.exists():
-        try:
-            tr = float(json.loads(sidecar.read_text())["RepetitionTime"])
-        except (KeyError, ValueError, json.JSONDecodeError) as err:
-            raise InputError(sidecar, f"no usable RepetitionTime ({err})") from err
-    elif header_tr and header_tr > 0:
-        tr = float(header_tr)
+@dataclass(frozen=True)
+class RepetitionTime:
+    """The TR a run is denoised with, which file gave it, and what QC should say about it."""
+
+    seconds: float
+    source: str  # "sidecar" or "header"
+    warning: str = ""  # set when the sidecar is missing or disagrees with the header
+
+
+def repetition_time(
+    sidecar: str | Path,
+    header_tr: float | None,
+    *,
+    bold: str | Path,
+    tr_source: str,
+    tolerance: float,
+) -> RepetitionTime:
+    """TR of a BOLD run from its BIDS sidecar and its NIfTI header.
+
+    Parameters
+    ----------
+    sidecar : str or Path
+        The run's JSON sidecar; when it is missing the header's TR is used and the warning says so.
+    header_tr : float or None
+        TR in seconds from the NIfTI header of ``bold`` (NaN, 0 or None when it has none).
+    bold : str or Path
+        The BOLD file, named in reasons about its header.
+    tr_source : {"exclude", "sidecar", "header"}
+        What to do when both give a TR and they differ by more than ``tolerance``: refuse the
+        run (raise :class:`InputError` naming both values and files), or use the one named and
+        record the disagreement as a warning.
+    tolerance : float
+        Largest difference in seconds that still counts as agreement (headers store float32).
+
+    Raises
+    ------
+    InputError
+        The sidecar has no usable ``RepetitionTime``, neither file gives a TR, the two disagree
+        under ``tr_source="exclude"``, or the TR used is outside 0.1-10 s.
+    """
+    sidecar, bold = Path(sidecar), Path(bold)
+    header = float(header_tr) if header_tr and np.isfinite(header_tr) and header_tr > 0 else None
+    if not sidecar.exists():
+        if header is None:
+            raise InputError(sidecar, "sidecar missing and the NIfTI header has no TR")
+        chosen = RepetitionTime(
+            header, "header", f"{sidecar.name} is missing; TR {header:g} s from the NIfTI header"
+        )
     else:
-        raise InputError(sidecar, "sidecar missing and the NIfTI header has no TR")
-    if not 0.1 <= tr <= 10:
-        raise InputError(sidecar, f"RepetitionTime {tr} s is outside 0.1-10 s")
-    return tr
+        try:
+            side = float(json.loads(sidecar.read_text())["RepetitionTime"])
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError) as err:
+            raise InputError(sidecar, f"no usable RepetitionTime ({err})") from err
+        chosen = RepetitionTime(side, "sidecar")
+        if header is not None and abs(side - header) > tolerance:
+            disagreement = (
+                f"RepetitionTime {side:g} s in {sidecar.name} disagrees with {header:g} s in the "
+                f"NIfTI header of {bold.name} (fmri.tr_tolerance {tolerance:g} s)"
+            )
+            if tr_source == "exclude":
+                raise InputError(
+                    sidecar, f"{disagreement}; set fmri.tr_source to sidecar or header to use one"
+                )
+            used = side if tr_source == "sidecar" else header
+            chosen = RepetitionTime(
+                used, tr_source, f"{disagreement}; used the {tr_source} ({used:g} s)"
+            )
+    if not 0.1 <= chosen.seconds <= 10:
+        at_fault = sidecar if chosen.source == "sidecar" else bold
+        raise InputError(at_fault, f"RepetitionTime {chosen.seconds:g} s is outside 0.1-10 s")
+    return chosen

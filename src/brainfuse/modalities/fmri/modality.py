@@ -69,6 +69,8 @@ class FMRI:
         "fd_threshold",
         "min_clean_seconds",
         "dummy_scans",
+        "tr_source",
+        "tr_tolerance",
     )
     cache_keys = ("sequence_length", "dfc_window", "dfc_step")
     filters = SOURCES
@@ -144,9 +146,13 @@ class FMRI:
         ]
 
     def sample_inputs(self, row: pd.Series, config: dict) -> dict[str, str | list[str]]:
-        """A BOLD run with its fMRIPrep companions, or a pre-parcellated time-series table;
-        either with its JSON sidecar where there is one (the TR falls back to the NIfTI header
-        or ``input.timeseries_tr``; the demo writes every sidecar, so they are planned files)."""
+        """A BOLD run with its fMRIPrep companions, or a pre-parcellated time-series table.
+
+        Companions (confounds, brain mask, JSON sidecar) are declared only where they exist, so
+        a missing one becomes that run's recorded exclusion (or, for a sidecar, a TR from the
+        NIfTI header or ``input.timeseries_tr``) instead of stopping the workflow. The demo
+        writes every companion, so there they are planned files.
+        """
 
         def optional(path: str) -> str | list[str]:
             return path if config["input"]["demo"] or os.path.exists(path) else []
@@ -155,8 +161,8 @@ class FMRI:
             companions = bold_companions(row["path"])
             return {
                 "bold": row["path"],
-                "confounds": companions["confounds"],
-                "mask": companions["mask"],
+                "confounds": optional(companions["confounds"]),
+                "mask": optional(companions["mask"]),
                 "sidecar": optional(companions["sidecar"]),
             }
         return {"table": row["path"], "sidecar": optional(table_sidecar(row["path"]))}
@@ -195,13 +201,12 @@ class FMRI:
             **{f"out_{name}": path for name, path in outputs.items()},
         )
         if "bold" in inputs:
+            # an undeclared (missing) companion is passed by its expected path, so the run's
+            # exclusion reason, or its TR warning for a sidecar, names the file
+            expected = bold_companions(inputs["bold"])
             fmri_run(
                 bold=inputs["bold"],
-                confounds=inputs["confounds"],
-                mask=inputs["mask"],
-                # where the sidecar is missing, the TR comes from the header (the path is named
-                # in the reason when neither has one)
-                sidecar=inputs["sidecar"] or bold_companions(inputs["bold"])["sidecar"],
+                **{name: inputs[name] or expected[name] for name in expected},
                 **common,
             )
         else:

@@ -35,6 +35,11 @@ def fmri_run(
 
     ``out_relmat_raw`` holds the FC of the parcel signals before denoising (dummy volumes and
     censored volumes removed), so that QC-FC can compare before and after.
+
+    A missing confounds TSV or brain mask, or a sidecar TR that disagrees with the NIfTI header
+    (under ``params["tr_source"] == "exclude"``), excludes the run with the file and values in
+    the reason; every output is still written. The QC record says where the TR came from
+    (``tr_source``) and lists a missing sidecar or a tolerated disagreement under ``warnings``.
     """
     from brainfuse.core.connectivity import pearson
     from brainfuse.modalities.fmri.denoise import denoise, read_confounds, repetition_time
@@ -49,11 +54,20 @@ def fmri_run(
     coverage = np.full(atlas.n_nodes, np.nan)
     fd = np.zeros(0)
     try:
-        parcels = parcellate(
-            bold, atlas, mask_path=mask if Path(mask).exists() else None, min_coverage=min_coverage
-        )
+        # checked before parcellating, the costly step, so a missing companion fails fast
+        for path, what in ((confounds, "confounds file"), (mask, "brain mask")):
+            if not Path(path).exists():
+                raise InputError(path, f"{what} is missing (expected beside the preprocessed BOLD)")
+        parcels = parcellate(bold, atlas, mask_path=mask, min_coverage=min_coverage)
         coverage = parcels.coverage
-        tr = repetition_time(sidecar, parcels.tr)
+        run_tr = repetition_time(
+            sidecar,
+            parcels.tr,
+            bold=bold,
+            tr_source=params["tr_source"],
+            tolerance=params["tr_tolerance"],
+        )
+        tr = run_tr.seconds
         table = read_confounds(confounds, parcels.timeseries.shape[0])
         result = denoise(parcels.timeseries, table, tr, params, confounds_path=confounds)
         timeseries, raw = result.timeseries, parcels.timeseries[result.kept]
@@ -64,7 +78,8 @@ def fmri_run(
             status="included",
             reason="",
             tr=tr,
-            warnings=parcels.warnings,
+            tr_source=run_tr.source,
+            warnings=[*parcels.warnings, *([run_tr.warning] if run_tr.warning else [])],
             nan_parcels=nan_nodes,
             n_nan_parcels=len(nan_nodes),
         )
