@@ -115,3 +115,11 @@ def test_montage_mismatch_names_the_configured_montage(tmp_path):
         load_recording(path, {"montage": "spherical_1020"})
     assert "montage spherical_1020 " in info.value.reason
     assert "MNE layout" not in info.value.reason
+
+
+def test_auto_folds_are_planned_from_the_discovered_subjects(tmp_path):
+    """cv.n_folds: auto on 8 demo subjects (4 per class) plans the largest feasible number: 4."""
+    config = _user_config(tmp_path, cv={"n_folds": "auto"})
+    output = _dry_run(tmp_path, "--configfile", str(config))
+    folds = {int(f) for f in re.findall(r"\bfold=([0-9]+)", output)}
+    assert folds == {0, 1, 2, 3}

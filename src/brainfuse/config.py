@@ -66,7 +66,7 @@ class AtlasConfig:
 class CVConfig:
     """``cv``: outer folds grouped by subject (or site) with an inner validation split."""
 
-    n_folds: int
+    n_folds: int | str  # a number, or "auto" (resolved when the workflow is planned)
     val_fraction: float
     group_by: str
 

@@ -111,3 +111,24 @@ def _participants(configured: str | None, roots: list[Path]) -> Path:
             f"input.participants is not set and no participants.tsv in {[str(r) for r in roots]}"
         )
     return found[0]
+
+
+def planning_subjects(inputs: Inputs, config: dict) -> pd.DataFrame:
+    """The discovered samples of every modality with ``label`` and ``site``, for planning.
+
+    Which samples pass QC is known only after the caches; this is what planning can know.
+    """
+    from brainfuse.core.samples import attach_labels, read_participants
+
+    tables = [t for t in inputs.tables.values() if len(t)]
+    if not tables:
+        return pd.DataFrame(columns=["subject", "label", "site"])
+    samples = pd.concat(tables, ignore_index=True)
+    if config["input"]["demo"]:  # participants.tsv is written by the demo job: draw the same table
+        from brainfuse.demo.participants import make_participants
+
+        table = make_participants(config["input"]["demo_subjects"], config["seed"])
+        participants = table.set_index(table["participant_id"].str.removeprefix("sub-"))
+    else:
+        participants = read_participants(inputs.participants)
+    return attach_labels(samples, participants, config["label"])

@@ -7,7 +7,8 @@ from snakebids import bids, set_bids_spec
 
 from brainfuse.config import read_config
 from brainfuse.extensions import load_extensions
-from brainfuse.inputs import discover
+from brainfuse.folds import planned_n_folds
+from brainfuse.inputs import discover, planning_subjects
 
 set_bids_spec("v0_15_0")
 
@@ -20,7 +21,8 @@ INPUTS = discover(CFG.raw, MODALITIES)
 ATLAS = CFG.atlas.name
 AVAILABLE = {m for m, t in INPUTS.tables.items() if len(t)}
 RUN_METHODS, SKIPPED = CATALOG.plan(CFG.methods, AVAILABLE)
-N_FOLDS = CFG.cv.n_folds
+# `auto` and leave-site-out resolve to a number of folds from the discovered subjects
+N_FOLDS = planned_n_folds(CFG.raw["cv"], planning_subjects(INPUTS, CFG.raw))
 BIDS_ENTITY = {"acquisition": "acq"}
 
 

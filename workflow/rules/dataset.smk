@@ -16,7 +16,8 @@ rule folds:
     input:
         [cache_of(m) for m in sorted(AVAILABLE)],
     output:
-        FOLDS,
+        folds=FOLDS,
+        summary=FOLDS_SUMMARY,
     log:
         f"{LOGS}/folds.log",
     conda:
@@ -24,6 +25,7 @@ rule folds:
     params:
         cv=CFG.raw["cv"],
         seed=CFG.seed,
+        n_folds=N_FOLDS,
     script:
         "../scripts/folds.py"
 
