@@ -109,14 +109,19 @@ def timeseries_run(
     out_coverage: str,
     out_figure: str,
 ) -> None:
-    """A pre-parcellated (XCP-D) run into the same outputs as :func:`fmri_run`.
+    """A pre-parcellated run (XCP-D TSV or plain ROI table) into :func:`fmri_run`'s outputs.
 
     The series is taken as already denoised, so the raw-FC output is all NaN (QC-FC skips it);
-    the minimum-clean-time rule still applies.
+    the minimum-clean-time rule still applies. A header that does not match the atlas, or a
+    headerless table of the wrong width, excludes the run with the reason. The QC record says how
+    the columns were ordered (``column_order``: ``header`` or ``assumed``) and counts the all-zero
+    or constant parcels (``n_constant_parcels``, the first few named in ``constant_parcels``),
+    which are NaN in the series and so missing in the node mask.
     """
     from brainfuse.core.connectivity import pearson
     from brainfuse.modalities.fmri.qc_figure import run_figure
     from brainfuse.modalities.fmri.tables import (
+        CONSTANT_PARCELS_NAMED,
         motion_of_table,
         read_timeseries_table,
         repetition_time_of_table,
@@ -129,7 +134,8 @@ def timeseries_run(
     coverage = np.full(atlas.n_nodes, np.nan)
     fd = np.zeros(0)
     try:
-        timeseries = read_timeseries_table(table, names)
+        roi_table = read_timeseries_table(table, names, list(atlas.label_values))
+        timeseries = roi_table.timeseries
         tr = repetition_time_of_table(table, default_tr)
         coverage = np.isfinite(timeseries).all(axis=0).astype(float)
         seconds = len(timeseries) * tr
@@ -152,6 +158,9 @@ def timeseries_run(
             tsnr_mean=float("nan"),
             nan_parcels=nan_nodes,
             n_nan_parcels=len(nan_nodes),
+            column_order=roi_table.column_order,
+            n_constant_parcels=len(roi_table.constant_parcels),
+            constant_parcels=roi_table.constant_parcels[:CONSTANT_PARCELS_NAMED],
         )
     except InputError as err:
         exclude(qc, err)

@@ -6,6 +6,7 @@ These enter the same caches as runs parcellated here. They are taken as already 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +14,97 @@ import pandas as pd
 
 from brainfuse.core.errors import InputError
 
+#: how many constant parcels the QC record names (the count is always complete)
+CONSTANT_PARCELS_NAMED = 10
 
-def read_timeseries_table(path: str | Path, node_names: list[str]) -> np.ndarray:
-    """A (T, N) array in atlas node order from an XCP-D TSV or a plain ROI table.
 
-    With a header of node names (XCP-D), columns are reordered to the atlas order; atlas nodes the
-    file lacks become NaN columns (XCP-D writes NaN for parcels with too little coverage too). A
-    file without a header must be time x N or N x time with N the atlas size.
+@dataclass(frozen=True)
+class RoiTable:
+    """A pre-parcellated run in atlas node order.
+
+    Attributes
+    ----------
+    timeseries : numpy.ndarray
+        (T, N) float32 in atlas node order; NaN columns for parcels without signal.
+    column_order : str
+        ``"header"`` when columns were matched by name, ``"assumed"`` for a headerless table taken
+        in atlas order.
+    constant_parcels : list of str
+        Atlas labels of the columns that were all zero or constant (now NaN), in atlas order.
+    """
+
+    timeseries: np.ndarray
+    column_order: str
+    constant_parcels: list[str]
+
+
+def read_timeseries_table(
+    path: str | Path, node_names: list[str], node_values: list[int] | None = None
+) -> RoiTable:
+    """Read an XCP-D TSV or a plain ROI table (.tsv, .csv, AFNI-style .1D) in atlas node order.
+
+    With a header (XCP-D's first row, or AFNI's leading ``#`` comment line), columns are matched
+    to the atlas by label name or, failing that, by the atlas' integer label value (``#2001``
+    names the parcel whose image value is 2001) and reordered; a parcel missing from the file
+    or a column that is no parcel of the atlas is an error naming them. A table without a header
+    is taken in atlas order only when it has exactly one column per atlas node. All-zero or
+    constant columns carry no signal: they become NaN, so the node mask marks them missing.
+
+    Parameters
+    ----------
+    path : str or Path
+        The table.
+    node_names : list of str
+        Atlas labels in node order.
+    node_values : list of int, optional
+        Atlas image values in node order, for headers that give parcels by number.
+
+    Returns
+    -------
+    RoiTable
+        The series, how its columns were ordered, and the constant parcels.
+
+    Raises
+    ------
+    InputError
+        When the file cannot be read, its header does not match the atlas, or a headerless
+        table's width differs from the atlas size.
     """
     path = Path(path)
+    header, body = _read_cells(path)
     n = len(node_names)
+    if header is None:
+        if body.shape[1] != n:
+            raise InputError(
+                path,
+                f"table without a header has {body.shape[1]} columns but the atlas has {n} "
+                "parcels (a header of parcel names or numbers is needed otherwise)",
+            )
+        out, order = body, "assumed"
+    else:
+        out, order = body[:, _column_positions(path, header, node_names, node_values)], "header"
+    finite = np.isfinite(out)
+    has_values = finite.any(axis=0)
+    high = np.where(finite, out, -np.inf).max(axis=0, initial=-np.inf)
+    low = np.where(finite, out, np.inf).min(axis=0, initial=np.inf)
+    constant = has_values & (high == low)
+    out = out.copy()
+    out[:, constant] = np.nan
+    return RoiTable(
+        timeseries=out.astype(np.float32),
+        column_order=order,
+        constant_parcels=[name for name, c in zip(node_names, constant, strict=True) if c],
+    )
+
+
+def _read_cells(path: Path) -> tuple[list[str] | None, np.ndarray]:
+    """Header names (None without one) and the float body of a table."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(path, f"cannot be read as a table ({err})") from err
+    if path.suffix.lower() == ".1d" or (lines and lines[0].startswith("#")):
+        return _read_afni(path, lines)
     try:
         raw = pd.read_csv(
             path, sep=None, engine="python", header=None, dtype=str, na_values=["n/a"]
@@ -30,25 +112,68 @@ def read_timeseries_table(path: str | Path, node_names: list[str]) -> np.ndarray
     except Exception as err:
         raise InputError(path, f"cannot be read as a table ({err})") from err
     first = raw.iloc[0].tolist()
-    has_header = not all(_is_number(v) for v in first)
-    if has_header:
-        names = [str(v) for v in first]
-        body = raw.iloc[1:].astype(float).to_numpy()
-        unknown = sorted(set(names) - set(node_names))
-        if unknown:
-            raise InputError(path, f"columns are not parcels of the atlas: {unknown[:5]}")
-        out = np.full((len(body), n), np.nan)
-        for j, name in enumerate(names):
-            out[:, node_names.index(name)] = body[:, j]
-        return out.astype(np.float32)
-    body = raw.astype(float).to_numpy()
-    if body.shape[1] == n:
-        return body.astype(np.float32)
-    if body.shape[0] == n:
-        return body.T.astype(np.float32)
-    raise InputError(
-        path, f"table is {body.shape}, neither dimension matches the atlas's {n} nodes"
-    )
+    if all(_is_number(v) for v in first):
+        return None, raw.astype(float).to_numpy()
+    return [str(v) for v in first], raw.iloc[1:].astype(float).to_numpy()
+
+
+def _read_afni(path: Path, lines: list[str]) -> tuple[list[str] | None, np.ndarray]:
+    """AFNI .1D: whitespace-separated rows; the last leading ``#`` line, if any, names columns."""
+    comments = []
+    while lines and (lines[0].startswith("#") or not lines[0].strip()):
+        if lines[0].strip():
+            comments.append(lines[0])
+        lines = lines[1:]
+    try:
+        body = np.array([[float(v) for v in line.split()] for line in lines if line.strip()])
+    except ValueError as err:
+        raise InputError(path, f"cannot be read as a table ({err})") from err
+    if body.ndim != 2 or body.size == 0:
+        raise InputError(path, "has no rows of equal length")
+    if not comments:
+        return None, body
+    header = [token.lstrip("#") for token in comments[-1].split()]
+    header = [token for token in header if token]
+    if len(header) != body.shape[1]:
+        raise InputError(
+            path, f"header names {len(header)} columns but the rows have {body.shape[1]} values"
+        )
+    return header, body
+
+
+def _column_positions(
+    path: Path, header: list[str], node_names: list[str], node_values: list[int] | None
+) -> list[int]:
+    """Index of each atlas node's column in ``header``, matched by label name or label value."""
+    keys = list(node_names)
+    if not set(header) <= set(node_names) and node_values is not None:
+        numeric = [_as_int(h) for h in header]
+        if all(v is not None for v in numeric):
+            # a numeric header names image values, as AFNI's 3dROIstats writes them
+            header, keys = [str(v) for v in numeric], [str(v) for v in node_values]
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    extra = [h for h in header if h not in keys]
+    missing = [name for name, key in zip(node_names, keys, strict=True) if key not in header]
+    if duplicated or extra or missing:
+        problems = [
+            f"{what} {names[:5]}{' ...' if len(names) > 5 else ''} ({len(names)})"
+            for what, names in (
+                ("columns that are not parcels of the atlas:", extra),
+                ("atlas parcels without a column:", missing),
+                ("repeated columns:", duplicated),
+            )
+            if names
+        ]
+        raise InputError(path, "header does not match the atlas: " + "; ".join(problems))
+    return [header.index(key) for key in keys]
+
+
+def _as_int(value: str) -> int | None:
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return int(number) if number.is_integer() else None
 
 
 def _is_number(value) -> bool:
