@@ -1,8 +1,10 @@
 """Input discovery with snakebids on real BIDS names, and the demo layout."""
 
 import json
+import logging
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -69,7 +71,7 @@ def test_snakebids_discovery(dataset, tmp_path):
     eeg = inputs.tables["eeg"]
     assert sorted(p.rsplit(".", 1)[1] for p in eeg["path"]) == ["edf", "vhdr"]
     assert inputs.tables["sc"].empty
-    assert (tmp_path / "db" / "bold").exists()  # pybids index persisted for reuse
+    assert list((tmp_path / "db" / "bold").glob("*/layout_index.sqlite"))  # index kept
 
 
 def test_companions():
@@ -109,3 +111,61 @@ def test_no_input_folder_names_the_modalities():
     config["input"]["demo"] = False
     with pytest.raises(ValueError, match="fmri, eeg, sc"):
         discover(config, builtin_modalities())
+
+
+def _xcpd_tree(root: Path, table: str = "seg-4S156Parcels_stat-mean") -> Path:
+    """A tiny XCP-D derivatives tree: two subjects' parcellated tables beside motion tables."""
+    root.mkdir()
+    description = {
+        "Name": "x",
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "XCP-D"}],
+    }
+    (root / "dataset_description.json").write_text(json.dumps(description))
+    for sub in ("01", "02"):
+        func = root / f"sub-{sub}" / "func"
+        _touch(func / f"sub-{sub}_task-rest_space-MNI152NLin2009cAsym_{table}_timeseries.tsv")
+        _touch(func / f"sub-{sub}_task-rest_desc-motion_timeseries.tsv")
+    return root
+
+
+# XCP-D names parcellated tables seg-<atlas>_stat-mean (0.7+) or atlas-<atlas> (earlier)
+@pytest.mark.parametrize("naming", ["seg-4S156Parcels_stat-mean", "atlas-Glasser"])
+def test_timeseries_filter_skips_motion_tables(tmp_path, naming):
+    from brainfuse.core.bids import snakebids_table
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
+    config["input"]["pybids_db_dir"] = None
+    table = snakebids_table(_xcpd_tree(tmp_path / "xcpd", naming), "timeseries", config, True)
+    assert table["subject"].tolist() == ["01", "02"]
+    assert all(p.endswith(f"{naming}_timeseries.tsv") for p in table["path"])
+
+
+def test_pybids_index_written_once_and_reused(tmp_path, monkeypatch, caplog):
+    from brainfuse.core.bids import pybids_db_path, snakebids_table
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())
+    config["input"]["pybids_db_dir"] = "db"  # relative, as in config.yaml
+    root = _xcpd_tree(tmp_path / "xcpd")
+    monkeypatch.chdir(tmp_path)
+    db = pybids_db_path("db", "timeseries", root)
+    assert db.is_absolute() and db.is_relative_to(tmp_path / "db" / "timeseries")
+    assert not db.exists()
+
+    with caplog.at_level(logging.WARNING):
+        first = snakebids_table(root, "timeseries", config, derivatives=True)
+        index = db / "layout_index.sqlite"
+        built = index.stat()
+        second = snakebids_table(root, "timeseries", config, derivatives=True)
+    assert index.stat().st_ino == built.st_ino  # not rebuilt
+    assert index.stat().st_mtime_ns == built.st_mtime_ns  # not rewritten
+    pd.testing.assert_frame_equal(first, second)
+    messages = [r.getMessage() for r in caplog.records]
+    assert not any("Absolute path must be provided" in m for m in messages)
+    # the root has no derivatives/ folder: pybids' warning about it is one line per call
+    pybids_lines = [m for m in messages if m.startswith("pybids (timeseries)")]
+    assert len(pybids_lines) == 2 and "Derivative indexing" in pybids_lines[0]
+
+    other = _xcpd_tree(tmp_path / "other")
+    assert pybids_db_path("db", "timeseries", other) != db  # another root, its own index

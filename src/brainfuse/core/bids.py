@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import warnings
+from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+
+log = logging.getLogger("brainfuse")
 
 # Entities that can name a sample, in BIDS file-name order; others are fixed by the filters.
 SAMPLE_ENTITIES = ("subject", "session", "task", "acquisition", "run")
@@ -13,7 +19,9 @@ SAMPLE_ENTITIES = ("subject", "session", "task", "acquisition", "run")
 def snakebids_table(root: Path, name: str, config: dict, derivatives: bool) -> pd.DataFrame:
     """Files under ``root`` matching ``config["filters"][name]``: entity columns and ``path``.
 
-    Sorted by the sample entities; two files naming the same sample are an error.
+    Sorted by the sample entities; two files naming the same sample are an error. The pybids
+    index is kept under ``input.pybids_db_dir`` (see `pybids_db_path`) and reused by later calls;
+    pybids' repeated warnings are summarised in one log line each.
     """
     from snakebids import generate_inputs
 
@@ -24,15 +32,19 @@ def snakebids_table(root: Path, name: str, config: dict, derivatives: bool) -> p
     if isinstance(filters.get("extension"), list):
         wildcards.append("extension")  # several formats: the file's own extension picks the reader
     db_dir = inp["pybids_db_dir"]
-    dataset = generate_inputs(
-        bids_dir=root,
-        pybids_inputs={name: {"filters": filters, "wildcards": wildcards}},
-        pybidsdb_dir=str(Path(db_dir) / name) if db_dir else None,
-        derivatives=derivatives,
-        participant_label=inp["participant_label"] or None,
-        exclude_participant_label=inp["exclude_participant_label"] or None,
-        validate=False,
-    )
+    # pybids re-warns per derivative dataset and per planning; "always" lets all be counted
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dataset = generate_inputs(
+            bids_dir=root,
+            pybids_inputs={name: {"filters": filters, "wildcards": wildcards}},
+            pybidsdb_dir=str(pybids_db_path(db_dir, name, root)) if db_dir else None,
+            derivatives=derivatives,
+            participant_label=inp["participant_label"] or None,
+            exclude_participant_label=inp["exclude_participant_label"] or None,
+            validate=False,
+        )
+    _log_warnings(name, caught)
     component = dataset[name]
     table = pd.DataFrame(component.zip_lists)
     if table.empty:
@@ -47,6 +59,24 @@ def snakebids_table(root: Path, name: str, config: dict, derivatives: bool) -> p
             f"{table.loc[duplicated, 'path'].tolist()[:4]}"
         )
     return table.sort_values(keys).reset_index(drop=True)
+
+
+def pybids_db_path(db_dir: str, name: str, root: Path) -> Path:
+    """Absolute folder of the pybids index of input kind ``name`` under ``root``.
+
+    snakebids ignores a relative database path (it re-indexes on every call), so ``db_dir`` is
+    resolved against the working directory. A reused index keeps the root it was built for, so
+    each root gets its own folder: pointing an input at another dataset never reads a stale one.
+    """
+    digest = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:12]
+    return Path(db_dir).resolve() / name / digest
+
+
+def _log_warnings(name: str, caught: list[warnings.WarningMessage]) -> None:
+    """Log each distinct warning once, by its first line, with how often it was raised."""
+    counts = Counter(str(w.message).splitlines()[0] for w in caught if str(w.message))
+    for message, count in counts.items():
+        log.warning("pybids (%s), %d time(s): %s", name, count, message)
 
 
 def strip_entities(path: str, drop: tuple[str, ...]) -> str:
