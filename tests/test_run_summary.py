@@ -74,17 +74,35 @@ def test_summary_lists_skipped_methods_and_the_report(tmp_path):
     assert "methods skipped" not in run_summary(_qc_table(tmp_path), {}, report)
 
 
-def test_dry_run_succeeds_with_the_summary_handler(tmp_path):
-    """The handler is parsed with the Snakefile; a dry run neither fails nor prints a summary."""
-    shutil.copy(ROOT / "config.yaml", tmp_path / "config.yaml")
+def _snakemake(workdir: Path, *args: str) -> str:
+    """The output of the real Snakefile run in ``workdir`` with a copy of config.yaml."""
+    shutil.copy(ROOT / "config.yaml", workdir / "config.yaml")
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--directory", str(tmp_path)]
-        + ["--snakefile", str(ROOT / "Snakefile")],
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(workdir)]
+        + ["--snakefile", str(ROOT / "Snakefile"), *args],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=workdir,
         timeout=300,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
+    return output
+
+
+def test_dry_run_succeeds_without_a_summary(tmp_path):
+    """The handler is parsed with the Snakefile; a dry run neither fails nor prints a summary."""
+    (tmp_path / "results/qc").mkdir(parents=True)  # even where an earlier run left a QC table
+    _qc_table(tmp_path).rename(tmp_path / "results/qc/qc.tsv")
+    output = _snakemake(tmp_path, "-n")
     assert "brainfuse run summary" not in output
+
+
+def test_a_finished_run_ends_with_the_summary(tmp_path):
+    """``--touch`` completes every job without running one, so the success handler fires."""
+    (tmp_path / "results/qc").mkdir(parents=True)
+    _qc_table(tmp_path).rename(tmp_path / "results/qc/qc.tsv")
+    output = _snakemake(tmp_path, "--touch")
+    summary = output[output.index("brainfuse run summary") :]
+    assert "3 x sub-*_task-rest_bold.nii.gz: confounds file is missing" in summary
+    assert str(tmp_path / "results/reports/index.html") in summary
