@@ -41,3 +41,12 @@ rule all:
         DATASET_DESCRIPTION,
         # per-sample derivatives are deliverables too: a deleted one is remade with what depends on it
         [expand_samples(m, p) for m, p in PER_SAMPLE_OUTPUTS.items() if m in AVAILABLE],
+
+
+onsuccess:
+    from pathlib import Path
+    from brainfuse.run_summary import run_summary
+
+    # The QC table is absent when only part of the workflow was asked for (a single sample, say).
+    if Path(QC_TABLE).exists():
+        print(run_summary(QC_TABLE, SKIPPED, REPORT_INDEX))
