@@ -39,21 +39,17 @@ class Inputs:
         """The table row of the sample named by ``wildcards``."""
         return self.tables[modality].iloc[self._position(modality, wildcards)]
 
-    def lookup(self, modality: str, wildcards) -> str:
-        """Input path of the sample named by ``wildcards``."""
-        return self._index(modality)[1][self._position(modality, wildcards)]
-
     def _position(self, modality: str, wildcards) -> int:
         """Row position of the sample named by ``wildcards`` in its table."""
-        index, _ = self._index(modality)
+        index = self._index(modality)
         key = tuple(str(getattr(wildcards, e)) for e in self.entities(modality))
         positions = index.get(key, [])
         if len(positions) != 1:
             raise LookupError(f"{modality}: {len(positions)} files match {dict(wildcards.items())}")
         return positions[0]
 
-    def _index(self, modality: str) -> tuple[dict[tuple[str, ...], list[int]], list[str]]:
-        """Row positions by entity values (as strings), and the paths as strings, per table.
+    def _index(self, modality: str) -> dict[tuple[str, ...], list[int]]:
+        """Row positions by entity values (as strings), per table.
 
         Built once per table and kept on the instance: rule input functions look samples up once
         or more per job, and a scan of the table per call made building the DAG O(N^2).
@@ -67,9 +63,8 @@ class Inputs:
             keys = zip(*columns, strict=True) if columns else [()] * len(table)
             for position, key in enumerate(keys):
                 index.setdefault(key, []).append(position)
-            paths = table["path"].astype(str).tolist() if "path" in table else []
-            cached = cache[modality] = (table, len(table), index, paths)
-        return cached[2], cached[3]
+            cached = cache[modality] = (table, len(table), index)
+        return cached[2]
 
 
 def demo_runs(n_subjects: int, seed: int) -> dict[str, list[int]]:

@@ -99,16 +99,6 @@ def read_cache(path: str | Path, columns: list[str] | None = None) -> Cache:
     return Cache(table=pd.DataFrame(ids), arrays=arrays, metadata=meta)
 
 
-def concat_caches(paths: list[str | Path]) -> Cache:
-    """Stack single-sample (or small) caches written by per-sample rules into one."""
-    parts = [read_cache(p) for p in paths]
-    if not parts:
-        raise ValueError("no caches to concatenate")
-    table = pd.concat([p.table for p in parts], ignore_index=True)
-    arrays = {k: np.concatenate([p.arrays[k] for p in parts]) for k in parts[0].arrays}
-    return Cache(table=table, arrays=arrays, metadata=parts[0].metadata)
-
-
 def pad_time(arrays: list[np.ndarray], axis: int = -1) -> tuple[np.ndarray, np.ndarray]:
     """Stack arrays of different lengths along ``axis``, NaN-padded; returns (stack, lengths)."""
     lengths = np.array([a.shape[axis] for a in arrays])
