@@ -25,6 +25,7 @@ def _user_config(tmp_path: Path, **sections) -> Path:
     """A small demo config file holding only what differs from the schema's defaults."""
     config = {
         "input": {"demo": True, "demo_subjects": 8},
+        "cv": {"n_folds": 2},  # 4 subjects per class: the planning check refuses 5 folds
         "atlas": {"data_dir": NILEARN_DATA},
         "methods": TWO_METHODS,
         **sections,

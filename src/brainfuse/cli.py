@@ -38,6 +38,27 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    """Print the planning check of a config file (what ``snakemake -n`` checks first)."""
+    import yaml
+
+    from brainfuse.check import check_plan
+    from brainfuse.config import read_config
+    from brainfuse.core.errors import ConfigError
+    from brainfuse.extensions import load_extensions
+
+    try:
+        config = read_config(yaml.safe_load(Path(args.configfile).read_text()) or {})
+        catalog, modalities = load_extensions(config.extensions)
+        catalog.check(config.methods)
+    except ConfigError as error:
+        print(f"{args.configfile}: {error}", file=sys.stderr)
+        return 1
+    plan = check_plan(config, modalities, catalog)
+    print(plan.text())
+    return 1 if plan.errors else 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     import importlib
 
@@ -75,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     inspect = sub.add_parser("inspect", help="describe any artifact brainfuse writes")
     inspect.add_argument("paths", nargs="+")
     inspect.set_defaults(func=_inspect)
+
+    check = sub.add_parser(
+        "check", help="check a config and its inputs before running (found, filtered, planned)"
+    )
+    check.add_argument("--configfile", default="config.yaml")
+    check.set_defaults(func=_check)
 
     bench = sub.add_parser("bench", help="benchmarks that print speed ratios")
     bench.add_argument("name", choices=sorted(BENCHES))

@@ -1,14 +1,15 @@
 # The plan, made once when the workflow is parsed: the config (validated, defaults filled in), the
 # methods and modalities (with the config's extensions), the discovered inputs, and which methods
-# run. Unknown methods or stages and invalid values stop here, before any job.
+# run. Unknown methods or stages, invalid values and the planning check's errors (brainfuse.check)
+# stop here, before any job; its table and warnings are printed once.
 import re
+import sys
 
 from snakebids import bids, set_bids_spec
 
+from brainfuse.check import check_plan
 from brainfuse.config import read_config
 from brainfuse.extensions import load_extensions
-from brainfuse.folds import planned_n_folds
-from brainfuse.inputs import discover, planning_subjects
 
 set_bids_spec("v0_15_0")
 
@@ -17,12 +18,17 @@ CATALOG, MODALITIES = load_extensions(CFG.extensions)
 CATALOG.check(CFG.methods)
 R = CFG.results_dir
 ENV = "../../envs/brainfuse.yaml"
-INPUTS = discover(CFG.raw, MODALITIES)
+# jobs that re-read the workflow (cluster jobs) neither rescan the inputs nor repeat the table
+PLAN = check_plan(CFG, MODALITIES, CATALOG, scan_roots=workflow.is_main_process)
+if workflow.is_main_process:
+    print(PLAN.text(), file=sys.stderr)
+PLAN.raise_errors()
+INPUTS = PLAN.inputs
 ATLAS = CFG.atlas.name
-AVAILABLE = {m for m, t in INPUTS.tables.items() if len(t)}
-RUN_METHODS, SKIPPED = CATALOG.plan(CFG.methods, AVAILABLE)
+AVAILABLE = {m for m, n in PLAN.samples.items() if n}
+RUN_METHODS, SKIPPED = PLAN.run_methods, PLAN.skipped_methods
 # `auto` and leave-site-out resolve to a number of folds from the discovered subjects
-N_FOLDS = planned_n_folds(CFG.raw["cv"], planning_subjects(INPUTS, CFG.raw))
+N_FOLDS = PLAN.n_folds
 BIDS_ENTITY = {"acquisition": "acq"}
 
 
