@@ -18,6 +18,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -111,14 +112,19 @@ def _kill_after_first_checkpoint(data: dict[str, str], out: Path, sig: signal.Si
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-def test_killed_stage_resumes_to_the_same_result(data, reference, tmp_path, sig):
+def test_killed_stage_resumes_to_the_same_result(data, reference, tmp_path, sig, caplog):
     step = _kill_after_first_checkpoint(data, tmp_path, sig)
     assert step > 0
     if sig == signal.SIGKILL:
         assert step % EVERY == 0  # only the periodic checkpoint survives a SIGKILL
 
-    # the same call, as a requeued job would make it
-    run_torch_stage(_request(_call(data, tmp_path)))
+    # the same call, as a requeued job would make it; neither loading nor saving a checkpoint
+    # says that weights_only was not set (Lightning logs it at INFO on every save without it)
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level("INFO"):
+        warnings.simplefilter("always")
+        run_torch_stage(_request(_call(data, tmp_path)))
+    said = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    assert not [message for message in said if "weights_only" in message]
 
     resumed = json.loads((tmp_path / "metrics.json").read_text())
     assert resumed["resumed_from_step"] == step > 0
