@@ -285,3 +285,15 @@ def test_biomarker_overview_without_networks_has_no_network_column():
     _, _, blocks = aggregate(_attribution(["Motor", "Motor", "Visual", "Visual"]))
     summary = {"kind": "haufe", "headline_block": "fc", "blocks": blocks}
     assert TOP_NETWORKS in _biomarker_overview({"toy": summary}, {"toy": "toy.html"})
+
+
+def test_fmri_qc_figure_keeps_every_parcel_in_atlas_order_without_networks(tmp_path):
+    from brainfuse.modalities.fmri.qc_figure import _network_order, run_figure
+
+    assert list(_network_order([], 4)) == [0, 1, 2, 3]
+    assert list(_network_order(["B", "A", "B", "A"], 4)) == [1, 3, 0, 2]
+    timeseries = np.random.default_rng(0).normal(size=(40, 4))
+    qc = {"status": "included", "sample_id": "sub-01"}
+    out = tmp_path / "qc.png"
+    run_figure(timeseries, np.corrcoef(timeseries.T), np.zeros(40), [], qc, str(out))
+    assert out.stat().st_size > 0
