@@ -1,8 +1,14 @@
-"""Load the parcellation atlas: Schaefer via nilearn's fetcher, or a labelled NIfTI + labels."""
+"""Load the parcellation atlas: Schaefer via nilearn's fetcher, or a labelled NIfTI (+ labels).
+
+Network labels come only from the atlas: Schaefer's Yeo-7 networks (named in its labels) or the
+``network`` column of a custom label table. An atlas without them has no networks, and the report
+then shows parcels in atlas order and claims no network.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -29,7 +35,8 @@ class Atlas:
     labels : tuple of str
         Node names in node order (no background).
     networks : tuple of str
-        Network of each node (Yeo-7 for Schaefer, ``"NA"`` where unknown).
+        Network of each node, in node order: Yeo-7 for Schaefer, the ``network`` column of a
+        custom label table; empty when the atlas has no network labels.
     space : str
         Template space of the image, e.g. ``MNI152NLin6Asym`` (FSL MNI152).
     """
@@ -45,6 +52,11 @@ class Atlas:
     def n_nodes(self) -> int:
         return len(self.labels)
 
+    @property
+    def has_networks(self) -> bool:
+        """Whether every node has a network label (``networks`` is empty otherwise)."""
+        return len(self.networks) == self.n_nodes > 0
+
     def centroids(self) -> np.ndarray:
         """Centre of mass of each parcel in world (mm) coordinates, shape (n_nodes, 3)."""
         data = np.asarray(self.img.dataobj).astype(np.int64)
@@ -56,13 +68,40 @@ class Atlas:
         return out
 
 
-def network_of(label: str) -> str:
-    """Yeo-7 network named in a Schaefer label such as ``7Networks_LH_Vis_1``."""
-    parts = re.split(r"[_-]", label)
-    for part in parts:
-        if part in YEO7_NETWORKS:
-            return part
-    return "NA"
+def schaefer_networks(labels: Sequence[str]) -> tuple[str, ...]:
+    """Yeo-7 network of each Schaefer label (``7Networks_LH_Vis_1`` -> ``Vis``).
+
+    Returns an empty tuple unless every label is a Schaefer 7-network label, so that an atlas
+    whose names merely contain a word like ``Vis`` gets no networks.
+    """
+    networks = []
+    for label in labels:
+        parts = re.split(r"[_-]", label)
+        found = [p for p in parts[1:] if p in YEO7_NETWORKS]
+        if parts[0] != "7Networks" or not found:
+            return ()
+        networks.append(found[0])
+    return tuple(networks)
+
+
+def known_networks(networks: Sequence[str] | None, n_nodes: int) -> tuple[str, ...]:
+    """Network labels as a cache's metadata gives them, or ``()`` where they say nothing.
+
+    Caches written before atlases could lack networks hold ``"NA"`` for every parcel of a
+    non-Schaefer atlas; that, a missing entry or a length other than ``n_nodes`` means none.
+    """
+    networks = [str(n) for n in networks or []]
+    if len(networks) != n_nodes or all(n in ("", "NA") for n in networks):
+        return ()
+    return tuple(networks)
+
+
+def network_word(networks: Sequence[str]) -> str:
+    """How the report names these network labels: ``"Yeo-7 network"`` when they are Yeo-7's,
+    ``"network"`` for any other set, ``""`` when there are none."""
+    if not networks:
+        return ""
+    return "Yeo-7 network" if set(networks) <= set(YEO7_NETWORKS) else "network"
 
 
 def load_atlas(
@@ -78,12 +117,14 @@ def load_atlas(
     ----------
     name : str
         ``Schaefer<N>`` (N in 100..1000, 7 networks) is fetched with nilearn when ``path`` is not
-        given; any other name requires ``path`` and ``labels_path``.
+        given; any other name requires ``path``.
     path : str, optional
-        Labelled NIfTI image.
+        Labelled NIfTI image (integer values, 0 = background).
     labels_path : str, optional
-        TSV/CSV table with ``index`` and ``name`` columns (a BIDS ``dseg.tsv`` or a nilearn LUT), or
-        a FreeSurfer/CBIG colour table (index, name, R, G, B per line).
+        TSV/CSV table with ``index`` and ``name`` columns and optionally ``network`` (a BIDS
+        ``dseg.tsv`` or a nilearn LUT), or a FreeSurfer/CBIG colour table (index, name, R, G, B
+        per line). Without it, the parcels are the image's nonzero values in ascending order,
+        named by their value (``"1"``, ``"2"``, ...), and the atlas has no networks.
     data_dir : str, optional
         Where nilearn looks for (and would download) the Schaefer files; ``NILEARN_DATA`` is used
         when unset.
@@ -110,15 +151,22 @@ def load_atlas(
         if names and names[0].lower() == "background":
             names = names[1:]
         values = list(range(1, len(names) + 1))
+        networks = schaefer_networks(names)
         space = space or "MNI152NLin6Asym"
     else:
-        if labels_path is None:
-            raise ValueError(
-                "atlas.path is set but atlas.labels is missing: a label table is required"
-            )
         img = nib.load(path)
-        values, names = _read_label_table(Path(labels_path))
         space = space or "unknown"
+        if labels_path is None:
+            # no label table: each nonzero image value is a parcel, named by its value so that
+            # numeric table headers (AFNI's "#1 #2 ...") match it
+            values = sorted(int(v) for v in np.unique(np.asarray(img.dataobj)) if v != 0)
+            if not values:
+                raise ValueError(f"atlas {name}: {path} has no nonzero (parcel) values")
+            names = [str(v) for v in values]
+            networks: tuple[str, ...] = ()
+        else:
+            values, names, networks = _read_label_table(Path(labels_path))
+            networks = networks or schaefer_networks(names)
     img = nib.Nifti1Image(np.asarray(img.dataobj).astype(np.int32), img.affine, img.header)
     present = set(np.unique(np.asarray(img.dataobj)).tolist())
     missing = [n for v, n in zip(values, names, strict=True) if v not in present]
@@ -131,18 +179,29 @@ def load_atlas(
         img=img,
         label_values=tuple(int(v) for v in values),
         labels=tuple(names),
-        networks=tuple(network_of(n) for n in names),
+        networks=networks,
         space=space,
     )
 
 
-def _read_label_table(path: Path) -> tuple[list[int], list[str]]:
+def _read_label_table(path: Path) -> tuple[list[int], list[str], tuple[str, ...]]:
+    """Image values, names and (from a ``network`` column, else empty) networks of a table."""
     text = path.read_text().strip().splitlines()
     first = re.split(r"[\t,]", text[0])
     if "index" in first and "name" in first:
-        table = pd.read_csv(path, sep=None, engine="python")
-        table = table[table["index"] != 0]
-        return table["index"].astype(int).tolist(), table["name"].astype(str).tolist()
+        table = pd.read_csv(path, sep=None, engine="python", keep_default_na=False)
+        table = table[table["index"].astype(int) != 0]
+        names = table["name"].astype(str).tolist()
+        networks: tuple[str, ...] = ()
+        if "network" in table:
+            networks = tuple(table["network"].astype(str).str.strip())
+            blank = [n for n, net in zip(names, networks, strict=True) if not net]
+            if blank:
+                raise ValueError(
+                    f"{path}: the 'network' column is empty for labels {blank[:5]} "
+                    "(give every parcel a network, or leave the column out)"
+                )
+        return table["index"].astype(int).tolist(), names, networks
     values, names = [], []
     for line in text:
         fields = line.split()
@@ -151,7 +210,7 @@ def _read_label_table(path: Path) -> tuple[list[int], list[str]]:
             names.append(fields[1])
     if not values:
         raise ValueError(f"{path}: no 'index'/'name' columns and no '<index> <name>' lines")
-    return values, names
+    return values, names, ()
 
 
 @lru_cache(maxsize=4)

@@ -59,7 +59,17 @@ class FoldBlock:
 
 @dataclass
 class BlockInfo:
-    """Names of what a block's axes index."""
+    """Names of what a block's axes index.
+
+    Attributes
+    ----------
+    nodes : list of str
+        Node (parcel or channel) names in node order.
+    networks : list of str
+        Network of each node, from the atlas; empty when the atlas has no network labels.
+    bands : list of str
+        Frequency bands of the block, ``[""]`` for none.
+    """
 
     nodes: list[str]
     networks: list[str]

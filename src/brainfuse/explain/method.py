@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from brainfuse.core.atlas import network_of
+from brainfuse.core.atlas import known_networks
 from brainfuse.explain.blocks import BLOCK_MODALITY, BlockInfo, MethodAttribution
 from brainfuse.explain.gradients import torch_fold_blocks
 from brainfuse.explain.linear import ATTRIBUTED_FEATURES, linear_blocks
@@ -27,9 +27,8 @@ def _cache_info(cache, modality: str) -> BlockInfo:
     if not nodes:
         key = {"fmri": "fc", "sc": "sc", "eeg": "aec"}[modality]
         nodes = [f"node_{i}" for i in range(cache.arrays[key].shape[-1])]
-    networks = meta.get("roi_networks")
-    if not networks or len(networks) != len(nodes):
-        networks = [network_of(n) for n in nodes]
+    # the atlas' network labels, where the cache has them for these nodes (not EEG channels)
+    networks = known_networks(meta.get("roi_networks"), len(nodes))
     bands = list(meta.get("bands") or [""]) if modality == "eeg" else [""]
     return BlockInfo(nodes=nodes, networks=list(networks), bands=bands)
 

@@ -58,7 +58,7 @@ def aggregate(result: MethodAttribution) -> tuple[pd.DataFrame, pd.DataFrame, di
                 "modality": BLOCK_MODALITY[name],
                 "parcel_index": np.arange(n),
                 "parcel": info.nodes,
-                "network": info.networks,
+                "network": _node_networks(info),
             }
         )
         for f, row in zip(folds, parcel, strict=True):
@@ -167,7 +167,7 @@ def _edge_table(
             "j": np.tile(ju, len(bands)),
         }
     )
-    nodes, networks = np.asarray(info.nodes), np.asarray(info.networks)
+    nodes, networks = np.asarray(info.nodes), np.asarray(_node_networks(info))
     frame["parcel_i"], frame["parcel_j"] = nodes[frame["i"]], nodes[frame["j"]]
     frame["network_i"], frame["network_j"] = networks[frame["i"]], networks[frame["j"]]
     for f, row in zip(folds, shares, strict=True):
@@ -179,9 +179,17 @@ def _edge_table(
     return frame, stability(shares)
 
 
+def _node_networks(info: BlockInfo) -> list[str]:
+    """Each node's network for the tables' ``network`` columns: empty text where the atlas has no
+    network labels, so that no table names a network the atlas does not give."""
+    return list(info.networks) if info.networks else [""] * info.n_nodes
+
+
 def _network_shares(importance: np.ndarray, networks: Sequence[str]) -> list[dict[str, Any]]:
     """Per network, most enriched first: share of the importance, parcels, and enrichment
-    (share / parcel share; 1 = as much as its size predicts)."""
+    (share / parcel share; 1 = as much as its size predicts); empty without network labels."""
+    if not networks:
+        return []
     frame = pd.DataFrame({"network": list(networks), "importance": importance})
     n = len(frame)
     grouped = frame.groupby("network", sort=False)["importance"].agg(["sum", "size"])
@@ -201,6 +209,9 @@ def _network_shares(importance: np.ndarray, networks: Sequence[str]) -> list[dic
 
 
 def _network_pair_shares(edges: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per pair of networks, most enriched first; empty without network labels."""
+    if not (edges["network_i"].astype(str) != "").any():
+        return []
     pair = [
         tuple(sorted((a, b))) for a, b in zip(edges["network_i"], edges["network_j"], strict=True)
     ]
@@ -221,8 +232,10 @@ def _network_pair_shares(edges: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """``importance.tsv`` / ``edges.tsv`` as written (``n/a`` is missing, empty band stays
-    ``""``)."""
+    """``importance.tsv`` / ``edges.tsv`` as written (``n/a`` is missing, an empty band or
+    network stays ``""``, and parcel names stay text: an atlas without a label table names its
+    parcels by their image values, ``"1"``, ``"2"``, ...)."""
+    text = ("band", "parcel", "parcel_i", "parcel_j", "network", "network_i", "network_j")
     return pd.read_csv(
-        path, sep="\t", keep_default_na=False, na_values=["n/a"], dtype={"band": str}
+        path, sep="\t", keep_default_na=False, na_values=["n/a"], dtype=dict.fromkeys(text, str)
     )

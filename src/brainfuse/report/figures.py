@@ -15,6 +15,7 @@ import functools
 import inspect
 import logging
 import textwrap
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,8 @@ from brainfuse.core.atomic import atomic_path
 
 log = logging.getLogger("brainfuse")
 
-#: Yeo-7 network colours (the usual Yeo 2011 palette), for labels and bars.
+#: Yeo-7 network colours (the usual Yeo 2011 palette), for labels and bars; other networks of a
+#: custom atlas get a colour of matplotlib's ``tab10`` palette.
 NETWORK_COLORS = {
     "Vis": "#781286",
     "SomMot": "#4682b4",
@@ -35,8 +37,9 @@ NETWORK_COLORS = {
     "Limbic": "#a0a064",
     "Cont": "#e69422",
     "Default": "#cd3e4e",
-    "NA": "#888888",
 }
+#: colour of a node without a network label
+UNLABELLED_COLOR = "#888888"
 NETWORK_ORDER = ("Vis", "SomMot", "DorsAttn", "SalVentAttn", "Limbic", "Cont", "Default")
 DPI = 100
 #: nilearn's colorbar rounds its bounds with this format; a colour range must survive it.
@@ -119,14 +122,25 @@ def _colour_range(low: float, high: float) -> tuple[float, float]:
 
 
 def _network_color(network: str) -> str:
-    return NETWORK_COLORS.get(network, NETWORK_COLORS["NA"])
+    """A network's colour: Yeo-7's palette, a stable ``tab10`` colour for another network's
+    name (the same in every figure), grey for no network."""
+    if not network:
+        return UNLABELLED_COLOR
+    if network in NETWORK_COLORS:
+        return NETWORK_COLORS[network]
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    return to_hex(colormaps["tab10"](zlib.crc32(network.encode()) % 10))
 
 
 def network_order(networks: Sequence[str]) -> np.ndarray:
-    """Node order grouping Yeo-7 networks (in the usual order), stable within a network."""
+    """Node order grouping nodes by network, stable within a network: Yeo-7 networks in the
+    usual order, other networks in the order they first appear."""
     rank = {n: i for i, n in enumerate(NETWORK_ORDER)}
-    keys = [rank.get(n, len(rank)) for n in networks]
-    return np.argsort(keys, kind="stable")
+    for network in networks:
+        rank.setdefault(network, len(rank))
+    return np.argsort([rank[n] for n in networks], kind="stable")
 
 
 def _short(name: str) -> str:
@@ -254,15 +268,21 @@ def top_edges_figure(
 
 
 def _networks_of(frame: pd.DataFrame, nodes: Sequence[str]) -> list[str]:
+    if "network_i" not in frame:
+        return [""] * len(nodes)
     mapping = dict(zip(frame["parcel_i"], frame["network_i"], strict=True))
     mapping |= dict(zip(frame["parcel_j"], frame["network_j"], strict=True))
-    return [mapping.get(n, "NA") for n in nodes]
+    return [str(mapping.get(n, "")) for n in nodes]
 
 
 @never_raises
 def networks_figure(summary: Mapping[str, Any], out_png: str | Path) -> str:
-    """Per block: share of importance per Yeo-7 network (bars, coloured by network) against the
-    network's share of parcels (ticks); bands and modality shares when the model has them."""
+    """Per block: share of importance per network (bars, coloured by network) against the
+    network's share of parcels (ticks); bands and modality shares when the model has them.
+
+    A block whose atlas has no network labels has no network panel; when no panel is left, the
+    figure says so.
+    """
     plt = _plt()
     blocks = summary.get("blocks") or {}
     if not blocks:
@@ -271,7 +291,13 @@ def networks_figure(summary: Mapping[str, Any], out_png: str | Path) -> str:
     if len(blocks) > 1 and summary.get("kind") == "integrated_gradients":
         # IG attributions of all inputs add up to one log-odds difference: comparable shares
         extra.append(("modalities", None))
-    panels = [("networks", b) for b in blocks] + extra
+    panels = [("networks", b) for b, v in blocks.items() if v.get("networks")] + extra
+    if not panels:
+        return message_figure(
+            "The atlas has no network labels: no network shares (the tables list the parcels).",
+            out_png,
+        )
+    legend_block = next((b for what, b in panels if what == "networks"), None)
     fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.0), squeeze=False)
     for ax, (what, block) in zip(axes[0], panels, strict=True):
         if what == "networks":
@@ -294,7 +320,7 @@ def networks_figure(summary: Mapping[str, Any], out_png: str | Path) -> str:
             ax.invert_yaxis()
             ax.set_xlabel("share of importance")
             ax.set_title(f"{block}: networks", fontsize=10)
-            if block == next(iter(blocks)):
+            if block == legend_block:
                 ax.legend(
                     loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False, fontsize=8
                 )
@@ -408,7 +434,8 @@ def fc_difference_figure(
     out_png: str | Path,
 ) -> str:
     """Mean Fisher-z FC of the positive class minus the others (runs averaged per subject
-    first), ordered by Yeo-7 network with the network blocks marked."""
+    first), ordered by network with the network blocks marked; in atlas order, unmarked, when
+    ``networks`` does not label every parcel (an atlas without network labels gives none)."""
     plt = _plt()
     labels = np.asarray([str(x) for x in labels])
     subjects = np.asarray([str(x) for x in subjects])
@@ -432,12 +459,25 @@ def fc_difference_figure(
             "No parcel pair has connectivity in both classes: no FC group difference.", out_png
         )
     np.fill_diagonal(diff, 0.0)
-    order = network_order(networks)
+    labelled = len(networks) == len(diff)
+    order = network_order(networks) if labelled else np.arange(len(diff))
     ordered = np.nan_to_num(diff[np.ix_(order, order)])
-    nets = np.asarray(networks)[order]
     limit = float(np.nanpercentile(np.abs(ordered), 99.5)) or 1.0
     fig, ax = plt.subplots(figsize=(6.2, 5.4))
     image = ax.imshow(ordered, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+    if labelled:
+        _mark_networks(ax, np.asarray(networks)[order])
+    else:
+        ax.set_xlabel("parcel (atlas order; the atlas has no network labels)", fontsize=8)
+        ax.set_ylabel("parcel (atlas order)", fontsize=8)
+    n_pos, n_neg = int(positive_rows.sum()), int((~positive_rows).sum())
+    ax.set_title(f"mean Fisher-z FC: {positive} (n={n_pos}) minus others (n={n_neg})", fontsize=10)
+    fig.colorbar(image, ax=ax, fraction=0.046, label="Δz")
+    return save(fig, out_png)
+
+
+def _mark_networks(ax, nets: np.ndarray) -> None:
+    """Lines between the network blocks of an ordered matrix and the networks' names as ticks."""
     bounds = [i for i in range(1, len(nets)) if nets[i] != nets[i - 1]]
     for b in bounds:
         ax.axhline(b - 0.5, color="black", lw=0.6)
@@ -445,17 +485,13 @@ def fc_difference_figure(
     starts = [0, *bounds]
     ends = [*bounds, len(nets)]
     centres = [(s + e - 1) / 2 for s, e in zip(starts, ends, strict=True)]
-    names = [nets[s] for s in starts]
+    names = [str(nets[s]) for s in starts]
     ax.set_xticks(centres, names, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(centres, names, fontsize=8)
     for tick, name in zip(ax.get_xticklabels(), names, strict=True):
         tick.set_color(_network_color(name))
     for tick, name in zip(ax.get_yticklabels(), names, strict=True):
         tick.set_color(_network_color(name))
-    n_pos, n_neg = int(positive_rows.sum()), int((~positive_rows).sum())
-    ax.set_title(f"mean Fisher-z FC: {positive} (n={n_pos}) minus others (n={n_neg})", fontsize=10)
-    fig.colorbar(image, ax=ax, fraction=0.046, label="Δz")
-    return save(fig, out_png)
 
 
 def _finite_mean(stack: np.ndarray) -> np.ndarray:

@@ -379,11 +379,16 @@ def _results_section(
                 embedded["fc_difference"],
                 "FC group difference",
                 "Mean Fisher-z FC of the positive class minus the other class (all included "
-                "runs, averaged per subject first), parcels ordered by Yeo-7 network. "
+                "runs, averaged per subject first); parcels grouped by network where the atlas "
+                "labels networks, otherwise in atlas order (the axes say which). "
                 "Descriptive: computed on all subjects, not cross-validated.",
             ),
         ]
     return parts
+
+
+#: the biomarker overview's column of each method's most enriched networks
+TOP_NETWORKS = "top networks (importance / parcel share)"
 
 
 def _biomarker_overview(
@@ -409,7 +414,7 @@ def _biomarker_overview(
                 f"{escape(method)}</a>",
                 "attribution": summary.get("kind", ""),
                 "input": block,
-                "top networks (importance / parcel share)": ", ".join(top),
+                TOP_NETWORKS: ", ".join(top),
                 "Spearman between folds": stab.get("spearman_mean"),
                 "top-10 overlap": stab.get("top_k_overlap_mean"),
                 "chance overlap": stab.get("chance_overlap"),
@@ -417,11 +422,15 @@ def _biomarker_overview(
         )
     if not rows:
         return "<h2>Biomarkers</h2><p>No attributions were computed.</p>"
+    table = pd.DataFrame(rows)
+    if not (table[TOP_NETWORKS] != "").any():
+        # the atlas has no network labels: no column that would claim networks
+        table = table.drop(columns=TOP_NETWORKS)
     return (
         "<h2>Biomarkers</h2><p>What each model relies on (details and top parcels on the "
         "method pages). Stability: agreement of parcel importance between outer folds (mean "
         "pairwise Spearman correlation; mean share of top-10 parcels in common).</p>"
-        + html_table(pd.DataFrame(rows), raw_columns=("method",))
+        + html_table(table, raw_columns=("method",))
     )
 
 

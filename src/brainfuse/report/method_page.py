@@ -1,6 +1,7 @@
 """``<method>.html``: the method's metrics per fold and its biomarkers.
 
-Top parcels on a glass brain and as a table (Schaefer names, Yeo-7 networks), top edges,
+Top parcels on a glass brain and as a table (atlas names and, where the atlas labels them,
+networks), top edges,
 network/band/modality shares, stability across folds, MoE routing by class where available,
 and recovery of the ground truth (see :mod:`brainfuse.explain`).
 """
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from brainfuse.core.atlas import network_word
 from brainfuse.report.html import (
     METRIC_NAMES,
     html_img,
@@ -53,11 +55,18 @@ def _top_parcels(importance: pd.DataFrame, block: str, k: int = 10) -> pd.DataFr
             "SD over folds": _percent(rows["sd"]),
         }
     )
+    if not _labelled(out["network"]):
+        out = out.drop(columns="network")
     if fold_cols:
         out["rank per fold"] = [
             ", ".join(str(int(ranks[c].loc[i])) for c in fold_cols) for i in rows.index
         ]
     return out
+
+
+def _labelled(networks: pd.Series) -> bool:
+    """Whether a network column names any network (it is empty where the atlas has none)."""
+    return bool((networks.fillna("").astype(str) != "").any())
 
 
 def _top_edges(edges: pd.DataFrame, block: str, k: int = 10) -> pd.DataFrame:
@@ -79,6 +88,8 @@ def _top_edges(edges: pd.DataFrame, block: str, k: int = 10) -> pd.DataFrame:
             ],
         }
     )
+    if not _labelled(rows["network_i"]):
+        out = out.drop(columns="networks")
     if (rows["band"].astype(str) != "").any():
         out.insert(1, "band", rows["band"].to_numpy())
     return out
@@ -213,15 +224,35 @@ def _attribution_intro(
             "that carry a planted effect; chance is the planted share of all parcels "
             "(edges).</p></div>"
         )
-    for key, caption in _figure_captions(summary.get("headline_block"), positive):
+    networks = [n["network"] for b in summary["blocks"].values() for n in b.get("networks", [])]
+    captions = _figure_captions(summary.get("headline_block"), positive, network_word(networks))
+    for key, caption in captions:
         src = png_uri(biomarkers.get(key))
         if src:
             body.append(html_img(src, f"{method} {key.replace('_', ' ')}", caption))
     return body
 
 
-def _figure_captions(headline: str | None, positive: str | None) -> list[tuple[str, str]]:
-    """The biomarker figures of a method page and their captions."""
+def _figure_captions(
+    headline: str | None, positive: str | None, network: str
+) -> list[tuple[str, str]]:
+    """The biomarker figures of a method page and their captions.
+
+    ``network`` names the atlas' network labels (``"Yeo-7 network"``, ``"network"``), or is
+    ``""`` when the atlas has none: then no caption mentions networks.
+    """
+    if network:
+        colours = f"nodes coloured by {network}."
+        shares = (
+            f"Share of importance per {network} (bars) against the network's share of parcels "
+            "(ticks); bands and inputs where the model has them."
+        )
+    else:
+        colours = "nodes in grey (the atlas has no network labels)."
+        shares = (
+            "Share of importance per band and per input where the model has them (the atlas "
+            "has no network labels)."
+        )
     return [
         (
             "top_parcels",
@@ -231,14 +262,12 @@ def _figure_captions(headline: str | None, positive: str | None) -> list[tuple[s
         (
             "top_edges",
             "Top 20 edges; red: higher pattern/attribution towards the positive "
-            "class" + (f" ({positive})" if positive else "") + ", blue: towards the other class; "
-            "nodes coloured by Yeo-7 network.",
+            "class"
+            + (f" ({positive})" if positive else "")
+            + ", blue: towards the other class; "
+            + colours,
         ),
-        (
-            "networks",
-            "Share of importance per Yeo-7 network (bars) against the network's share "
-            "of parcels (ticks); bands and inputs where the model has them.",
-        ),
+        ("networks", shares),
     ]
 
 

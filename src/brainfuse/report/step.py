@@ -42,6 +42,7 @@ def make_report_figures(
 def _fc_difference(fmri_cache: str, positive: str, out_png: str) -> None:
     """The FC group difference from the fMRI cache; a cache that cannot be read becomes a
     figure that says why, so that the report stage never stops a run."""
+    from brainfuse.core.atlas import known_networks
     from brainfuse.core.cache import read_cache
     from brainfuse.report import figures as draw
 
@@ -51,13 +52,12 @@ def _fc_difference(fmri_cache: str, positive: str, out_png: str) -> None:
         log.warning("FC group difference: cannot read %s: %r", fmri_cache, error)
         draw.message_figure(f"The fMRI cache could not be read: {error}", out_png)
         return
-    networks = cache.metadata.get("roi_networks")
-    if not networks:
-        from brainfuse.core.atlas import network_of
-
-        networks = [network_of(n) for n in cache.metadata.get("roi_names", [])]
+    names = cache.metadata.get("roi_names", [])
+    # only the atlas' own network labels order the matrix; a cache of an atlas without them
+    # (older ones say "NA" for every parcel) gives parcels in atlas order
+    networks = known_networks(cache.metadata.get("roi_networks"), len(names))
     draw.fc_difference_figure(
-        cache.arrays.get("fc", np.zeros((0, len(networks), len(networks)))),
+        cache.arrays.get("fc", np.zeros((0, len(names), len(names)))),
         cache.table["label"],
         cache.table["subject"],
         networks,

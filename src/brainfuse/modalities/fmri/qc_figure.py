@@ -7,7 +7,10 @@ import numpy as np
 from brainfuse.core.atomic import atomic_path
 
 
-def _network_order(networks: list[str]) -> np.ndarray:
+def _network_order(networks: list[str], n_nodes: int) -> np.ndarray:
+    """Parcels grouped by network; in atlas order when the atlas has no network labels."""
+    if len(networks) != n_nodes:
+        return np.arange(n_nodes)
     return np.argsort(np.asarray(networks), kind="stable")
 
 
@@ -19,7 +22,8 @@ def run_figure(
     qc: dict,
     out_png: str,
 ) -> None:
-    """FD trace over a carpet of z-scored parcel signals (ordered by network) beside the FC matrix.
+    """FD trace over a carpet of z-scored parcel signals (ordered by network, or in atlas order
+    when ``networks`` is empty) beside the FC matrix.
 
     Excluded runs get a figure stating the reason, so every run has one to look at.
     """
@@ -28,7 +32,6 @@ def run_figure(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    order = _network_order(networks)
     fig = plt.figure(figsize=(11, 4.2))
     title = f"{qc.get('sample_id', '')}: {qc.get('status', '')}"
     if qc.get("status") != "included" or len(timeseries) == 0:
@@ -41,12 +44,13 @@ def run_figure(
         ax_fd.set_xticks([])
         ax_fd.set_title(title, fontsize=10, loc="left")
         ax_carpet = fig.add_subplot(grid[1, 0])
+        order = _network_order(networks, timeseries.shape[1])
         x = timeseries[:, order]
         sd = np.nanstd(x, axis=0)
         z = (x - np.nanmean(x, axis=0)) / np.where(sd > 0, sd, 1)
         ax_carpet.imshow(np.nan_to_num(z).T, aspect="auto", cmap="gray", vmin=-2, vmax=2)
         ax_carpet.set_xlabel("kept volume")
-        ax_carpet.set_ylabel("parcel (by network)")
+        ax_carpet.set_ylabel("parcel (by network)" if networks else "parcel (atlas order)")
         ax_fc = fig.add_subplot(grid[:, 1])
         image = ax_fc.imshow(fc[np.ix_(order, order)], cmap="RdBu_r", vmin=-1, vmax=1)
         ax_fc.set_title("FC (Pearson r)", fontsize=10)
