@@ -375,3 +375,18 @@ def test_write_json_writes_null_for_non_finite_numbers(tmp_path):
         "tuple": [None, True],
         "4": "numpy key",
     }
+
+
+def test_subjects_per_site_and_label_counts_entity_labels_of_one_subject():
+    from brainfuse.report.index_page import subjects_per_group
+
+    # a label from the task entity: every subject has a rest and an arithmetic recording
+    included = pd.DataFrame(
+        {
+            "subject": ["01", "01", "02", "02", "03"],
+            "label": ["rest", "arith", "rest", "arith", "rest"],
+            "site": "A",
+        }
+    )
+    table = subjects_per_group(included, "site")
+    assert table.loc["A"].to_dict() == {"arith": 2, "rest": 3}

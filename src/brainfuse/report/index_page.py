@@ -287,6 +287,18 @@ def _write_method_pages(
     return method_summaries
 
 
+def subjects_per_group(included: pd.DataFrame, group: str) -> pd.DataFrame:
+    """Subjects per ``group`` (site or modality) and label, from QC rows of included samples.
+
+    A subject counts once per label it has samples of: with the label taken from an entity
+    (rest and task runs of every subject) each subject is in both columns.
+    """
+    if included.empty or "label" not in included.columns:
+        return pd.DataFrame()
+    pairs = included.drop_duplicates(["subject", "label"])
+    return pairs.groupby([group, "label"]).size().unstack(fill_value=0)
+
+
 def _dataset_section(
     inputs: ReportInputs, qc: pd.DataFrame, embedded: Mapping[str, str | None], page_dir: Path
 ) -> list[str]:
@@ -300,14 +312,7 @@ def _dataset_section(
         else pd.DataFrame(columns=["modality", "samples", "subjects"])
     )
     site = "site" if "site" in included.columns else None
-    groups = (
-        included.drop_duplicates("subject")
-        .groupby([site or "modality", "label"])
-        .size()
-        .unstack(fill_value=0)
-        if len(included) and "label" in included.columns
-        else pd.DataFrame()
-    )
+    groups = subjects_per_group(included, site or "modality")
     excluded = qc[qc["status"] != "included"][["modality", "sample_id", "reason"]]
     qc_link = inputs.qc_link
     qc_href = escape(
