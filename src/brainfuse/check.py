@@ -79,8 +79,9 @@ class PlanCheck:
         for scan in self.scans:
             lines.append(f"  {scan.kind:<11} {scan.matched:>5} files kept in {scan.root}")
             lines += [f"  {'':<11} {'':>5} not kept: {line}" for line in scan.lines()]
-        for modality, n in self.samples.items():
-            lines.append(f"  {modality:<11} {n:>5} samples")
+        if self.samples:
+            counts = ", ".join(f"{m} {n}" for m, n in self.samples.items())
+            lines.append(f"  samples: {counts}")
         if self.participants is not None:
             lines += ["", f"Participants  {self.participants}"]
         if self.class_sizes:

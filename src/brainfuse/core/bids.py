@@ -72,11 +72,17 @@ def pybids_db_path(db_dir: str, name: str, root: Path) -> Path:
     return Path(db_dir).resolve() / name / digest
 
 
+#: pybids looks for a ``derivatives/`` folder inside every root indexed with derivatives; the
+#: roots here are derivative datasets themselves, so its absence says nothing.
+NO_NESTED_DERIVATIVES = "Derivative indexing was requested, but no valid datasets were found"
+
+
 def _log_warnings(name: str, caught: list[warnings.WarningMessage]) -> None:
     """Log each distinct warning once, by its first line, with how often it was raised."""
     counts = Counter(str(w.message).splitlines()[0] for w in caught if str(w.message))
     for message, count in counts.items():
-        log.warning("pybids (%s), %d time(s): %s", name, count, message)
+        level = logging.DEBUG if message.startswith(NO_NESTED_DERIVATIVES) else logging.WARNING
+        log.log(level, "pybids (%s), %d time(s): %s", name, count, message)
 
 
 def strip_entities(path: str, drop: tuple[str, ...]) -> str:
