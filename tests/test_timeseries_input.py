@@ -119,7 +119,7 @@ def _run_table(tmp_path, atlas, atlas_data_dir, path) -> dict:
         table=str(path),
         entities={"subject": "01", "task": "rest"},
         atlas_cfg={"name": atlas.name, "data_dir": atlas_data_dir, "min_coverage": 0.5},
-        params={"min_clean_seconds": 10},
+        params={"min_clean_seconds": 10, "tr_source": "exclude", "tr_tolerance": 0.01},
         default_tr=2.0,
         **outputs,
     )
@@ -161,9 +161,10 @@ def test_tr_and_motion(tmp_path):
     path = tmp_path / "sub-01_task-rest_space-X_seg-Y_stat-mean_timeseries.tsv"
     path.write_text("")
     path.with_suffix(".json").write_text(json.dumps({"RepetitionTime": 0.8}))
-    assert repetition_time_of_table(path, None) == 0.8
+    choice = {"tr_source": "exclude", "tolerance": 0.01}
+    assert repetition_time_of_table(path, None, **choice).seconds == 0.8
     with pytest.raises(InputError, match="no TR"):
-        repetition_time_of_table(tmp_path / "other.tsv", None)
+        repetition_time_of_table(tmp_path / "other.tsv", None, **choice)
     pd.DataFrame({"framewise_displacement": [np.nan, 0.1, 0.3]}).to_csv(
         tmp_path / "sub-01_task-rest_desc-motion_timeseries.tsv",
         sep="\t",
@@ -183,6 +184,8 @@ def test_modality_runs_tables_into_a_cache(tmp_path, atlas, atlas_data_dir):
     section = {
         "strategy": "36P",
         "min_clean_seconds": 10,
+        "tr_source": "exclude",
+        "tr_tolerance": 0.01,
         "sequence_length": 16,
         "dfc_window": 8,
         "dfc_step": 4,

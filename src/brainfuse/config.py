@@ -33,10 +33,13 @@ class InputConfig:
     demo_xcpd_subjects: int
     fmriprep_dir: str | None
     xcpd_dir: str | None
-    timeseries_tr: float | None
+    roi_tables: Mapping[str, str] | None
+    timeseries_tr: float | str | None
+    mean_fd_column: str | None
     eeg_dir: str | None
     sc_dir: str | None
     participants: str | None
+    participant_column: str
     participant_label: tuple[str, ...]
     exclude_participant_label: tuple[str, ...]
     pybids_db_dir: str | None
@@ -49,6 +52,7 @@ class LabelConfig:
     column: str
     entity: str | None
     positive: str | None
+    site_column: str
 
 
 @dataclass(frozen=True)

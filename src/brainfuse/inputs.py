@@ -125,5 +125,5 @@ def planning_subjects(inputs: Inputs, config: dict) -> pd.DataFrame:
         table = make_participants(config["input"]["demo_subjects"], config["seed"])
         participants = table.set_index(table["participant_id"].str.removeprefix("sub-"))
     else:
-        participants = read_participants(inputs.participants)
+        participants = read_participants(inputs.participants, config["input"]["participant_column"])
     return attach_labels(samples, participants, config["label"])

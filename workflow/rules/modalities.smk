@@ -60,7 +60,11 @@ for modality in MODALITIES.values():
             runtime=res("cache", "runtime"),
         params:
             modality=modality_reference(modality),
-            label=CFG.raw["label"],
+            # the participants table's subject column is an input key the labels need too
+            label={
+                **CFG.raw["label"],
+                "participant_column": CFG.raw["input"]["participant_column"],
+            },
             atlas=CFG.raw["atlas"],
             # the whole section: the cache records it in its metadata
             section=CFG.section(modality.config_section),

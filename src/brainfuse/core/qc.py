@@ -48,8 +48,13 @@ def read_qc(
 
 
 def label_qc(qc: pd.DataFrame, participants: str, label_cfg: dict) -> pd.DataFrame:
-    """Attach labels and sites; samples without a label are excluded with that reason."""
-    labelled = attach_labels(qc, read_participants(participants), label_cfg)
+    """Attach labels and sites; samples without a label are excluded with that reason.
+
+    ``label_cfg`` is the ``label`` section; its ``participant_column`` (the workflow adds
+    ``input.participant_column``) names the subject column of the participants table.
+    """
+    id_column = label_cfg.get("participant_column", "participant_id")
+    labelled = attach_labels(qc, read_participants(participants, id_column), label_cfg)
     missing = labelled["label"].isna() & (labelled["status"] == "included")
     labelled.loc[missing, "status"] = "excluded"
     labelled.loc[missing, "reason"] = "no label in participants.tsv for this subject"

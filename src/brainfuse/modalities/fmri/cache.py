@@ -39,7 +39,7 @@ def build_fmri_cache(
     series = [pd.read_csv(data[i], sep="\t").to_numpy(np.float32) for i in keep]
     table = qc.iloc[keep][id_columns(qc)].reset_index(drop=True)
     for column in qc_fields:
-        table[column] = qc.iloc[keep][column].astype(float).to_numpy()
+        table[column] = _qc_column(qc, column).iloc[keep].to_numpy()
     n, length = atlas.n_nodes, config_section["sequence_length"]
     window, step = config_section["dfc_window"], config_section["dfc_step"]
     arrays: dict[str, np.ndarray] = {"timeseries": np.zeros((0, n, 1))}
@@ -82,3 +82,15 @@ def build_fmri_cache(
     )
     write_cache(out_cache, table, arrays, meta)
     atomic.write_tsv(out_qc, qc)
+
+
+def _qc_column(qc: pd.DataFrame, column: str) -> pd.Series:
+    """A QC field as floats, or as text for a text field (``column_order``); missing where a
+    run's record lacks it (BOLD runs have no ``column_order``)."""
+    if column not in qc.columns:
+        return pd.Series(np.nan, index=qc.index)
+    values = qc[column]
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().sum() == values.notna().sum():
+        return numeric.astype(float)
+    return values.astype(object).where(values.notna(), None)

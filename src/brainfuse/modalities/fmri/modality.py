@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from brainfuse.core.bids import SAMPLE_ENTITIES, snakebids_table, strip_entities
+from brainfuse.core.errors import ConfigError
 from brainfuse.modalities.base import OutputName, section_values
 from brainfuse.modalities.fmri.tables import table_sidecar
 
@@ -18,7 +19,14 @@ DEMO_SPACE = "MNI152NLin6Asym"
 #: Input kinds, in the order their samples are joined (the ``source`` column).
 SOURCES = ("bold", "timeseries")
 #: Run-level QC fields the cache table carries for every included run.
-QC_FIELDS = ("tr", "mean_fd", "censored_fraction", "tsnr_mean")
+QC_FIELDS = (
+    "tr",
+    "mean_fd",
+    "censored_fraction",
+    "tsnr_mean",
+    "column_order",
+    "n_constant_parcels",
+)
 
 
 def bold_companions(bold_path: str) -> dict[str, str]:
@@ -52,6 +60,11 @@ def _shared_samples(a: pd.DataFrame, b: pd.DataFrame) -> list[str]:
         return []
     merged = a[keys].merge(b[keys])
     return ["_".join(map(str, row)) for row in merged.to_numpy()]
+
+
+def _number(value: Any) -> float | None:
+    """A float, or None for a missing value (job parameters hold no NaN)."""
+    return None if value is None or pd.isna(value) else float(value)
 
 
 class FMRI:
@@ -89,11 +102,21 @@ class FMRI:
     cache_inputs = {"sidecars": "sidecar", "data": "timeseries", "raw_fc": "relmat_raw"}
 
     def input_roots(self, config: dict) -> dict[str, Path]:
+        """fMRIPrep's root for BOLD; XCP-D's, or the ``input.roi_tables`` folder, for tables."""
         inp = config["input"]
-        keys = {"bold": "fmriprep_dir", "timeseries": "xcpd_dir"}
-        return {kind: Path(inp[key]) for kind, key in keys.items() if inp[key]}
+        if inp["xcpd_dir"] and inp["roi_tables"]:
+            raise ConfigError(
+                "input: set xcpd_dir or roi_tables, not both (both give pre-parcellated tables)"
+            )
+        roots = {"bold": inp["fmriprep_dir"], "timeseries": inp["xcpd_dir"]}
+        if inp["roi_tables"]:
+            roots["timeseries"] = inp["roi_tables"]["dir"]
+        return {kind: Path(root) for kind, root in roots.items() if root}
 
     def discover(self, config: dict) -> pd.DataFrame:
+        """BOLD runs and tables; a table's configured TR and mean FD ride along as columns."""
+        from brainfuse.modalities.fmri.roi_folder import discover_roi_tables, table_run_values
+
         empty = pd.DataFrame(columns=["subject", "path"])
         roots = self.input_roots(config)
         tables = {
@@ -101,7 +124,11 @@ class FMRI:
             if kind in roots
             else empty
             for kind in SOURCES
+            if not (kind == "timeseries" and config["input"]["roi_tables"])
         }
+        if config["input"]["roi_tables"]:
+            tables["timeseries"] = discover_roi_tables(config)
+        tables["timeseries"] = table_run_values(tables["timeseries"], config)
         overlap = _shared_samples(tables["bold"], tables["timeseries"])
         if overlap:
             raise ValueError(
@@ -187,7 +214,13 @@ class FMRI:
         return section_values(config, self, self.run_keys)
 
     def sample_params(self, row: pd.Series, config: dict) -> dict[str, Any]:
-        return {"default_tr": config["input"]["timeseries_tr"]}
+        """A table's configured TR (or why it has none) and its participants-column mean FD."""
+        configured = config["input"]["timeseries_tr"]
+        return {
+            "default_tr": _number(row.get("tr")) if isinstance(configured, str) else configured,
+            "tr_missing": missing if isinstance(missing := row.get("tr_missing"), str) else "",
+            "mean_fd": _number(row.get("mean_fd")),
+        }
 
     def run_sample(
         self, inputs: Mapping[str, Any], params: Mapping[str, Any], outputs: Mapping[str, str]
@@ -210,7 +243,13 @@ class FMRI:
                 **common,
             )
         else:
-            timeseries_run(table=inputs["table"], default_tr=params["default_tr"], **common)
+            timeseries_run(
+                table=inputs["table"],
+                default_tr=params["default_tr"],
+                tr_missing=params["tr_missing"],
+                mean_fd=params["mean_fd"],
+                **common,
+            )
 
     def build_cache(
         self, inputs: Mapping[str, Any], params: Mapping[str, Any], outputs: Mapping[str, str]

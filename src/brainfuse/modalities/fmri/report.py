@@ -21,10 +21,11 @@ def qc_section(fmri_cache: str) -> str:
     if len(table) == 0:
         return "<h3>fMRI motion and QC-FC</h3><p>No included fMRI runs.</p>"
     fd = pd.to_numeric(table["mean_fd"], errors="coerce").to_numpy(dtype=float)
-    raw_ok = np.isfinite(cache.arrays["fc_raw"]).any(axis=(1, 2)) & np.isfinite(fd)
     rows = []
     for label, key in (("before denoising", "fc_raw"), ("after denoising", "fc")):
-        result = qc_fc(cache.arrays[key][raw_ok], fd[raw_ok])
+        # tables have no raw FC: they count after denoising only
+        usable = np.isfinite(cache.arrays[key]).any(axis=(1, 2)) & np.isfinite(fd)
+        result = qc_fc(cache.arrays[key][usable], fd[usable])
         rows.append(
             {
                 "FC": label,
@@ -53,6 +54,7 @@ def qc_section(fmri_cache: str) -> str:
         + html_table(motion)
         + "<p>QC-FC: correlation across runs between each edge's FC and mean framewise "
         "displacement. Near 0 and about 5% of edges at p &lt; 0.05 means motion no longer "
-        "drives FC. Runs given as pre-parcellated tables have no raw FC and are left out.</p>"
+        "drives FC. Runs given as pre-parcellated tables (taken as denoised) have no raw FC: they "
+        "count after denoising only, when their mean FD is known.</p>"
         + html_table(pd.DataFrame(rows))
     )

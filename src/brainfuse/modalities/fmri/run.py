@@ -108,6 +108,8 @@ def timeseries_run(
     out_relmat_raw: str,
     out_coverage: str,
     out_figure: str,
+    tr_missing: str = "",
+    mean_fd: float | None = None,
 ) -> None:
     """A pre-parcellated run (XCP-D TSV or plain ROI table) into :func:`fmri_run`'s outputs.
 
@@ -117,6 +119,12 @@ def timeseries_run(
     the columns were ordered (``column_order``: ``header`` or ``assumed``) and counts the all-zero
     or constant parcels (``n_constant_parcels``, the first few named in ``constant_parcels``),
     which are NaN in the series and so missing in the node mask.
+
+    The TR comes from the table's JSON sidecar or ``default_tr`` (``input.timeseries_tr``); a
+    disagreement beyond ``params["tr_tolerance"]`` follows ``params["tr_source"]``, and a run
+    with neither is excluded with ``tr_missing`` (which key had no TR) in the reason. Mean FD
+    comes from XCP-D's motion table beside the table, else ``mean_fd`` (a participants column);
+    ``mean_fd_source`` says which.
     """
     from brainfuse.core.connectivity import pearson
     from brainfuse.modalities.fmri.qc_figure import run_figure
@@ -136,7 +144,14 @@ def timeseries_run(
     try:
         roi_table = read_timeseries_table(table, names, list(atlas.label_values))
         timeseries = roi_table.timeseries
-        tr = repetition_time_of_table(table, default_tr)
+        run_tr = repetition_time_of_table(
+            table,
+            default_tr,
+            tr_source=params["tr_source"],
+            tolerance=params["tr_tolerance"],
+            missing=tr_missing,
+        )
+        tr = run_tr.seconds
         coverage = np.isfinite(timeseries).all(axis=0).astype(float)
         seconds = len(timeseries) * tr
         if seconds < params["min_clean_seconds"]:
@@ -144,16 +159,25 @@ def timeseries_run(
                 table, f"only {seconds:.0f} s of data (minimum {params['min_clean_seconds']} s)"
             )
         fd = motion_of_table(table)
+        if fd is not None:
+            run_fd, fd_source = float(fd.mean()), "motion table"
+        elif mean_fd is not None:
+            run_fd, fd_source = float(mean_fd), "input.mean_fd_column"
+        else:
+            run_fd, fd_source = float("nan"), "none"
         nan_nodes = [n for n, c in zip(names, coverage, strict=True) if c == 0]
         qc.update(
             status="included",
             reason="",
             source="pre-parcellated",
             tr=tr,
+            tr_source=run_tr.source,
+            warnings=[run_tr.warning] if run_tr.warning else [],
             n_volumes=len(timeseries),
             n_kept=len(timeseries),
             clean_seconds=seconds,
-            mean_fd=float(fd.mean()) if fd is not None else float("nan"),
+            mean_fd=run_fd,
+            mean_fd_source=fd_source,
             censored_fraction=0.0,
             tsnr_mean=float("nan"),
             nan_parcels=nan_nodes,

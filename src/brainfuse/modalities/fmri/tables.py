@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from brainfuse.core.errors import InputError
+from brainfuse.modalities.fmri.denoise import RepetitionTime
 
 #: how many constant parcels the QC record names (the count is always complete)
 CONSTANT_PARCELS_NAMED = 10
@@ -189,20 +190,63 @@ def table_sidecar(path: str | Path) -> str:
     return str(path).rsplit(".", 1)[0] + ".json"
 
 
-def repetition_time_of_table(path: str | Path, default_tr: float | None) -> float:
-    """TR from the JSON sidecar (RepetitionTime, or SamplingFrequency in Hz), else the config."""
+def repetition_time_of_table(
+    path: str | Path,
+    configured: float | None,
+    *,
+    tr_source: str,
+    tolerance: float,
+    missing: str = "",
+) -> RepetitionTime:
+    """TR of a table from its JSON sidecar (RepetitionTime, or SamplingFrequency in Hz) and the
+    configured TR (``input.timeseries_tr``: a number, or this table's row of a TR table).
+
+    Parameters
+    ----------
+    path : str or Path
+        The table; its sidecar has the same name with ``.json``.
+    configured : float or None
+        The configured TR in seconds, None when there is none for this table.
+    tr_source : {"exclude", "sidecar", "header"}
+        ``fmri.tr_source`` when both give a TR and they differ by more than ``tolerance``:
+        refuse the run naming both values, or use the sidecar's, or (``header``: what stands in
+        for the NIfTI header of a table) the configured one, with a warning.
+    tolerance : float
+        Largest difference in seconds that still counts as agreement.
+    missing : str
+        Why the configuration gives no TR for this table (e.g. its site is not in the TR table),
+        for the reason when the sidecar gives none either.
+
+    Raises
+    ------
+    InputError
+        Neither gives a TR, or the two disagree under ``tr_source="exclude"``.
+    """
     sidecar = Path(table_sidecar(path))
+    side = None
     if sidecar.exists():
         meta = json.loads(sidecar.read_text())
         if "RepetitionTime" in meta:
-            return float(meta["RepetitionTime"])
-        if isinstance(meta.get("SamplingFrequency"), int | float):
-            return 1.0 / float(meta["SamplingFrequency"])
-    if default_tr:
-        return float(default_tr)
-    raise InputError(
-        path, "no TR: add a JSON sidecar with RepetitionTime or set input.timeseries_tr"
+            side = float(meta["RepetitionTime"])
+        elif isinstance(meta.get("SamplingFrequency"), int | float):
+            side = 1.0 / float(meta["SamplingFrequency"])
+    if side is None and not configured:
+        why = missing or "add a JSON sidecar with RepetitionTime or set input.timeseries_tr"
+        raise InputError(path, f"no TR: {why}")
+    if side is None:
+        return RepetitionTime(float(configured), "config")
+    if not configured or abs(side - configured) <= tolerance:
+        return RepetitionTime(side, "sidecar")
+    disagreement = (
+        f"RepetitionTime {side:g} s in {sidecar.name} disagrees with the configured TR "
+        f"{configured:g} s (input.timeseries_tr; fmri.tr_tolerance {tolerance:g} s)"
     )
+    if tr_source == "exclude":
+        raise InputError(
+            sidecar, f"{disagreement}; set fmri.tr_source to sidecar or header (configured)"
+        )
+    used, source = (side, "sidecar") if tr_source == "sidecar" else (float(configured), "config")
+    return RepetitionTime(used, source, f"{disagreement}; used the {source} ({used:g} s)")
 
 
 def motion_of_table(path: str | Path) -> np.ndarray | None:
