@@ -411,16 +411,17 @@ def test_method_stages_run_and_finetuned_model_beats_chance(method, data, tmp_pa
         assert frozen["few_shot"]["svm"]["k=4"]["draws"] == 3
 
 
-def test_mcsp_trains_its_eeg_branch_alone_on_eeg_only_data(data, tmp_path):
-    """On an EEG-only dataset mcsp reads the EEG cache alone: pre-training has the EEG terms
-    only, and the fine-tuned and distilled models find the planted EEG effect."""
-    assert CATALOG.modalities_of("mcsp", {"eeg"}) == ("eeg",)
-    metrics = _run("mcsp", data, tmp_path, modalities=("eeg",))
+@pytest.mark.parametrize("modality", ["eeg", "fmri"])
+def test_mcsp_trains_one_branch_alone_on_single_modality_data(modality, data, tmp_path):
+    """On an EEG-only (fMRI-only) dataset mcsp reads that cache alone: every stage runs and
+    writes its outputs, and the fine-tuned and distilled models find the planted effect."""
+    assert CATALOG.modalities_of("mcsp", {modality}) == (modality,)
+    metrics = _run("mcsp", data, tmp_path, modalities=(modality,))
     for stage in mcsp.STAGES:
         assert (tmp_path / stage / "model.bin").stat().st_size > 0
-    eeg = BrainDataset({"eeg": data["eeg"]}, "patient")
+    alone = BrainDataset({modality: data[modality]}, "patient")
     folds = read_folds(data["folds"])
-    assert metrics["pretrain"]["n_train"] == len(eeg.subset(subjects_of(folds, 0, "train")))
+    assert metrics["pretrain"]["n_train"] == len(alone.subset(subjects_of(folds, 0, "train")))
     assert metrics["pretrain"]["missing_modalities"] == {}
     assert metrics["finetune"]["previous_keys"]["missing"] == []
     assert metrics["finetune"]["auc"] > 0.7
