@@ -341,8 +341,12 @@ def test_frozen_embedding_metrics_on_separable_embeddings():
 # --------------------------------------------------------------------------- multi-stage runs
 
 
-def _run(method: str, data: dict[str, str], out: Path) -> dict[str, dict]:
-    modalities = CATALOG[method].modalities
+def _run(
+    method: str, data: dict[str, str], out: Path, modalities: tuple[str, ...] | None = None
+) -> dict[str, dict]:
+    """Run the method's stages on fold 0 with the caches of ``modalities`` (default: all of the
+    method's)."""
+    modalities = modalities or CATALOG[method].modalities
     previous, metrics = None, {}
     for stage in RUN_STAGES[method]:
         stage_dir = out / stage
@@ -405,3 +409,41 @@ def test_method_stages_run_and_finetuned_model_beats_chance(method, data, tmp_pa
         frozen = pretrain["frozen_embeddings"]
         assert {"svm", "logreg", "few_shot"} <= set(frozen)
         assert frozen["few_shot"]["svm"]["k=4"]["draws"] == 3
+
+
+@pytest.mark.parametrize("modality", ["eeg", "fmri"])
+def test_mcsp_trains_one_branch_alone_on_single_modality_data(modality, data, tmp_path):
+    """On an EEG-only (fMRI-only) dataset mcsp reads that cache alone: every stage runs and
+    writes its outputs, and the fine-tuned and distilled models find the planted effect."""
+    assert CATALOG.modalities_of("mcsp", {modality}) == (modality,)
+    metrics = _run("mcsp", data, tmp_path, modalities=(modality,))
+    for stage in mcsp.STAGES:
+        assert (tmp_path / stage / "model.bin").stat().st_size > 0
+    alone = BrainDataset({modality: data[modality]}, "patient")
+    folds = read_folds(data["folds"])
+    assert metrics["pretrain"]["n_train"] == len(alone.subset(subjects_of(folds, 0, "train")))
+    assert metrics["pretrain"]["missing_modalities"] == {}
+    assert metrics["finetune"]["previous_keys"]["missing"] == []
+    assert metrics["finetune"]["auc"] > 0.7
+    assert metrics["distill"]["distillation_auc"]["teacher"] == pytest.approx(
+        metrics["finetune"]["auc"]
+    )
+    assert metrics["distill"]["auc"] > 0.7
+
+
+def test_mcsp_pretrain_on_eeg_only_has_no_fmri_or_cross_modal_term(data):
+    eeg = BrainDataset({"eeg": data["eeg"]}, "patient", eeg_length=100)
+    module = mcsp.MCSPPretrain(_context("mcsp", "pretrain", eeg, data))
+    assert module.input_keys == mcsp.EEG_KEYS
+    assert set(module.network.heads) == {f"eeg_{k}" for k in mcsp.DOMAINS}
+    terms = module.losses(_batch(eeg.with_fields(module.input_keys)))
+    assert {"eeg_in_domain", "eeg_cross_domain", "loss"} == set(terms)
+    assert torch.isfinite(terms["loss"]) and terms["loss"].requires_grad
+    finetune = mcsp.MCSPFinetune(_context("mcsp", "finetune", eeg, data)).eval()
+    batch = _batch(eeg.with_fields(finetune.input_keys))
+    with torch.no_grad():
+        alone = finetune.network.domain_embeddings(
+            mcsp.domain_inputs(batch, "eeg", finetune.band, finetune.amplitude)
+        )
+        fused = finetune.fused_embedding(batch)
+    assert torch.equal(fused, torch.cat([alone[k] for k in mcsp.DOMAINS], -1))

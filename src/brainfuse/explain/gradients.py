@@ -167,7 +167,7 @@ def torch_fold_blocks(
     dataset = BrainDataset(
         caches,
         positive,
-        modalities=spec.modalities,
+        modalities=spec.present(caches),  # an optional modality's cache may be absent
         fields=saved["input_keys"],
         length=hp.get("length", 200),
         eeg_length=hp.get("eeg_length", 200),

@@ -127,20 +127,32 @@ class Catalog:
         self.check(methods_cfg)
         run, skipped = {}, {}
         for name, cfg in methods_cfg.items():
-            missing = [m for m in self._specs[name].modalities if m not in available]
-            if not available:
-                skipped[name] = "the dataset has no usable modality"
-            elif missing:
-                skipped[name] = f"needs {', '.join(missing)} data, which this dataset does not have"
+            reason = self._skip_reason(self._specs[name], available)
+            if reason:
+                skipped[name] = reason
             else:
                 run[name] = _stages_of(cfg)
         return run, skipped
 
+    @staticmethod
+    def _skip_reason(spec: MethodSpec, available: set[str]) -> str:
+        """Why ``spec`` cannot run on ``available`` modalities; "" when it can."""
+        if not available:
+            return "the dataset has no usable modality"
+        missing = [m for m in spec.required if m not in available]
+        if missing:
+            return f"needs {', '.join(missing)} data, which this dataset does not have"
+        if spec.modalities and not spec.present(available):
+            # Every modality is optional: one of them is enough, none is not.
+            return f"needs {' or '.join(spec.modalities)} data, which this dataset does not have"
+        return ""
+
     def modalities_of(self, name: str, available: set[str]) -> tuple[str, ...]:
-        """The caches ``name`` reads on a dataset with ``available`` modalities."""
+        """The caches ``name`` reads on a dataset with ``available`` modalities: its
+        modalities that are available (optional ones may be absent)."""
         spec = self[name]
         if spec.modalities:
-            return spec.modalities
+            return spec.present(available)
         return tuple(m for m in MODALITY_PREFERENCE if m in available)[:1]
 
     def params(

@@ -6,7 +6,7 @@ Torch-free and dependency-free: the Snakefile reads specs at parse time.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -28,15 +28,17 @@ class MethodSpec:
     family : str
         ``sklearn`` (scikit-learn baselines) or ``torch`` (Lightning stages).
     modalities : tuple of str
-        Caches the method reads (``fmri``, ``eeg``, ``sc``); it is skipped when one is absent.
-        Empty means "any one": the first available of fMRI, EEG, SC (the majority baseline).
+        Caches the method reads (``fmri``, ``eeg``, ``sc``); it is skipped when a required one
+        (not in ``optional``) is absent. Empty means "any one": the first available of fMRI,
+        EEG, SC (the majority baseline).
     stages : tuple of str
         The stages the method accepts, in order; a config lists some of them, in this order.
     description : str
         One line for the report.
     optional : tuple of str
-        Modalities among ``modalities`` that a subject may lack: its samples are then served
-        without them (e.g. MCSP's EEG) instead of being left out.
+        Modalities among ``modalities`` that a dataset or a subject may lack: the method runs
+        on the others (at least one of them when all are optional, e.g. MCSP's fMRI and EEG),
+        and a subject lacking one is served without it instead of being left out.
     estimator : str
         For sklearn methods, the baseline kind (``majority``, ``logreg``, ``svm``).
     features : str
@@ -72,3 +74,13 @@ class MethodSpec:
             raise ValueError(f"{self.name}: optional {self.optional} not among its modalities")
         # A deep copy behind a read-only view: no caller can change another caller's defaults.
         object.__setattr__(self, "params", MappingProxyType(copy.deepcopy(dict(self.params))))
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        """The modalities the method cannot run without (those not in ``optional``)."""
+        return tuple(m for m in self.modalities if m not in self.optional)
+
+    def present(self, available: Iterable[str]) -> tuple[str, ...]:
+        """The modalities the method reads where ``available`` ones exist, in its own order."""
+        have = set(available)
+        return tuple(m for m in self.modalities if m in have)

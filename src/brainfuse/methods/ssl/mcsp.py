@@ -38,7 +38,9 @@ Stages (``[pretrain, finetune, distill]``):
     ...); every student's test AUC is added to ``metrics.json``.
 
 A sample without EEG (``envelope_mask`` all False, or no EEG keys in the batch) is handled
-with its fMRI alone in every stage.
+with its fMRI alone in every stage. On a dataset without fMRI (``mcsp`` on EEG-only data) the EEG
+branch trains alone: pre-training has the EEG cross-domain loss only, fine-tuning and
+distillation read the EEG domain embeddings.
 """
 
 from __future__ import annotations
@@ -200,7 +202,7 @@ class MCSPNetwork(nn.Module):
     length : int
         Window length L of both modalities.
     modalities : tuple of str
-        ``("fmri",)`` or ``("fmri", "eeg")``.
+        ``("fmri",)``, ``("eeg",)`` or ``("fmri", "eeg")``.
     hp : dict
         Resolved parameters (sizes).
     parts : set of str
@@ -270,7 +272,10 @@ class MCSPNetwork(nn.Module):
         amplitude: bool = False,
     ) -> dict[str, Tensor]:
         """Per domain, the mean of the fMRI and (where present) EEG embeddings (EEG inputs as
-        :func:`domain_inputs` builds them with ``band`` and ``amplitude``)."""
+        :func:`domain_inputs` builds them with ``band`` and ``amplitude``); without fMRI, the
+        EEG embeddings."""
+        if "fmri" not in self.modalities:
+            return self.domain_embeddings(domain_inputs(batch, "eeg", band, amplitude), encoders)
         out = self.domain_embeddings(domain_inputs(batch, "fmri"), encoders)
         if "eeg" not in self.modalities:
             return out
@@ -298,7 +303,8 @@ class _MCSPStage(SSLStage):
         network = MCSPNetwork(n_nodes, length, modalities, hp, set(self.parts))
         super().__init__(ctx, network)
         self.modalities = modalities
-        self.input_keys = FMRI_KEYS + (EEG_KEYS if "eeg" in modalities else ())
+        keys = {"fmri": FMRI_KEYS, "eeg": EEG_KEYS}
+        self.input_keys = tuple(k for m in modalities for k in keys[m])
 
     @property
     def network(self) -> MCSPNetwork:
@@ -368,7 +374,10 @@ class MCSPPretrain(_MCSPStage):
         cross_domain = []
         present = has_eeg(batch) if "eeg" in self.modalities else None
         for modality in self.modalities:
-            if modality == "eeg":
+            if modality == "eeg" and "fmri" not in self.modalities:
+                # EEG-only data: every sample has EEG, and the EEG term is the whole loss.
+                inputs = domain_inputs(batch, "eeg", self.band, self.amplitude)
+            elif modality == "eeg":
                 assert present is not None
                 if int(present.sum()) < 2:
                     continue
@@ -388,7 +397,7 @@ class MCSPPretrain(_MCSPStage):
             # gradient), as DDP expects every trainable tensor to receive one.
             idle = [p.sum() for k, p in self.network.heads.named_parameters() if k[:4] == "eeg_"]
             total = total + 0.0 * torch.stack(idle).sum()
-        if "eeg" in original:
+        if "eeg" in original and "fmri" in original:
             assert present is not None
             per_domain = []
             for k in DOMAINS:

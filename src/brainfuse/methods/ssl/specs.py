@@ -151,7 +151,9 @@ SPECS = (
         stages=_MCSP_STAGES,
         description="MCSP: cross-domain (spatial/temporal/frequency) and cross-modal "
         "(fMRI-EEG) contrastive pre-training, fusion fine-tuning, distillation",
-        optional=("eeg",),  # subjects without EEG train and predict with their fMRI alone
+        # Either modality may be absent: without EEG (a dataset or a subject) the fMRI branch
+        # trains alone, on an EEG-only dataset the EEG branch does.
+        optional=("fmri", "eeg"),
         features="mcsp",
         params=_MCSP,
         plugin="brainfuse.methods.ssl.mcsp",

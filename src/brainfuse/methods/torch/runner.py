@@ -205,7 +205,7 @@ def _fingerprint(request: StageRequest, spec: MethodSpec, hp: dict[str, Any]) ->
     size and time, folds and previous stage by content) and the parameters that change what is
     trained."""
     caches = {}
-    for modality in sorted(spec.modalities):
+    for modality in sorted(spec.present(request.cache_paths)):
         stat = os.stat(request.cache_paths[modality])
         caches[modality] = [stat.st_size, stat.st_mtime_ns]
     extra = {
@@ -440,26 +440,27 @@ def run_torch_stage(
 
 def prepare_data(request: StageRequest, spec: MethodSpec, hp: dict[str, Any]) -> FoldData:
     """Read the caches and the fold's subjects (after ``seed_everything``)."""
-    caches = {m: read_cache(request.cache_paths[m]) for m in spec.modalities}
+    # The method's modalities this dataset has (an optional one may be absent); the first is
+    # the anchor whose samples are the rows, so only the others may be missing for a subject.
+    modalities = spec.present(request.cache_paths)
+    caches = {m: read_cache(request.cache_paths[m]) for m in modalities}
     augment = build_augmentations(hp["augment"])
     full = BrainDataset(
         caches,
         request.positive,
-        modalities=spec.modalities,
+        modalities=modalities,
         fields=None,
         length=hp["length"],
         eeg_length=hp["eeg_length"],
         seed=request.seed,
         standardize=hp["standardize"],
-        optional=spec.optional,
+        optional=[m for m in spec.optional if m in modalities[1:]],
     )
     folds = read_folds(request.folds_path)
     roles = {r: subjects_of(folds, request.fold, r) for r in ("train", "val", "test")}
     train_plain = full.subset(roles["train"], train=False, transform=None)
     if len(train_plain) == 0:
-        raise ValueError(
-            f"fold {request.fold}: no training samples with {', '.join(spec.modalities)}"
-        )
+        raise ValueError(f"fold {request.fold}: no training samples with {', '.join(modalities)}")
     counts = np.bincount(train_plain.labels, minlength=2).astype(float)
     weights = (
         (counts.sum() / (2 * np.maximum(counts, 1))).tolist() if hp["class_weighted"] else None
