@@ -95,7 +95,7 @@ def test_bold_only_in_another_space_is_named_at_planning(tmp_path):
     )
     plan = _check(raw)
     assert plan.errors == [
-        f"filters.bold keeps no file under {fmriprep}; not kept: 3 files have space-T1w "
+        f"no bold file kept under {fmriprep}; not kept: 3 files have space-T1w "
         f"(filters.bold.space is {SPACE})"
     ]
     with pytest.raises(Exception, match="space-T1w"):
@@ -201,3 +201,32 @@ def test_brainfuse_check_and_a_dry_run_print_the_check_and_stop_on_errors(tmp_pa
     assert dry.returncode != 0
     assert "planning check failed" in output and "label.column 'diagnosis'" in output
     assert "Job stats" not in output
+
+
+def test_a_folder_of_roi_tables_lists_rows_and_files_that_do_not_meet(tmp_path):
+    """ABIDE's layout: tables named from a phenotype column, outside BIDS."""
+    folder = tmp_path / "rois"
+    folder.mkdir()
+    rows = ["FILE_ID,SUB_ID,DX_GROUP,SITE_ID"]
+    for i in range(1, 11):
+        site = "PITT" if i % 2 else "NYU"
+        rows.append(f"{site}_{i:07d},{i},{1 + i % 2},{site}")
+        if i != 10:  # subject 10's table is missing
+            (folder / f"{site}_{i:07d}_rois_cc200.1D").write_text("#1\t#2\n0.1\t0.2\n")
+    (folder / "KKI_0000099_rois_cc200.1D").write_text("#1\t#2\n0.1\t0.2\n")  # no row
+    (tmp_path / "phenotypic.csv").write_text("\n".join(rows) + "\n")
+    raw = _config(
+        tmp_path,
+        roi_tables={"dir": str(folder), "pattern": "{FILE_ID}_rois_cc200.1D"},
+        participants=str(tmp_path / "phenotypic.csv"),
+        participant_column="SUB_ID",
+        timeseries_tr=2.0,
+    )
+    raw["label"] = {"column": "DX_GROUP", "positive": "1", "site_column": "SITE_ID"}
+    plan = _check(raw)
+    assert plan.errors == []
+    (scan,) = plan.scans
+    assert (scan.kind, scan.matched) == ("roi_tables", 9)
+    assert scan.lines() == ["1 files name no participants row (KKI_0000099_rois_cc200.1D)"]
+    assert "1 participants have no inputs: 10" in plan.warnings
+    assert plan.class_sizes == {"1": 4, "2": 5} and plan.sites == {"NYU", "PITT"}

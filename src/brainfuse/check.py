@@ -19,7 +19,7 @@ import pandas as pd
 
 from brainfuse.core.errors import ConfigError
 from brainfuse.folds import check_feasible, planned_n_folds, subjects_per_class
-from brainfuse.input_scan import FilterScan, scan_filter
+from brainfuse.input_scan import FilterScan
 from brainfuse.inputs import Inputs, discover, planning_subjects
 
 if TYPE_CHECKING:
@@ -46,6 +46,8 @@ class PlanCheck:
         Modality -> discovered samples.
     class_sizes : dict
         Label -> subjects with inputs and that label.
+    sites : set of str
+        Sites of the labelled subjects (``label.site_column``), if the table has them.
     n_folds : int or None
         Planned outer folds; ``folds_note`` says how a number not given was chosen.
     run_methods, skipped_methods : dict
@@ -59,6 +61,7 @@ class PlanCheck:
     samples: dict[str, int] = field(default_factory=dict)
     participants: Path | None = None
     class_sizes: dict[str, int] = field(default_factory=dict)
+    sites: set[str] = field(default_factory=set)
     n_folds: int | None = None
     folds_note: str = ""
     run_methods: dict[str, list[str]] = field(default_factory=dict)
@@ -87,6 +90,8 @@ class PlanCheck:
         if self.class_sizes:
             counts = ", ".join(f"{label} {n}" for label, n in sorted(self.class_sizes.items()))
             lines.append(f"  subjects per class: {counts}")
+        if self.sites:
+            lines.append(f"  sites: {len(self.sites)} ({_listed(sorted(self.sites))})")
         if self.n_folds is not None:
             lines.append(f"  outer folds: {self.n_folds}{self.folds_note}")
         if self.run_methods or self.skipped_methods:
@@ -134,9 +139,9 @@ def check_plan(
     raw = dict(config.raw)
     check = PlanCheck()
     if scan_roots and not raw["input"]["demo"]:
-        check.scans = _scan_roots(raw, modalities)
+        check.scans = [scan for m in modalities.values() for scan in m.input_scans(raw)]
         check.errors += [
-            f"filters.{s.kind} keeps no file under {s.root}"
+            f"no {s.kind} file kept under {s.root}"
             + (f"; not kept: {'; '.join(s.lines())}" if s.turned_away else "")
             for s in check.scans
             if s.matched == 0
@@ -158,14 +163,6 @@ def check_plan(
     return check
 
 
-def _scan_roots(config: dict, modalities: Mapping[str, Modality]) -> list[FilterScan]:
-    return [
-        scan_filter(root, kind, config["filters"].get(kind, {}))
-        for modality in modalities.values()
-        for kind, root in modality.input_roots(config).items()
-    ]
-
-
 def _participants_checks(check: PlanCheck, config: dict) -> pd.DataFrame | None:
     """Label column, classes, positive class, and subjects missing on either side."""
     label = config["label"]
@@ -178,7 +175,8 @@ def _participants_checks(check: PlanCheck, config: dict) -> pd.DataFrame | None:
     if not config["input"]["demo"]:
         from brainfuse.core.samples import read_participants
 
-        rows = set(read_participants(check.participants).index.astype(str))
+        table = read_participants(check.participants, config["input"]["participant_column"])
+        rows = set(table.index.astype(str))
         if no_row := sorted(with_inputs - rows):
             check.warnings.append(
                 f"{len(no_row)} subjects have inputs but no row in {check.participants.name} "
@@ -196,6 +194,7 @@ def _participants_checks(check: PlanCheck, config: dict) -> pd.DataFrame | None:
             f"{len(unlabelled)} subjects have no label ({source}; excluded): {_listed(unlabelled)}"
         )
     check.class_sizes = subjects_per_class(labelled) if len(labelled) else {}
+    check.sites = set(labelled["site"].astype(str)) - {"n/a"}
     entity = label["entity"]
     key = f"label.entity {entity!r}" if entity else f"label.column {label['column']!r}"
     if len(check.class_sizes) < 2:

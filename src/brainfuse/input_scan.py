@@ -142,6 +142,12 @@ def scan_filter(root: Path, kind: str, filters: Mapping[str, Any]) -> FilterScan
     return FilterScan(kind=kind, root=Path(root), matched=matched, turned_away=dict(away))
 
 
+def scan_roots(roots: Mapping[str, Path], config: Mapping[str, Any]) -> list[FilterScan]:
+    """:func:`scan_filter` of each BIDS root (input kind -> folder) with its configured filter."""
+    filters = config["filters"]
+    return [scan_filter(root, kind, filters.get(kind, {})) for kind, root in roots.items()]
+
+
 def _endings(suffix: Any, extensions: Any) -> tuple[str, ...]:
     """File-name endings worth parsing: ``_<suffix><extension>`` for the filter's values."""
     suffixes = suffix if isinstance(suffix, list) else [suffix] if isinstance(suffix, str) else []

@@ -16,9 +16,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import pandas as pd
+
+if TYPE_CHECKING:
+    from brainfuse.input_scan import FilterScan
 
 #: One output of a sample's job: the BIDS datatype folder and the fixed entities of its name
 #: (the sample's own entities are added by the rule).
@@ -70,6 +73,11 @@ class Modality(Protocol):
 
     def discover(self, config: dict) -> pd.DataFrame:
         """Its samples in real data: entity columns and ``path``, one row per sample."""
+        ...
+
+    def input_scans(self, config: dict) -> list[FilterScan]:
+        """For the planning check: per input folder, the files kept and those turned away, and
+        why (:func:`brainfuse.input_scan.scan_filter` for a BIDS root)."""
         ...
 
     def demo_table(self, root: Path, runs: Mapping[str, list[int]], config: dict) -> pd.DataFrame:

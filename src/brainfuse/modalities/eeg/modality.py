@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from brainfuse.core.bids import snakebids_table, strip_entities
+from brainfuse.input_scan import FilterScan, scan_roots
 from brainfuse.modalities.base import OutputName, section_values
 
 
@@ -58,6 +59,9 @@ class EEG:
     def input_roots(self, config: dict) -> dict[str, Path]:
         root = config["input"]["eeg_dir"]
         return {"eeg": Path(root)} if root else {}
+
+    def input_scans(self, config: dict) -> list[FilterScan]:
+        return scan_roots(self.input_roots(config), config)
 
     def discover(self, config: dict) -> pd.DataFrame:
         roots = self.input_roots(config)

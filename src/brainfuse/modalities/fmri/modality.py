@@ -12,6 +12,7 @@ import pandas as pd
 
 from brainfuse.core.bids import SAMPLE_ENTITIES, snakebids_table, strip_entities
 from brainfuse.core.errors import ConfigError
+from brainfuse.input_scan import FilterScan, scan_roots
 from brainfuse.modalities.base import OutputName, section_values
 from brainfuse.modalities.fmri.tables import table_sidecar
 
@@ -112,6 +113,18 @@ class FMRI:
         if inp["roi_tables"]:
             roots["timeseries"] = inp["roi_tables"]["dir"]
         return {kind: Path(root) for kind, root in roots.items() if root}
+
+    def input_scans(self, config: dict) -> list[FilterScan]:
+        """BIDS roots against their filters; an ``input.roi_tables`` folder against the
+        participants rows its pattern names."""
+        roots = self.input_roots(config)
+        roi_tables = config["input"]["roi_tables"]
+        if not roi_tables:
+            return scan_roots(roots, config)
+        from brainfuse.modalities.fmri.roi_folder import roi_folder_scan
+
+        bids_roots = {kind: root for kind, root in roots.items() if kind != "timeseries"}
+        return [*scan_roots(bids_roots, config), roi_folder_scan(config)]
 
     def discover(self, config: dict) -> pd.DataFrame:
         """BOLD runs and tables; a table's configured TR and mean FD ride along as columns."""

@@ -19,6 +19,7 @@ import pandas as pd
 
 from brainfuse.core.errors import ConfigError
 from brainfuse.core.samples import read_participants
+from brainfuse.input_scan import FilterScan
 
 
 def participants_table(config: dict) -> pd.DataFrame:
@@ -89,6 +90,28 @@ def unmatched_roi_tables(config: dict) -> tuple[list[str], list[str]]:
     wanted = {Path(p).name for p in expected if p is not None}
     found = sorted(p.name for p in Path(roi["dir"]).iterdir() if form.fullmatch(p.name))
     return rows_without_file, [name for name in found if name not in wanted]
+
+
+def roi_folder_scan(config: dict) -> FilterScan:
+    """The planning check's view of the folder: tables that name a participant, and those that
+    do not (rows without a table are listed by the check as participants without inputs)."""
+    rows_without_file, files_without_row = unmatched_roi_tables(config)
+    roi = config["input"]["roi_tables"]
+    n_rows = len(expected_tables(config, participants_table(config)))
+    away = {}
+    if files_without_row:
+        away[f"name no participants row ({_listed(files_without_row)})"] = len(files_without_row)
+    return FilterScan(
+        kind="roi_tables",
+        root=Path(roi["dir"]),
+        matched=n_rows - len(rows_without_file),
+        turned_away=away,
+    )
+
+
+def _listed(names: list[str], shown: int = 3) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def discover_roi_tables(config: dict) -> pd.DataFrame:

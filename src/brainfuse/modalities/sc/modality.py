@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from brainfuse.core.bids import snakebids_table
+from brainfuse.input_scan import FilterScan, scan_roots
 from brainfuse.modalities.base import OutputName, section_values
 
 
@@ -28,6 +29,9 @@ class SC:
     def input_roots(self, config: dict) -> dict[str, Path]:
         root = config["input"]["sc_dir"]
         return {"sc": Path(root)} if root else {}
+
+    def input_scans(self, config: dict) -> list[FilterScan]:
+        return scan_roots(self.input_roots(config), config)
 
     def discover(self, config: dict) -> pd.DataFrame:
         roots = self.input_roots(config)
