@@ -3,7 +3,8 @@ phenotypes in a CSV, a TR per site), with no conversion, through baselines, a de
 the report.
 
 The data live beside the repository (../shared/data/real/abide-pcp-cc200-150) or where
-BRAINFUSE_ABIDE_DIR points; the test is skipped without them.
+BRAINFUSE_ABIDE_DIR points; the test is skipped without them. It is opt-in, outside the default
+suite: ``pytest -m real tests/test_abide_real.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ METHODS = ("logreg_fc", "gcn_fc")
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.real,
     pytest.mark.skipif(
         not (ABIDE / "phenotypic.csv").exists(),
         reason=f"ABIDE CC200 folder not found at {ABIDE} (set BRAINFUSE_ABIDE_DIR)",
