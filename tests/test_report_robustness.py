@@ -321,6 +321,18 @@ def test_report_is_written_from_degenerate_results(tmp_path):
     for path in [*figures.values(), *paths.values()]:
         _valid_png(path)
 
+    folds_json = tmp_path / "folds.json"
+    folds_json.write_text(
+        json.dumps(
+            {
+                "n_folds": 3,
+                "requested": "auto",
+                "group_by": "subject",
+                "subjects_per_class": {"control": 5, "patient": 4},
+                "reason": "cv.n_folds: auto chose 3, the largest number up to 5 that ...",
+            }
+        )
+    )
     out = tmp_path / "reports" / "index.html"
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
@@ -330,6 +342,7 @@ def test_report_is_written_from_degenerate_results(tmp_path):
                 per_fold_path=str(tmp_path / "per_fold.tsv"),
                 qc_path=str(tmp_path / "qc.tsv"),
                 folds_path=str(tmp_path / "folds.tsv"),
+                folds_summary_path=str(folds_json),
                 out_html=str(out),
                 predictions_path=str(tmp_path / "predictions.tsv"),
                 figures=figures,
@@ -349,6 +362,9 @@ def test_report_is_written_from_degenerate_results(tmp_path):
         assert page.exists(), page
         assert not re.search(r"\bnan\b", page.read_text(), re.IGNORECASE), page.name
     assert "No permutation test" in out.read_text()
+    # why this many folds, after exclusions, from folds.json
+    assert "cv.n_folds: auto chose 3" in out.read_text()
+    assert "included subjects per class: control 5, patient 4" in out.read_text()
 
 
 def test_write_json_writes_null_for_non_finite_numbers(tmp_path):

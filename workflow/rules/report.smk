@@ -136,6 +136,7 @@ rule report:
         predictions=EVAL["predictions"],
         qc=QC_TABLE,
         folds=FOLDS,
+        folds_summary=FOLDS_SUMMARY,
         caches=[cache_of(m) for m in MODALITIES if m in AVAILABLE],
         figures=list(REPORT_FIGURES.values()),
         biomarkers=[

@@ -19,6 +19,7 @@ build_report(
         per_fold_path=snakemake.input.per_fold,
         qc_path=snakemake.input.qc,
         folds_path=snakemake.input.folds,
+        folds_summary_path=snakemake.input.folds_summary,
         out_html=snakemake.output.index,
         skipped=dict(snakemake.params.skipped),
         descriptions=dict(snakemake.params.descriptions),

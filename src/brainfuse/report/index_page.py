@@ -9,6 +9,7 @@ each method recovered the planted parcels and edges.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -139,6 +140,9 @@ class ReportInputs:
         ``eval/summary.tsv``, ``eval/metrics_per_fold.tsv``, ``qc/qc.tsv``, ``folds/folds.tsv``.
     out_html : str
         ``reports/index.html``; method pages go beside it unless ``method_pages`` says where.
+    folds_summary_path : str, optional
+        ``folds/folds.json``: how the folds group and why there are that many (e.g. fewer
+        than configured with ``cv.n_folds: auto`` after exclusions).
     skipped, descriptions : dict
         Methods not run (name -> reason) and one-line descriptions of the others.
     modality_sections : sequence of str
@@ -172,6 +176,7 @@ class ReportInputs:
     qc_path: str
     folds_path: str
     out_html: str
+    folds_summary_path: str | None = None
     skipped: Mapping[str, str] = field(default_factory=dict)
     descriptions: Mapping[str, str] = field(default_factory=dict)
     modality_sections: Sequence[str] = ()
@@ -220,9 +225,9 @@ def build_report(inputs: ReportInputs) -> None:
         )
     parts = [
         "<h1>brainfuse report</h1>",
-        f"<p class='muted'>{folds['fold'].nunique()} outer folds, grouped by subject, "
-        "stratified by label; model selection on a validation split inside each training "
-        "fold; each test fold used once. Positive class: "
+        f"<p class='muted'>{escape(_folds_sentence(folds, inputs.folds_summary_path))} "
+        "Model selection on a validation split inside each training fold; each test fold "
+        "used once. Positive class: "
         f"{escape(str(inputs.positive)) if inputs.positive else 'n/a'}.</p>",
         "<nav>"
         + "".join(f"<a href='{escape(page_links[m], quote=True)}'>{escape(m)}</a>" for m in pages)
@@ -285,6 +290,20 @@ def _write_method_pages(
         atomic.write_text(page, html)
         method_summaries[method] = attribution
     return method_summaries
+
+
+def _folds_sentence(folds: pd.DataFrame, summary_path: str | None) -> str:
+    """How many outer folds, how they group, and why that many (``folds.json``)."""
+    n_folds = folds["fold"].nunique()
+    if not summary_path or not Path(summary_path).exists():
+        return f"{n_folds} outer folds, grouped by subject, stratified by label."
+    summary = json.loads(Path(summary_path).read_text())
+    grouping = "site (leave-site-out)" if summary["group_by"] == "site" else "subject"
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(summary["subjects_per_class"].items()))
+    return (
+        f"{n_folds} outer folds, grouped by {grouping}, stratified by label "
+        f"({summary['reason']}; included subjects per class: {counts})."
+    )
 
 
 def subjects_per_group(included: pd.DataFrame, group: str) -> pd.DataFrame:
