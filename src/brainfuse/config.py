@@ -76,6 +76,16 @@ class CVConfig:
 
 
 @dataclass(frozen=True)
+class HarmoniseConfig:
+    """``harmonise``: in-fold site harmonisation of the baselines' features."""
+
+    method: str  # "none" or "combat"
+    batch: str
+    covariates: tuple[str, ...]
+    min_site_size: int
+
+
+@dataclass(frozen=True)
 class MethodConfig:
     """``methods.<name>``: the stages to run, in order, and hyper-parameter overrides."""
 
@@ -101,6 +111,8 @@ class Config:
     atlas: AtlasConfig
     cv: CVConfig
     seed: int
+    harmonise: HarmoniseConfig
+    confounds: tuple[str, ...]
     methods: Mapping[str, MethodConfig]
     resources: Mapping[str, Mapping[str, Any]]
     extensions: tuple[str, ...]
@@ -191,6 +203,10 @@ def read_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
         atlas=AtlasConfig(**raw["atlas"]),
         cv=CVConfig(**raw["cv"]),
         seed=raw["seed"],
+        harmonise=HarmoniseConfig(
+            **{**raw["harmonise"], "covariates": tuple(raw["harmonise"]["covariates"])}
+        ),
+        confounds=tuple(raw["confounds"]),
         methods={
             name: MethodConfig(stages=tuple(m["stages"]), params=m.get("params", {}))
             for name, m in raw["methods"].items()

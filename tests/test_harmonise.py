@@ -1,0 +1,172 @@
+"""In-fold ComBat and confound regression of the baselines' features (synthetic data)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score
+
+from brainfuse.core.errors import ConfigError
+from brainfuse.methods.baselines.harmonise import POOLED, SiteHarmoniser, adjust_in_fold
+
+COMBAT = {"method": "combat", "batch": "site", "covariates": ["age", "sex"], "min_site_size": 5}
+
+
+def _dataset(seed=0, n_sites=4, per_site=30, n_features=40, site_shift=3.0, label_effect=1.0):
+    """Samples whose features carry a site shift and scale, an age effect and a label effect.
+
+    The label is confounded with site (its rate rises with the site index)."""
+    rng = np.random.default_rng(seed)
+    site = np.repeat([f"S{i}" for i in range(n_sites)], per_site)
+    site_index = np.repeat(np.arange(n_sites), per_site)
+    n = len(site)
+    label = (rng.random(n) < 0.2 + 0.6 * site_index / max(1, n_sites - 1)).astype(int)
+    age = rng.uniform(8, 40, n)
+    sex = rng.choice(["F", "M"], n)
+    shift = rng.normal(0, site_shift, (n_sites, n_features))
+    scale = rng.uniform(0.5, 2.0, (n_sites, n_features))
+    x = rng.normal(size=(n, n_features)) * scale[site_index] + shift[site_index]
+    x[:, :5] += label_effect * label[:, None] * 2.0
+    samples = pd.DataFrame(
+        {
+            "subject": [f"{i:03d}" for i in range(n)],
+            "site": site,
+            "label": label,
+            "age": age,
+            "sex": sex,
+        }
+    )
+    return x, samples
+
+
+def _split(samples, seed=0, test_fraction=0.3):
+    rng = np.random.default_rng(seed)
+    return rng.random(len(samples)) >= test_fraction  # True: training
+
+
+def _site_accuracy(x, sites, train):
+    clf = LogisticRegression(max_iter=5000).fit(x[train], sites[train])
+    return balanced_accuracy_score(sites[~train], clf.predict(x[~train]))
+
+
+def test_combat_parameters_come_from_training_subjects_only():
+    x, samples = _dataset()
+    train = _split(samples)
+    out, record = adjust_in_fold(x, samples, train, COMBAT, [])
+    changed = x.copy()
+    changed[~train] = np.random.default_rng(9).normal(50, 10, changed[~train].shape)
+    samples_changed = samples.copy()
+    samples_changed.loc[~train, "age"] = 99.0
+    out_changed, record_changed = adjust_in_fold(changed, samples_changed, train, COMBAT, [])
+    np.testing.assert_allclose(out_changed[train], out[train])
+    assert record_changed == record
+    test_subjects = set(samples.loc[~train, "subject"])
+    assert not test_subjects & set(record["fit_subjects"])
+    assert record["n_fit_samples"] == train.sum()
+
+
+def test_site_predictability_drops_and_label_effect_survives():
+    x, samples = _dataset(seed=1)
+    train = _split(samples, seed=1)
+    sites = samples["site"].to_numpy()
+    before = _site_accuracy(x, sites, train)
+    # the label is kept as a covariate: it is confounded with site, and ComBat must not remove it
+    keep_label = {**COMBAT, "covariates": ["age", "sex", "label"]}
+    out, _ = adjust_in_fold(x, samples, train, keep_label, [])
+    after = _site_accuracy(out, sites, train)
+    chance = 1 / 4
+    assert before > 0.9
+    assert after < chance + 0.15
+    y = samples["label"].to_numpy()
+    clf = LogisticRegression(max_iter=5000).fit(out[train][:, :5], y[train])
+    assert balanced_accuracy_score(y[~train], clf.predict(out[~train][:, :5])) > 0.75
+
+
+def test_small_site_is_pooled_and_unseen_site_left_unharmonised():
+    x, samples = _dataset(n_sites=4, per_site=20)
+    train = np.ones(len(samples), dtype=bool)
+    # S2 keeps 3 training subjects (pooled, with S3's 3); S1 has none (unseen)
+    s1 = np.flatnonzero(samples["site"] == "S1")
+    s2 = np.flatnonzero(samples["site"] == "S2")
+    s3 = np.flatnonzero(samples["site"] == "S3")
+    train[s1] = False
+    train[s2[3:]] = False
+    train[s3[3:]] = False
+    out, record = adjust_in_fold(x, samples, train, COMBAT, [])
+    assert record["combat"]["pooled_sites"] == ["S2", "S3"]
+    assert record["combat"]["batches"] == sorted(["S0", POOLED])
+    assert record["combat"]["n_unseen_site_samples"] == len(s1)
+    np.testing.assert_array_equal(out[s1], x[s1])  # policy: unseen site left as measured
+    assert not np.allclose(out[s2], x[s2])  # pooled site harmonised
+    assert np.isfinite(out).all()
+
+
+def test_features_constant_within_a_site_stay_finite_and_unchanged():
+    x, samples = _dataset()
+    train = _split(samples)
+    s0 = (samples["site"] == "S0").to_numpy()
+    x[s0, 7] = 0.0  # a parcel without coverage at S0
+    out, record = adjust_in_fold(x, samples, train, COMBAT, [])
+    assert np.isfinite(out).all()
+    assert record["combat"]["n_constant_features"] == 1
+    np.testing.assert_array_equal(out[:, 7], x[:, 7])
+    assert not np.allclose(out[:, 8], x[:, 8])
+
+
+def test_one_site_leaves_the_features_unchanged():
+    x, samples = _dataset(n_sites=1)
+    out, record = adjust_in_fold(x, samples, _split(samples), COMBAT, [])
+    np.testing.assert_array_equal(out, x)
+    assert record["combat"]["fitted"] is False
+
+
+def test_confound_regression_removes_age_and_is_fitted_on_training_subjects():
+    rng = np.random.default_rng(3)
+    n = 200
+    samples = pd.DataFrame(
+        {
+            "subject": [f"{i:03d}" for i in range(n)],
+            "sex": rng.choice(["F", "M"], n),
+            "mean_fd": rng.gamma(2, 0.1, n),
+        }
+    )
+    participants = pd.DataFrame({"age": rng.uniform(8, 40, n)}, index=samples["subject"].to_numpy())
+    age = participants["age"].to_numpy()
+    x = rng.normal(size=(n, 6))
+    x[:, 0] += 0.5 * age
+    x[:, 1] += 3.0 * (samples["sex"] == "M")
+    train = _split(samples, seed=3)
+    confounds = ["age", "sex", "mean_fd"]
+    out, record = adjust_in_fold(x, samples, train, {"method": "none"}, confounds, participants)
+    assert abs(np.corrcoef(x[~train, 0], age[~train])[0, 1]) > 0.9
+    assert abs(np.corrcoef(out[~train, 0], age[~train])[0, 1]) < 0.2
+    male = (samples["sex"] == "M").to_numpy()
+    assert abs(out[~train & male, 1].mean() - out[~train & ~male, 1].mean()) < 0.6
+    assert record["confounds_skipped"] == []
+    changed = x.copy()
+    changed[~train] += rng.normal(0, 100, changed[~train].shape)
+    out_changed, _ = adjust_in_fold(
+        changed, samples, train, {"method": "none"}, confounds, participants
+    )
+    np.testing.assert_allclose(out_changed[train], out[train])
+
+
+def test_absent_confound_is_skipped_only_when_allowed():
+    x, samples = _dataset()
+    train = _split(samples)
+    out, record = adjust_in_fold(
+        x, samples, train, {"method": "none"}, ["age", "mean_fd"], absent_ok={"mean_fd"}
+    )
+    assert record["confounds_skipped"] == ["mean_fd"]
+    with pytest.raises(ConfigError, match="mean_fd"):
+        adjust_in_fold(x, samples, train, {"method": "none"}, ["age", "mean_fd"])
+
+
+def test_harmoniser_maps_sites_to_batches():
+    x, samples = _dataset(n_sites=3, per_site=6)
+    sites = samples["site"].to_numpy()
+    model = SiteHarmoniser(min_site_size=7).fit(x, sites, samples[["age"]])
+    assert model.pooled_sites_ == ["S0", "S1", "S2"]
+    assert model.model_ is None  # everything pooled: one batch, nothing to remove
