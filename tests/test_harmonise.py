@@ -170,3 +170,76 @@ def test_harmoniser_maps_sites_to_batches():
     model = SiteHarmoniser(min_site_size=7).fit(x, sites, samples[["age"]])
     assert model.pooled_sites_ == ["S0", "S1", "S2"]
     assert model.model_ is None  # everything pooled: one batch, nothing to remove
+
+
+@pytest.mark.parametrize("method", ["logreg_fc", "logreg_tangent"])
+def test_baseline_stage_records_training_subjects_only(tmp_path, method):
+    import json
+
+    from brainfuse.core.cache import write_cache
+    from brainfuse.folds import make_folds, subjects_of
+    from brainfuse.methods.baselines.fit import fit_baseline
+    from brainfuse.methods.catalog import default_catalog
+    from brainfuse.methods.request import StageOutputs, StageRequest
+
+    rng = np.random.default_rng(4)
+    n, nodes, t = 60, 6, 40
+    site = np.repeat(["A", "B", "C"], n // 3)
+    series = rng.normal(size=(n, t, nodes)) + (site == "B")[:, None, None] * rng.normal(size=nodes)
+    fc = np.stack([np.corrcoef(s.T) * 0.9 for s in series])
+    table = pd.DataFrame(
+        {
+            "sample_id": [f"sub-{i:03d}" for i in range(n)],
+            "subject": [f"{i:03d}" for i in range(n)],
+            "site": site,
+            "label": rng.choice(["ctl", "pat"], n),
+            "mean_fd": rng.gamma(2, 0.1, n),
+            "n_timepoints": t,
+        }
+    )
+    write_cache(
+        tmp_path / "fmri.parquet", table, {"fc": fc, "timeseries": series.transpose(0, 2, 1)}, {}
+    )
+    folds = make_folds(table, n_folds=3, val_fraction=0.2, seed=0)
+    folds.to_csv(tmp_path / "folds.tsv", sep="\t", index=False)
+    pd.DataFrame(
+        {
+            "participant_id": [f"sub-{s}" for s in table["subject"]],
+            "age": rng.uniform(8, 40, n).round(1),
+            "sex": rng.choice(["F", "M"], n),
+        }
+    ).to_csv(tmp_path / "participants.tsv", sep="\t", index=False)
+    out = tmp_path / "out"
+    request = StageRequest(
+        method=method,
+        stage="fit",
+        fold=0,
+        cache_paths={"fmri": str(tmp_path / "fmri.parquet")},
+        folds_path=str(tmp_path / "folds.tsv"),
+        positive="pat",
+        seed=0,
+        outputs=StageOutputs(
+            model=str(out / "model.bin"),
+            metrics=str(out / "metrics.json"),
+            predictions=str(out / "predictions.tsv"),
+        ),
+        params={
+            "harmonise": {**COMBAT, "min_site_size": 3},
+            "confounds": ["age", "sex", "mean_fd"],
+            "participants": str(tmp_path / "participants.tsv"),
+            "participant_column": "participant_id",
+        },
+    )
+    fit_baseline(request, default_catalog()[method])
+    record = json.loads((out / "metrics.json").read_text())["adjustment"]
+    assert record["fit_subjects"] == sorted(subjects_of(folds, 0, "train"))
+    assert not set(record["fit_subjects"]) & subjects_of(folds, 0, "test")
+    assert record["combat"]["batches"] == ["A", "B", "C"]
+    assert record["confounds_skipped"] == []
+    predictions = pd.read_csv(out / "predictions.tsv", sep="\t")
+    assert np.isfinite(predictions["y_score"]).all()
+    if method == "logreg_tangent":  # model.bin still maps time series (tangent step first)
+        import joblib
+
+        model = joblib.load(out / "model.bin")
+        assert len(model.predict([s for s in series[:3]])) == 3

@@ -40,10 +40,32 @@ rule train_stage:
         "../scripts/train_stage.py"
 
 
-# The baselines: the same job without `gpu` (resources are replaced as a whole here).
+# The baselines: the same job without `gpu` (resources are replaced as a whole here), plus the
+# in-fold harmonisation and confound keys (params and input are replaced as a whole too); the
+# participants table is an input only when those keys read it.
+ADJUSTED = CFG.harmonise.method != "none" or bool(CFG.confounds)
+
+
 use rule train_stage as fit_baseline with:
+    input:
+        caches=lambda w: caches_of_method(w.method),
+        folds=FOLDS,
+        previous=previous_stage,
+        participants=[INPUTS.participants] if ADJUSTED else [],
     wildcard_constraints:
         method=methods_regex("sklearn"),
     resources:
         mem_mb=res("train", "mem_mb"),
         runtime=res("train", "runtime"),
+    params:
+        modalities=lambda w: list(CATALOG.modalities_of(w.method, AVAILABLE)),
+        positive=CFG.label.positive,
+        seed=CFG.seed,
+        method_params=lambda w: CFG.methods[w.method].params,
+        extensions=CFG.extensions,
+        checkpoint_dir=lambda w: CHECKPOINT_DIR.format(
+            method=w.method, fold=w.fold, stage=w.stage
+        ),
+        harmonise=CFG.raw["harmonise"],
+        confounds=list(CFG.confounds),
+        participant_column=CFG.input.participant_column,

@@ -5,6 +5,16 @@ from brainfuse.methods.run import run_stage
 
 setup_logging(snakemake.log[0])
 catalog, _ = load_extensions(snakemake.params.extensions)
+# the baselines' in-fold harmonisation and confounds (rule fit_baseline only)
+adjustment = {}
+if hasattr(snakemake.params, "harmonise"):
+    participants = snakemake.input.get("participants", [])
+    adjustment = {
+        "harmonise": snakemake.params.harmonise,
+        "confounds": snakemake.params.confounds,
+        "participants": participants[0] if participants else None,
+        "participant_column": snakemake.params.participant_column,
+    }
 request = StageRequest(
     method=snakemake.wildcards.method,
     stage=snakemake.wildcards.stage,
@@ -19,7 +29,7 @@ request = StageRequest(
         predictions=snakemake.output.predictions,
         tables=snakemake.output.tables,
     ),
-    params={**snakemake.params.method_params, "num_threads": snakemake.threads},
+    params={**snakemake.params.method_params, "num_threads": snakemake.threads, **adjustment},
     previous=snakemake.input.previous[0] if snakemake.input.previous else None,
     checkpoint_dir=snakemake.params.checkpoint_dir,
     devices=max(1, int(snakemake.resources.get("gpu", 0))),

@@ -31,7 +31,7 @@ def make_estimator(kind: str, c: float, seed: int, tangent: bool = False, scale:
     """
     if kind == "majority":
         return DummyClassifier(strategy="most_frequent")
-    steps = [_tangent_space()] if tangent else []
+    steps = [tangent_space()] if tangent else []
     if scale:
         steps.append(StandardScaler())
     if kind == "logreg":
@@ -45,7 +45,7 @@ def make_estimator(kind: str, c: float, seed: int, tangent: bool = False, scale:
     return make_pipeline(*steps, classifier)
 
 
-def _tangent_space():
+def tangent_space():
     from nilearn.connectome import ConnectivityMeasure
     from sklearn.covariance import LedoitWolf
 

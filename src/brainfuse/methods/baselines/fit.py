@@ -1,7 +1,8 @@
 """Fitting a scikit-learn baseline on one outer fold.
 
 The samples of the fold's test subjects are touched once, after the model (and its ``C``) has
-been fixed on the training and validation subjects.
+been fixed on the training and validation subjects. Site harmonisation and confound regression
+(config ``harmonise``, ``confounds``) are fitted on the training subjects only, before the model.
 """
 
 from __future__ import annotations
@@ -11,15 +12,19 @@ import time
 import joblib
 import numpy as np
 import pandas as pd
+from sklearn.pipeline import make_pipeline
 
 from brainfuse.core import atomic
 from brainfuse.core.cache import Cache, read_cache
 from brainfuse.core.metrics import binary_metrics
+from brainfuse.core.samples import read_participants
 from brainfuse.folds import read_folds, subjects_of
-from brainfuse.methods.baselines.estimators import fit_select, scores
+from brainfuse.methods.baselines.estimators import fit_select, scores, tangent_space
 from brainfuse.methods.baselines.features import SCALED_FEATURES, feature_extractor
+from brainfuse.methods.baselines.harmonise import adjust_in_fold
 from brainfuse.methods.request import StageRequest
 from brainfuse.methods.spec import MethodSpec
+from brainfuse.modalities import builtin_modalities
 
 __all__ = ["fit_baseline", "joint_samples"]
 
@@ -46,6 +51,8 @@ def fit_baseline(request: StageRequest, spec: MethodSpec) -> None:
         r: samples["subject"].astype(str).isin(subjects_of(folds, request.fold, r)).to_numpy()
         for r in ("train", "val", "test")
     }
+    tangent = spec.features == "tangent"
+    x_all, adjusted, tangent_step = _adjust(request, samples, x_all, roles["train"], tangent)
     model, c = fit_select(
         spec.estimator,
         x_all[roles["train"]],
@@ -53,9 +60,12 @@ def fit_baseline(request: StageRequest, spec: MethodSpec) -> None:
         x_all[roles["val"]],
         y_all[roles["val"]],
         request.seed,
-        tangent=spec.features == "tangent",
+        tangent=tangent and tangent_step is None,
         scale=spec.features in SCALED_FEATURES,
     )
+    saved = model
+    if tangent_step is not None:  # model.bin maps time series to predictions, as without it
+        saved = make_pipeline(tangent_step, *(step for _, step in model.steps))
     test = roles["test"]
     y_score = scores(model, x_all[test])
     y_pred = model.predict(x_all[test])
@@ -77,11 +87,49 @@ def fit_baseline(request: StageRequest, spec: MethodSpec) -> None:
         "n_test": int(test.sum()),
         "seconds": time.perf_counter() - start,
         "format": "joblib",
+        "adjustment": adjusted,
         **binary_metrics(y_all[test], y_pred, y_score),
     }
     outputs = request.outputs
     with atomic.atomic_path(outputs.model) as tmp:
-        joblib.dump(model, tmp)
+        joblib.dump(saved, tmp)
     atomic.write_tsv(outputs.predictions, predictions)
     outputs.tables_dir.mkdir(parents=True, exist_ok=True)  # declared for every stage; empty here
     atomic.write_json(outputs.metrics, metrics)
+
+
+def _adjust(
+    request: StageRequest,
+    samples: pd.DataFrame,
+    x_all: np.ndarray,
+    train: np.ndarray,
+    tangent: bool,
+) -> tuple[np.ndarray, dict, object | None]:
+    """Features after the in-fold harmonisation and confound regression of ``request.params``
+    (``harmonise``, ``confounds``; none: unchanged), their record, and the tangent-space step
+    fitted on the training samples when the features are time series."""
+    harmonise = request.params.get("harmonise") or {"method": "none"}
+    confounds = tuple(request.params.get("confounds") or ())
+    if harmonise["method"] == "none" and not confounds:
+        return x_all, {"harmonise": "none", "confounds": []}, None
+    tangent_step = None
+    if tangent:  # harmonise the tangent vectors: the reference is fitted in the fold, as before
+        tangent_step = tangent_space().fit(list(x_all[train]))
+        x_all = tangent_step.transform(list(x_all))
+    participants = None
+    if request.params.get("participants"):
+        participants = read_participants(
+            request.params["participants"], request.params["participant_column"]
+        )
+    # a QC field of a modality this method does not read (mean_fd for EEG or SC) is skipped
+    read = set(request.cache_paths)
+    absent_ok = {
+        field
+        for name, m in builtin_modalities().items()
+        if name not in read
+        for field in m.qc_fields
+    }
+    x_all, record = adjust_in_fold(
+        x_all, samples, train, harmonise, confounds, participants, absent_ok
+    )
+    return x_all, record, tangent_step
