@@ -177,6 +177,21 @@ def section_defaults(section: str, schema_path: str | Path = SCHEMA_PATH) -> dic
     return {key: copy.deepcopy(p["default"]) for key, p in properties.items() if "default" in p}
 
 
+def _refuse_label_adjustment(raw: Mapping[str, Any]) -> None:
+    """The label may not be a ComBat covariate or a confound: applying either to validation and
+    test subjects would read their labels (ComBat's design matrix, the regression's inputs)."""
+    label = {"label", raw["label"]["column"]}
+    for key, names in (
+        ("harmonise.covariates", raw["harmonise"]["covariates"]),
+        ("confounds", raw["confounds"]),
+    ):
+        if used := sorted(label & set(names)):
+            raise ConfigError(
+                f"{key}: {used} is the label; adjusting test subjects for it would use their "
+                "labels. Leave it out (ComBat then removes only what site explains)"
+            )
+
+
 def read_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH) -> Config:
     """Validate ``config`` (Snakemake's ``config``, or a loaded YAML file) into a :class:`Config`.
 
@@ -188,6 +203,7 @@ def read_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
         The JSON schema (YAML) of the configuration.
     """
     raw = validate(config, schema_path)
+    _refuse_label_adjustment(raw)
     inp = raw["input"]
     return Config(
         results_dir=raw["results_dir"],
