@@ -1,4 +1,5 @@
-"""Label-permutation test of the best model against chance, corrected for choosing the best."""
+"""Label-permutation tests of every method against chance, with a correction for testing (and
+picking the best of) several methods."""
 
 from __future__ import annotations
 
@@ -9,42 +10,53 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+#: the statistics recomputed under each permutation
+STATISTICS = ("balanced_accuracy", "auc")
 
-def permutation_test(
+
+def permutation_tests(
     predictions: pd.DataFrame,
-    best: str,
-    methods: Sequence[str] | None = None,
+    methods: Sequence[str],
     n_permutations: int = 5000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Label-permutation test of pooled test predictions against chance.
+    """Label-permutation test of every method's pooled test predictions against chance.
 
     Subjects' labels are permuted (all samples of a subject move together, so several runs of
     one subject do not count as independent evidence); where the label varies within subjects
     (e.g. rest and task recordings of everyone), the labels of each subject's samples are
     permuted among themselves instead, since pooling them over subjects would leave one class.
-    Then the pooled balanced accuracy (of
-    ``y_pred``) and AUC (of ``y_score``) are recomputed for ``best`` and for every method in
-    ``methods`` under the same permutation. ``p`` compares ``best``'s statistic with its own
-    null distribution; ``p_max`` with the distribution of the maximum over ``methods``, which
-    accounts for having picked the best of several methods. ``p = (1 + #{null >= observed}) /
+    Every method's pooled balanced accuracy (of ``y_pred``) and AUC (of ``y_score``) are
+    recomputed under the same permutations. Per method, ``p`` compares its statistic with its
+    own null distribution; ``p_max`` with the distribution of the maximum over all methods
+    tested (single-step max-statistic correction: it controls the family-wise error over the
+    methods and accounts for having picked the best one). ``p = (1 + #{null >= observed}) /
     (1 + n_permutations)``.
+
+    Returns
+    -------
+    dict
+        ``available`` (False with a ``reason`` when no test is possible), ``n_permutations``,
+        ``permuted`` (between or within subjects), ``methods_compared`` and ``methods``: method
+        -> ``n_subjects``, ``n_samples`` and, per statistic, ``observed``, ``null_mean`` (None
+        where no permutation gave both classes), ``p`` and ``p_max``. Methods whose
+        predictions hold one class only are left out.
     """
-    methods = list(dict.fromkeys([best, *(methods or [])]))
     by_subject = predictions.assign(subject=predictions["subject"].astype(str))
     within = by_subject.groupby("subject")["y_true"].nunique().max() > 1
     if within and "sample_id" not in by_subject:
-        return {"method": best, "available": False, "reason": "labels vary within subjects"}
+        return {"available": False, "reason": "labels vary within subjects"}
     unit = "sample_id" if within else "subject"
     units = by_subject.drop_duplicates(unit).sort_values(unit, kind="stable")
     labels = units["y_true"].to_numpy().astype(int)
     blocks = units["subject"].to_numpy() if within else np.zeros(len(units))
-    rng = np.random.default_rng(seed)
-    perms = np.stack([_permute_within(labels, blocks, rng) for _ in range(n_permutations)])
+    perms = permuted_labels(labels, blocks, n_permutations, np.random.default_rng(seed))
     position = {s: i for i, s in enumerate(units[unit].astype(str))}
-    observed, null = {}, {}
-    for method in methods:
-        frame = predictions[predictions["method"] == method]
+    observed: dict[str, tuple[float, float]] = {}
+    null: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    for method in dict.fromkeys(methods):
+        frame = by_subject[by_subject["method"] == method]
         if frame.empty or frame["y_true"].nunique() < 2:
             continue
         idx = np.array([position[s] for s in frame[unit].astype(str)])
@@ -54,40 +66,78 @@ def permutation_test(
         observed[method] = (_bacc(y[None], pred)[0], _auc(y[None], ranks)[0])
         yp = perms[:, idx]
         null[method] = (_bacc(yp, pred), _auc(yp, ranks))
-    if best not in observed:
-        return {"method": best, "available": False}
-    out: dict[str, Any] = {
-        "method": best,
+        sizes[method] = (frame["subject"].nunique(), len(frame))
+    if not null:
+        return {"available": False, "reason": "no method has test predictions of both classes"}
+    # fmax ignores NaN (a permutation leaving one class) without numpy's All-NaN warning
+    maxed = [np.fmax.reduce(np.stack([null[m][k] for m in null]), axis=0) for k in (0, 1)]
+    results: dict[str, dict[str, Any]] = {}
+    for method in null:
+        results[method] = {"n_subjects": int(sizes[method][0]), "n_samples": int(sizes[method][1])}
+        for k, name in enumerate(STATISTICS):
+            obs, own = observed[method][k], null[method][k]
+            finite = own[np.isfinite(own)]
+            results[method][name] = {
+                "observed": float(obs),
+                # None where no permutation gave both classes: chance could not be estimated
+                "null_mean": float(finite.mean()) if finite.size else None,
+                "p": _p_value(own, obs, n_permutations),
+                "p_max": _p_value(maxed[k], obs, n_permutations),
+            }
+    return {
         "available": True,
         "n_permutations": int(n_permutations),
-        "n_subjects": int(by_subject.loc[by_subject["method"] == best, "subject"].nunique()),
-        "n_samples": int((predictions["method"] == best).sum()),
-        "methods_compared": sorted(null),
         "permuted": "within subjects" if within else "between subjects",
+        "methods_compared": sorted(null),
+        "methods": results,
     }
-    for k, name in enumerate(("balanced_accuracy", "auc")):
-        obs = observed[best][k]
-        own = null[best][k]
-        # fmax ignores NaN (a permutation leaving one class) without numpy's All-NaN warning
-        maxed = np.fmax.reduce(np.stack([null[m][k] for m in null]), axis=0)
-        finite = own[np.isfinite(own)]
-        out[name] = {
-            "observed": float(obs),
-            # None where no permutation gave both classes: chance could not be estimated
-            "null_mean": float(finite.mean()) if finite.size else None,
-            "p": float((1 + np.sum(own >= obs - 1e-12)) / (1 + n_permutations)),
-            "p_max": float((1 + np.sum(maxed >= obs - 1e-12)) / (1 + n_permutations)),
-        }
+
+
+def permutation_test(
+    predictions: pd.DataFrame,
+    best: str,
+    methods: Sequence[str] | None = None,
+    n_permutations: int = 5000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The test of :func:`permutation_tests` for ``best``, its ``p_max`` corrected over
+    ``methods``: ``method``, ``available``, ``n_permutations``, ``n_subjects``, ``n_samples``,
+    ``methods_compared``, ``permuted`` and, per statistic, ``observed``, ``null_mean``, ``p``,
+    ``p_max``."""
+    tests = permutation_tests(
+        predictions, [best, *(methods or [])], n_permutations=n_permutations, seed=seed
+    )
+    if not tests["available"] or best not in tests["methods"]:
+        return {"method": best, "available": False, "reason": tests.get("reason")}
+    return {
+        "method": best,
+        **{k: v for k, v in tests.items() if k != "methods"},
+        **tests["methods"][best],
+    }
+
+
+def permuted_labels(
+    labels: np.ndarray, blocks: np.ndarray, n_permutations: int, rng: np.random.Generator
+) -> np.ndarray:
+    """``n_permutations`` rows of ``labels`` permuted within each block (one block: a plain
+    permutation), drawn at once.
+
+    Sorting random keys offset by the block number lists every block's members in a random
+    order, blocks one after the other; ``slots`` lists them in their own order, so the i-th
+    slot receives the label of the i-th randomly ordered member of the same block.
+    """
+    codes = np.unique(blocks, return_inverse=True)[1]
+    keys = rng.random((n_permutations, len(labels))) + codes[None, :]
+    shuffled = np.argsort(keys, axis=1, kind="stable")
+    slots = np.argsort(codes, kind="stable")
+    out = np.empty((n_permutations, len(labels)), dtype=labels.dtype)
+    out[:, slots] = labels[shuffled]
     return out
 
 
-def _permute_within(labels: np.ndarray, blocks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``labels`` permuted within each block (one block: a plain permutation)."""
-    out = labels.copy()
-    for block in np.unique(blocks):
-        rows = np.flatnonzero(blocks == block)
-        out[rows] = labels[rng.permutation(rows)]
-    return out
+def _p_value(null: np.ndarray, observed: float, n_permutations: int) -> float:
+    """``(1 + #{null >= observed}) / (1 + n)``; a NaN null value (one class) never counts."""
+    return float((1 + np.sum(null >= observed - 1e-12)) / (1 + n_permutations))
 
 
 def _bacc(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
