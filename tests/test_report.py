@@ -98,14 +98,6 @@ def results_tree(tmp_path_factory):
         path = pred_dir / f"{method}_{fold}.tsv"
         frame.to_csv(path, sep="\t", index=False)
         files.append(str(path))
-    eval_dir = root / "eval"
-    evaluate(
-        files,
-        str(eval_dir / "predictions.tsv"),
-        str(eval_dir / "metrics_per_fold.tsv"),
-        str(eval_dir / "summary.tsv"),
-    )
-
     qc_rows = []
     for subject, label in zip(subjects, labels, strict=True):
         qc_rows.append(
@@ -116,7 +108,7 @@ def results_tree(tmp_path_factory):
                 "reason": "",
                 "subject": subject,
                 "label": label if subject != "03" else INJECT,
-                "site": "siteA" if int(subject) % 2 else f"site{INJECT}",
+                "site": "siteA" if int(subject) % 3 else f"site{INJECT}",
                 "mean_fd": f"{rng.uniform(0.05, 0.3):.3f}",
             }
         )
@@ -134,6 +126,18 @@ def results_tree(tmp_path_factory):
     )
     (root / "qc").mkdir()
     pd.DataFrame(qc_rows).to_csv(root / "qc" / "qc.tsv", sep="\t", index=False)
+    eval_dir = root / "eval"
+    evaluate(
+        files,
+        str(eval_dir / "predictions.tsv"),
+        str(eval_dir / "metrics_per_fold.tsv"),
+        str(eval_dir / "summary.tsv"),
+        baselines=["logreg_fc"],
+        qc_path=str(root / "qc" / "qc.tsv"),
+        out_deltas=str(eval_dir / "deltas.tsv"),
+        out_per_site=str(eval_dir / "per_site.tsv"),
+        n_resamples=500,
+    )
     folds_rows = [
         {"fold": f, "subject": s, "role": "test" if folds[s] == f else "train"}
         for f in range(3)
@@ -237,6 +241,8 @@ def report(results_tree):
         descriptions=descriptions,
         out_html=str(out),
         predictions_path=str(root / "eval" / "predictions.tsv"),
+        deltas_path=str(root / "eval" / "deltas.tsv"),
+        per_site_path=str(root / "eval" / "per_site.tsv"),
         figures=results_tree["figures"],
         biomarkers=results_tree["biomarkers"],
         truth_path=str(root / "demo_bids" / "ground_truth.json"),
@@ -320,6 +326,20 @@ def test_report_content(report, results_tree):
     assert "5 of its top 10 parcels are planted fmri parcels" in page
     majority = "".join(_parse(report.parent / "majority.html").text)
     assert "No biomarkers" in majority and "most frequent class" in majority
+
+    # every method against the best classical baseline, with its interval and a verdict
+    assert "Δ balanced accuracy vs best baseline" in text
+    assert "Compared with the best baseline" in text and "picked again" in text
+    assert "-0.500 [-0.50, -0.50] worse" in text  # the majority baseline
+    assert "the reference baseline" in text
+    # a permutation test of every method, with the multiple-comparison note
+    assert "Every method against chance" in text and "max-statistic correction" in text
+    # per-site spread (two sites in the QC table)
+    assert "Results per site" in text and "grouped by subject, not site" in text
+    assert index.count("data:image/png;base64,") >= 6  # ... and the per-site figure
+    gcn = "".join(_parse(report.parent / "gcn_fc.html").text)
+    assert "Difference to logreg_fc" in gcn and "Label permutation test" in gcn
+    assert "Per site" in gcn and "siteA" in gcn
 
 
 def test_permutation_test_detects_signal_and_not_noise():

@@ -49,6 +49,8 @@ EVAL = {
     "predictions": f"{R}/eval/predictions.tsv",
     "per_fold": f"{R}/eval/metrics_per_fold.tsv",
     "summary": f"{R}/eval/summary.tsv",
+    "deltas": f"{R}/eval/deltas.tsv",
+    "per_site": f"{R}/eval/per_site.tsv",
 }
 BIOMARKERS = f"{R}/biomarkers/{{method}}"
 BIOMARKER_TABLES = {

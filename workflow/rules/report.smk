@@ -3,12 +3,19 @@ from brainfuse.modalities.base import modality_reference
 
 # Methods whose models are explained (the majority baseline has nothing to explain).
 ATTRIBUTED = [m for m in RUN_METHODS if CATALOG[m].estimator != "majority"]
+# The classical baselines every method is compared with (the best of them, in eval/deltas.tsv).
+BASELINES = [m for m in ATTRIBUTED if CATALOG[m].family == "sklearn"]
 TRUTH = [GROUND_TRUTH] if CFG.input.demo else []
 
 
 rule evaluate:
     input:
-        [p for method in RUN_METHODS for p in final_stage_files("predictions", method)],
+        predictions=[
+            p
+            for method in RUN_METHODS
+            for p in final_stage_files("predictions", method)
+        ],
+        qc=QC_TABLE,  # the site of each subject
     output:
         predictions=EVAL["predictions"],
         per_fold=EVAL["per_fold"],
@@ -17,12 +24,15 @@ rule evaluate:
             caption="../report/summary.rst",
             category="Evaluation",
         ),
+        deltas=EVAL["deltas"],
+        per_site=EVAL["per_site"],
     log:
         f"{LOGS}/evaluate.log",
     conda:
         ENV
     params:
         seed=CFG.seed,  # of the bootstrap intervals
+        baselines=BASELINES,
     script:
         "../scripts/evaluate.py"
 
@@ -134,6 +144,8 @@ rule report:
         summary=EVAL["summary"],
         per_fold=EVAL["per_fold"],
         predictions=EVAL["predictions"],
+        deltas=EVAL["deltas"],
+        per_site=EVAL["per_site"],
         qc=QC_TABLE,
         folds=FOLDS,
         folds_summary=FOLDS_SUMMARY,

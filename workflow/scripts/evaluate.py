@@ -3,9 +3,13 @@ from brainfuse.evaluate import evaluate
 
 setup_logging(snakemake.log[0])
 evaluate(
-    list(snakemake.input),
+    list(snakemake.input.predictions),
     out_predictions=snakemake.output.predictions,
     out_per_fold=snakemake.output.per_fold,
     out_summary=snakemake.output.summary,
+    baselines=list(snakemake.params.baselines),
+    qc_path=snakemake.input.qc,
+    out_deltas=snakemake.output.deltas,
+    out_per_site=snakemake.output.per_site,
     seed=snakemake.params.seed,
 )

@@ -25,6 +25,8 @@ build_report(
         descriptions=dict(snakemake.params.descriptions),
         modality_sections=[s for s in sections if s],
         predictions_path=snakemake.input.predictions,
+        deltas_path=snakemake.input.deltas,
+        per_site_path=snakemake.input.per_site,
         figures={Path(p).stem: p for p in snakemake.input.figures},
         biomarkers=biomarkers,
         method_pages={Path(p).stem: p for p in snakemake.output.pages},

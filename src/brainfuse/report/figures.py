@@ -425,6 +425,41 @@ def fold_spread_figure(
 
 
 @never_raises
+def per_site_figure(
+    per_site: pd.DataFrame, out_png: str | Path, metric: str = "balanced_accuracy"
+) -> str:
+    """Each method's metric on every site's test subjects (one point per site, sized by its
+    subjects) and their mean, with chance marked: the spread across sites."""
+    plt = _plt()
+    defined = per_site[np.isfinite(pd.to_numeric(per_site[metric], errors="coerce"))]
+    methods = list(dict.fromkeys(defined["method"]))
+    if not methods:
+        return message_figure(
+            f"No site has test subjects of both classes: no per-site {metric.replace('_', ' ')}.",
+            out_png,
+        )
+    fig, ax = plt.subplots(figsize=(6.4, 0.9 + 0.45 * len(methods)))
+    for i, method in enumerate(methods):
+        rows = defined[defined["method"] == method]
+        ax.scatter(
+            rows[metric],
+            np.full(len(rows), i),
+            s=12 + 3 * rows["n_subjects"],
+            alpha=0.6,
+            color="#3b5bdb",
+            zorder=3,
+        )
+        ax.plot([rows[metric].mean()] * 2, [i - 0.3, i + 0.3], color="#1d2330", lw=2)
+    ax.axvline(0.5, color="#b42318", lw=1, ls="--", label="chance")
+    ax.set_yticks(range(len(methods)), methods)
+    ax.invert_yaxis()
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel(f"{metric.replace('_', ' ')} per site (bar: mean over sites)")
+    ax.legend(loc="lower right", frameon=False, fontsize=8)
+    return save(fig, out_png)
+
+
+@never_raises
 def fc_difference_figure(
     fc: np.ndarray,
     labels: Sequence[str],

@@ -1,10 +1,11 @@
 """``index.html``: the dataset, QC, the comparison of all methods, and the biomarker overview.
 
 Dataset and QC summary (FD distribution, exclusions, QC-FC), the comparison of all methods and
-baselines (mean ± SD over test folds with 95% intervals, fold spread, ROC curves), a
-label-permutation test of the best model against chance, the group FC difference, an overview
-of the biomarkers of each method and, on data with a known ground truth (the demo), how well
-each method recovered the planted parcels and edges.
+baselines (mean ± SD over test folds with 95% intervals, the paired difference of each method
+to the best classical baseline with a verdict, fold spread, ROC curves), metrics per site and
+their spread, label-permutation tests of every method against chance, the group FC difference,
+an overview of the biomarkers of each method and, on data with a known ground truth (the
+demo), how well each method recovered the planted parcels and edges.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from brainfuse.core import atomic
+from brainfuse.evaluate import site_spread
 from brainfuse.report.html import (
     METRIC_NAMES,
     html_img,
@@ -31,7 +33,7 @@ from brainfuse.report.html import (
     relative_href,
 )
 from brainfuse.report.method_page import method_page
-from brainfuse.report.permutation import permutation_test
+from brainfuse.report.permutation import permutation_tests
 from brainfuse.report.recovery import truth_section
 
 
@@ -47,12 +49,43 @@ def best_method(summary: pd.DataFrame) -> str | None:
     return str(ordered["method"].iloc[0])
 
 
+def delta_text(row: Mapping[str, Any] | None) -> str:
+    """``+0.123 [0.05, 0.20] better``: a row of ``deltas.tsv`` as HTML (verdict coloured)."""
+    if row is None:
+        return "n/a"
+    if row["method"] == row["baseline"]:
+        return "<span class='muted'>the reference baseline</span>"
+    css = {"better": "ok", "worse": "warn"}.get(str(row["verdict"]), "muted")
+    interval = (
+        f"[{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+        if np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"])
+        else "[no interval]"
+    )
+    return (
+        f"{row['delta']:+.3f} <span class='muted'>{interval}</span> "
+        f"<span class='{css}'>{escape(str(row['verdict']))}</span>"
+    )
+
+
+def delta_rows(deltas: pd.DataFrame | None, metric: str) -> dict[str, dict[str, Any]]:
+    """Method -> its row of ``deltas.tsv`` for ``metric`` (empty without deltas)."""
+    if deltas is None or deltas.empty:
+        return {}
+    rows = deltas[deltas["metric"] == metric]
+    return {str(r["method"]): r for r in rows.to_dict("records")}
+
+
+#: the results table's column of the difference to the best baseline
+DELTA_COLUMN = "Δ balanced accuracy vs best baseline"
+
+
 def _results_table(
     summary: pd.DataFrame,
     descriptions: Mapping[str, str],
     families: Mapping[str, str],
     pages: Mapping[str, str],
     best: str | None,
+    deltas: pd.DataFrame | None = None,
 ) -> str:
     results = pd.DataFrame(
         {
@@ -82,24 +115,30 @@ def _results_table(
                 strict=True,
             )
         ]
+    by_method = delta_rows(deltas, "balanced_accuracy")
+    raw = ["method", *(m.replace("_", " ") for m in METRIC_NAMES)]
+    if by_method:
+        results.insert(4, DELTA_COLUMN, [delta_text(by_method.get(m)) for m in summary["method"]])
+        raw.append(DELTA_COLUMN)
     classes = [
         "best" if m == best else ("baseline" if families.get(m) == "baseline" else "")
         for m in summary["method"]
     ]
-    metric_columns = [m.replace("_", " ") for m in METRIC_NAMES]
     return html_table(
         results,
         classes,
-        raw_columns=("method", *metric_columns),
+        raw_columns=tuple(raw),
         text_columns=("description",),
         table_class="results",
     )
 
 
-def _permutation_html(test: Mapping[str, Any] | None) -> str:
-    if not test or not test.get("available"):
-        reason = (test or {}).get("reason") or "no method has test predictions of both classes"
+def _permutation_html(tests: Mapping[str, Any] | None, best: str | None) -> str:
+    """The best model's test in words, then every method's p-values in a table."""
+    if not tests or not tests.get("available") or best not in tests.get("methods", {}):
+        reason = (tests or {}).get("reason") or "no method has test predictions of both classes"
         return f"<p>No permutation test: {escape(reason)}.</p>"
+    test = {"method": best, **tests, **tests["methods"][best]}
     ba, auc = test["balanced_accuracy"], test["auc"]
     chance = (
         f"chance {ba['null_mean']:.2f}"
@@ -126,7 +165,41 @@ def _permutation_html(test: Mapping[str, Any] | None) -> str:
         "predictions themselves are not recomputed, so this tests the association between "
         "the held-out predictions and the labels, not the training procedure (which would "
         "need retraining per permutation). Pooling scores across folds assumes their scales "
-        "are comparable.</p></div>"
+        "are comparable.</p></div>" + _permutation_table(tests)
+    )
+
+
+def _permutation_table(tests: Mapping[str, Any]) -> str:
+    """Every tested method: observed statistics, chance, uncorrected and corrected p."""
+    rows = []
+    for method, result in tests["methods"].items():
+        ba, auc = result["balanced_accuracy"], result["auc"]
+        significant = min(ba["p_max"], auc["p_max"]) < 0.05
+        rows.append(
+            {
+                "method": method,
+                "subjects": result["n_subjects"],
+                "balanced accuracy": ba["observed"],
+                "p": ba["p"],
+                "p corrected": ba["p_max"],
+                "AUC": auc["observed"],
+                "p (AUC)": auc["p"],
+                "p corrected (AUC)": auc["p_max"],
+                "verdict": "better than chance"
+                if significant
+                else "not distinguishable from chance",
+            }
+        )
+    n = len(rows)
+    return (
+        "<p>Every method against chance, under the same permutations:</p>"
+        + html_table(pd.DataFrame(rows))
+        + f"<p class='muted'>Multiple comparisons: {n} methods are tested, so about "
+        f"{0.05 * n:.2f} of them would reach p &lt; 0.05 by chance alone. The corrected p "
+        "compares each method's statistic with the maximum over all methods under each "
+        "permutation (single-step max-statistic correction), which controls the chance of "
+        "any false 'better than chance' among them; the verdict uses the corrected p of "
+        "balanced accuracy or AUC.</p>"
     )
 
 
@@ -167,8 +240,11 @@ class ReportInputs:
         Stages of each method; ``baseline`` or ``deep`` per method.
     positive : str, optional
         The positive class (captions).
+    deltas_path, per_site_path : str, optional
+        ``eval/deltas.tsv`` (each method's paired difference to the best baseline) and
+        ``eval/per_site.tsv`` (metrics per site).
     n_permutations, seed : int
-        Label-permutation test of the best model.
+        Label-permutation tests of every method.
     """
 
     summary_path: str
@@ -189,6 +265,8 @@ class ReportInputs:
     stages: Mapping[str, Sequence[str]] = field(default_factory=dict)
     families: Mapping[str, str] = field(default_factory=dict)
     positive: str | None = None
+    deltas_path: str | None = None
+    per_site_path: str | None = None
     n_permutations: int = 5000
     seed: int = 0
 
@@ -206,22 +284,29 @@ def build_report(inputs: ReportInputs) -> None:
         if inputs.predictions_path and Path(inputs.predictions_path).exists()
         else None
     )
+    deltas = _read_optional(inputs.deltas_path)
+    per_site = _read_optional(inputs.per_site_path)
     pages = dict(inputs.method_pages or {m: str(page_dir / f"{m}.html") for m in summary["method"]})
     families = dict(inputs.families)
     page_links = {m: relative_href(p, page_dir) for m, p in pages.items()}
     best = best_method(summary)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        figures = _complete_figures(inputs.figures, per_fold, predictions, Path(tmp))
-        embedded = {k: png_uri(v) for k, v in figures.items()}
-        # method pages first: the index summarises what they found
-        method_summaries = _write_method_pages(inputs, pages, families, summary, per_fold)
-
     permutation = None
     if predictions is not None and best is not None:
         compared = [m for m in summary["method"] if m != "majority"]
-        permutation = permutation_test(
-            predictions, best, compared, inputs.n_permutations, inputs.seed
+        permutation = permutation_tests(predictions, compared, inputs.n_permutations, inputs.seed)
+    evaluation = _Evaluation(deltas, per_site, permutation)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = _complete_figures(inputs.figures, per_fold, predictions, Path(tmp))
+        if per_site is not None and per_site["site"].nunique() > 1:
+            from brainfuse.report.figures import per_site_figure
+
+            figures["per_site"] = per_site_figure(per_site, Path(tmp) / "per_site.png")
+        embedded = {k: png_uri(v) for k, v in figures.items()}
+        # method pages first: the index summarises what they found
+        method_summaries = _write_method_pages(
+            inputs, pages, families, summary, per_fold, evaluation
         )
     parts = [
         "<h1>brainfuse report</h1>",
@@ -234,8 +319,9 @@ def build_report(inputs: ReportInputs) -> None:
         + "</nav>",
         *_dataset_section(inputs, qc, embedded, page_dir),
         *_results_section(
-            summary, inputs.descriptions, families, page_links, best, embedded, permutation
+            summary, inputs.descriptions, families, page_links, best, embedded, evaluation
         ),
+        *_per_site_section(per_site, embedded, _group_by(inputs.folds_summary_path)),
         _biomarker_overview(method_summaries, page_links),
     ]
     if inputs.truth_path and Path(inputs.truth_path).exists():
@@ -246,6 +332,30 @@ def build_report(inputs: ReportInputs) -> None:
         )
         parts += ["<h2>Methods not run</h2>", html_table(skipped, text_columns=("reason",))]
     atomic.write_text(out, html_page("brainfuse report", parts))
+
+
+@dataclass
+class _Evaluation:
+    """What the report adds to the summary: ``deltas.tsv``, ``per_site.tsv`` and the
+    permutation tests (each None where absent)."""
+
+    deltas: pd.DataFrame | None
+    per_site: pd.DataFrame | None
+    permutation: Mapping[str, Any] | None
+
+
+def _read_optional(path: str | None) -> pd.DataFrame | None:
+    """A TSV written by ``evaluate`` or None where the report is built without it."""
+    if not path or not Path(path).exists():
+        return None
+    return pd.read_csv(path, sep="\t", dtype={"site": str})
+
+
+def _group_by(summary_path: str | None) -> str | None:
+    """``cv.group_by`` as ``folds.json`` records it (None without it)."""
+    if not summary_path or not Path(summary_path).exists():
+        return None
+    return json.loads(Path(summary_path).read_text()).get("group_by")
 
 
 def _complete_figures(
@@ -269,6 +379,7 @@ def _write_method_pages(
     families: Mapping[str, str],
     summary: pd.DataFrame,
     per_fold: pd.DataFrame,
+    evaluation: _Evaluation,
 ) -> dict[str, dict[str, Any] | None]:
     """Write every method's page; returns each method's attribution summary (or None)."""
     out = Path(inputs.out_html)
@@ -286,6 +397,9 @@ def _write_method_pages(
             per_fold,
             inputs.biomarkers.get(method),
             inputs.positive,
+            deltas=evaluation.deltas,
+            per_site=evaluation.per_site,
+            permutation=(evaluation.permutation or {}).get("methods", {}).get(method),
         )
         atomic.write_text(page, html)
         method_summaries[method] = attribution
@@ -370,16 +484,18 @@ def _results_section(
     page_links: Mapping[str, str],
     best: str | None,
     embedded: Mapping[str, str | None],
-    permutation: Mapping[str, Any] | None,
+    evaluation: _Evaluation,
 ) -> list[str]:
-    """The comparison of methods, fold spread, ROC curves, permutation test, FC difference."""
+    """The comparison of methods, their differences to the best baseline, fold spread, ROC
+    curves, permutation tests, FC difference."""
     parts = [
         "<h2>Results</h2>",
         "<p>Mean ± SD over test folds [95% interval: "
         + escape(_interval_method(summary))
         + "]. Chance balanced accuracy and AUC are 0.5. Baselines are shaded; the best model "
         "(mean balanced accuracy) is highlighted. Method names link to their pages.</p>",
-        _results_table(summary, descriptions, families, page_links, best),
+        _results_table(summary, descriptions, families, page_links, best, evaluation.deltas),
+        *_deltas_section(evaluation.deltas),
         html_img(
             embedded["fold_spread"] or "",
             "balanced accuracy per fold",
@@ -395,7 +511,10 @@ def _results_section(
                 "pooled test predictions of all folds (blue); dashed: chance.",
             )
         )
-    parts += ["<h3>Is the best model better than chance?</h3>", _permutation_html(permutation)]
+    parts += [
+        "<h3>Is each model better than chance?</h3>",
+        _permutation_html(evaluation.permutation, best),
+    ]
     if embedded.get("fc_difference"):
         parts += [
             "<h2>Group difference in functional connectivity</h2>",
@@ -408,6 +527,77 @@ def _results_section(
                 "Descriptive: computed on all subjects, not cross-validated.",
             ),
         ]
+    return parts
+
+
+def _deltas_section(deltas: pd.DataFrame | None) -> list[str]:
+    """Each method's paired difference to the best baseline, how the baseline was picked."""
+    if deltas is None or deltas.empty:
+        return ["<p>No difference to a baseline: no classical baseline ran.</p>"]
+    baseline = str(deltas["baseline"].iloc[0])
+    table = pd.DataFrame({"method": list(dict.fromkeys(deltas["method"]))})
+    for metric in dict.fromkeys(deltas["metric"]):
+        rows = delta_rows(deltas, metric)
+        table[f"Δ {metric.replace('_', ' ')}"] = [delta_text(rows.get(m)) for m in table["method"]]
+    return [
+        "<h3>Compared with the best baseline</h3>",
+        f"<p>Difference of each method to <b>{escape(baseline)}</b>, the classical "
+        "(scikit-learn) baseline with the highest mean balanced accuracy over the test folds, "
+        "the majority baseline left out. Verdict: <i>better</i> where the whole interval is "
+        "above 0, <i>worse</i> where it is below 0, otherwise <i>not distinguishable</i>.</p>",
+        html_table(table, raw_columns=tuple(table.columns)),
+        "<p class='muted'>Interval: "
+        + escape(str(deltas["ci_method"].iloc[0]))
+        + ". The baseline is picked on the same test folds the methods are judged on, which "
+        "favours it; picking it again in every resample makes the interval carry that choice "
+        "(a method must beat whichever baseline looks best in the resample), so a verdict of "
+        "<i>better</i> is conservative. Subjects every compared method predicted: "
+        + ", ".join(sorted({str(n) for n in deltas["n_subjects"]}))
+        + ".</p>",
+    ]
+
+
+def _per_site_section(
+    per_site: pd.DataFrame | None, embedded: Mapping[str, str | None], group_by: str | None
+) -> list[str]:
+    """Each method's spread of balanced accuracy and AUC across sites."""
+    if per_site is None or per_site["site"].nunique() < 2:
+        return []
+    spread = site_spread(per_site)
+    table = pd.DataFrame({"method": spread["method"], "sites": spread["sites"]})
+    for metric, name in (("balanced_accuracy", "balanced accuracy"), ("auc", "AUC")):
+        table[f"{name}: sites defined"] = spread[f"{metric}_sites"]
+        table[f"{name}: mean ± SD"] = [
+            f"{m:.3f} ± {s:.3f}" if np.isfinite(s) else (f"{m:.3f}" if np.isfinite(m) else "n/a")
+            for m, s in zip(spread[f"{metric}_mean"], spread[f"{metric}_sd"], strict=True)
+        ]
+        table[f"{name}: min–max"] = [
+            f"{lo:.2f}–{hi:.2f}" if np.isfinite(lo) else "n/a"
+            for lo, hi in zip(spread[f"{metric}_min"], spread[f"{metric}_max"], strict=True)
+        ]
+    how = (
+        "The folds leave whole sites out (cv.group_by: site), so each site's subjects were "
+        "predicted by models that never saw that site."
+        if group_by == "site"
+        else "The folds are grouped by subject, not site: a site's test subjects were predicted "
+        "by models trained with other subjects of the same site."
+    )
+    parts = [
+        "<h2>Results per site</h2>",
+        f"<p>Each method's pooled test predictions split by the subjects' site (qc.tsv). {how} "
+        "A site whose test subjects are all of one class has no balanced accuracy or AUC; "
+        "those sites are left out of the spread. Per-site values: eval/per_site.tsv.</p>",
+        html_table(table),
+    ]
+    if embedded.get("per_site"):
+        parts.append(
+            html_img(
+                embedded["per_site"],
+                "balanced accuracy per site",
+                "Balanced accuracy on each site's test subjects (point size: subjects); bar: "
+                "mean over sites; dashed: chance.",
+            )
+        )
     return parts
 
 

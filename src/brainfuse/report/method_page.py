@@ -24,6 +24,7 @@ from brainfuse.report.html import (
     html_img,
     html_page,
     html_table,
+    p_text,
     png_uri,
     relative_href,
 )
@@ -106,11 +107,18 @@ def method_page(
     per_fold: pd.DataFrame,
     biomarkers: Mapping[str, str] | None,
     positive: str | None,
+    *,
+    deltas: pd.DataFrame | None = None,
+    per_site: pd.DataFrame | None = None,
+    permutation: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any] | None]:
     """The HTML of ``<method>.html`` and the method's attribution summary (if any).
 
     ``summary_row`` is the method's row of ``eval/summary.tsv``; ``biomarkers`` its
-    attribution outputs and figures (see :class:`~brainfuse.report.index_page.ReportInputs`).
+    attribution outputs and figures (see :class:`~brainfuse.report.index_page.ReportInputs`);
+    ``deltas`` and ``per_site`` are ``eval/deltas.tsv`` and ``eval/per_site.tsv`` (all
+    methods); ``permutation`` the method's result of
+    :func:`~brainfuse.report.permutation.permutation_tests`.
     """
     body = [
         f"<nav><a href='{escape(index_href, quote=True)}'>← back to the report</a></nav>",
@@ -118,6 +126,8 @@ def method_page(
         f"<p>{escape(description)}</p>",
         f"<p class='muted'>{escape(family)} · stages: {escape(', '.join(stages) or 'n/a')}</p>",
         *_performance_section(method, summary_row, per_fold),
+        *_comparison_section(method, deltas, permutation),
+        *_site_section(method, per_site),
         "<h2>Biomarkers</h2>",
     ]
     if not biomarkers or not Path(biomarkers.get("summary", "")).exists():
@@ -182,6 +192,59 @@ def _performance_section(
     if len(folds):
         body += ["<p>Per test fold:</p>", html_table(folds)]
     return body
+
+
+def _comparison_section(
+    method: str, deltas: pd.DataFrame | None, permutation: Mapping[str, Any] | None
+) -> list[str]:
+    """The method's paired difference to the best baseline and its permutation test."""
+    body = ["<h2>Compared with the best baseline and with chance</h2>"]
+    rows = deltas[deltas["method"] == method] if deltas is not None else pd.DataFrame()
+    if len(rows):
+        baseline = str(rows["baseline"].iloc[0])
+        table = pd.DataFrame(
+            {
+                "metric": [m.replace("_", " ") for m in rows["metric"]],
+                "difference": rows["delta"].to_numpy(),
+                "95% CI low": rows["ci_low"].to_numpy(),
+                "95% CI high": rows["ci_high"].to_numpy(),
+                "verdict": rows["verdict"].to_numpy(),
+            }
+        )
+        body += [
+            f"<p>Difference to <b>{escape(baseline)}</b>, the classical baseline with the "
+            "highest mean balanced accuracy (this method minus the baseline, on the same "
+            "subjects):</p>",
+            html_table(table),
+            "<p class='muted'>Interval: "
+            + escape(str(rows["ci_method"].iloc[0]))
+            + ". The baseline is chosen on the same test folds, a selection that favours it; "
+            "see the report's results section.</p>",
+        ]
+    else:
+        body.append("<p>No difference to a baseline: no classical baseline ran.</p>")
+    if permutation:
+        ba, auc = permutation["balanced_accuracy"], permutation["auc"]
+        body.append(
+            f"<p>Label permutation test of its pooled test predictions: balanced accuracy "
+            f"{ba['observed']:.3f} ({p_text(ba['p'])}; corrected over all methods tested: "
+            f"{p_text(ba['p_max'])}), AUC {auc['observed']:.3f} ({p_text(auc['p'])}; "
+            f"corrected: {p_text(auc['p_max'])}).</p>"
+        )
+    return body
+
+
+def _site_section(method: str, per_site: pd.DataFrame | None) -> list[str]:
+    """The method's metrics on each site's test subjects (two or more sites)."""
+    rows = per_site[per_site["method"] == method] if per_site is not None else pd.DataFrame()
+    if len(rows) == 0 or rows["site"].nunique() < 2:
+        return []
+    return [
+        "<h2>Per site</h2>",
+        "<p>Pooled test predictions of each site's subjects (balanced accuracy and AUC are "
+        "undefined on a site whose test subjects are all of one class):</p>",
+        html_table(rows.drop(columns="method")),
+    ]
 
 
 def _attribution_intro(
