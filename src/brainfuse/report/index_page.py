@@ -194,8 +194,9 @@ def _permutation_table(tests: Mapping[str, Any]) -> str:
     return (
         "<p>Every method against chance, under the same permutations:</p>"
         + html_table(pd.DataFrame(rows))
-        + f"<p class='muted'>Multiple comparisons: {n} methods are tested, so about "
-        f"{0.05 * n:.2f} of them would reach p &lt; 0.05 by chance alone. The corrected p "
+        + f"<p class='muted'>Multiple comparisons: {n} methods are tested, so even if none "
+        f"were better than chance, {0.05 * n:.2f} of them would be expected to reach "
+        "p &lt; 0.05 uncorrected. The corrected p "
         "compares each method's statistic with the maximum over all methods under each "
         "permutation (single-step max-statistic correction), which controls the chance of "
         "any false 'better than chance' among them; the verdict uses the corrected p of "
