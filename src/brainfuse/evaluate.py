@@ -191,13 +191,14 @@ def paired_deltas(
     candidates = [b for b in dict.fromkeys(baselines) if b in set(predictions["method"])]
     frames = {m: f for m, f in predictions.groupby("method", sort=False)}
     text = delta_ci_method(n_resamples, level)
+    compared = list(dict.fromkeys([best, *candidates]))
+    memo: _Memo = {}
     rows = []
     for method in summary["method"]:
         if method not in frames:
             continue
-        compared = list(dict.fromkeys([best, *candidates]))
         paired = _paired_resamples(
-            {m: frames[m] for m in dict.fromkeys([method, *compared])}, n_resamples, seed
+            {m: frames[m] for m in dict.fromkeys([method, *compared])}, n_resamples, seed, memo
         )
         for metric in metrics:
             delta = paired.observed[metric][method] - paired.observed[metric][best]
@@ -247,11 +248,19 @@ class _Paired:
     n_subjects: int
 
 
-def _paired_resamples(frames: dict[str, pd.DataFrame], n_resamples: int, seed: int) -> _Paired:
+#: a method's observed and resampled metrics on a set of subjects (the baselines' are reused
+#: for every method predicted on the same subjects)
+_Memo = dict[tuple[str, tuple[str, ...]], tuple[dict[str, float], dict[str, np.ndarray] | None]]
+
+
+def _paired_resamples(
+    frames: dict[str, pd.DataFrame], n_resamples: int, seed: int, memo: _Memo
+) -> _Paired:
     """Observed metrics and the same bootstrap resamples for several methods.
 
     Only subjects every method predicted are kept, so each resample weights the same subjects
-    in every method; resampling is stratified by label as in ``summary.tsv``.
+    in every method; resampling is stratified by label as in ``summary.tsv``. The same subjects
+    and seed give the same resamples, so ``memo`` keeps each method's metrics per subject set.
     """
     common = sorted(set.intersection(*(set(f["subject"].astype(str)) for f in frames.values())))
     first = next(iter(frames.values()))
@@ -271,28 +280,40 @@ def _paired_resamples(frames: dict[str, pd.DataFrame], n_resamples: int, seed: i
     observed: dict[str, dict[str, float]] = {metric: {} for metric in METRICS}
     resampled: dict[str, dict[str, np.ndarray]] = {metric: {} for metric in METRICS}
     for method, frame in frames.items():
-        kept = frame[frame["subject"].astype(str).isin(position)]
-        sample_subject = kept["subject"].astype(str).map(position).to_numpy()
-        y = (
-            kept["y_true"].to_numpy().astype(int),
-            kept["y_pred"].to_numpy().astype(int),
-            kept["y_score"].to_numpy(dtype=float),
-        )
-        # the observed value: every subject once, through the same weighted formulas
-        once = _weighted_metrics(np.ones((1, len(kept))), *y)
+        key = (method, tuple(common))
+        if key not in memo:
+            memo[key] = _method_resamples(frame, position, counts, n_resamples)
+        once, many = memo[key]
         for metric in METRICS:
-            observed[metric][method] = float(once[metric][0])
-        if counts is None:
-            continue
-        # resamples in chunks: bounds the weight matrix as in summary.tsv's intervals
-        chunk = max(1, _CHUNK_CELLS // max(1, len(kept)))
-        parts = [
-            _weighted_metrics(counts[begin : begin + chunk][:, sample_subject], *y)
-            for begin in range(0, n_resamples, chunk)
-        ]
-        for metric in METRICS:
-            resampled[metric][method] = np.concatenate([part[metric] for part in parts])
+            observed[metric][method] = once[metric]
+            if many is not None:
+                resampled[metric][method] = many[metric]
     return _Paired(observed, resampled if counts is not None else None, len(common))
+
+
+def _method_resamples(
+    frame: pd.DataFrame, position: dict[str, int], counts: np.ndarray | None, n_resamples: int
+) -> tuple[dict[str, float], dict[str, np.ndarray] | None]:
+    """One method's metrics on the subjects of ``position``: once, and per row of ``counts``
+    (how often each subject is drawn in each resample; None: no resamples)."""
+    kept = frame[frame["subject"].astype(str).isin(position)]
+    sample_subject = kept["subject"].astype(str).map(position).to_numpy()
+    y = (
+        kept["y_true"].to_numpy().astype(int),
+        kept["y_pred"].to_numpy().astype(int),
+        kept["y_score"].to_numpy(dtype=float),
+    )
+    # the observed value: every subject once, through the same weighted formulas
+    once = {m: float(v[0]) for m, v in _weighted_metrics(np.ones((1, len(kept))), *y).items()}
+    if counts is None:
+        return once, None
+    # resamples in chunks: bounds the weight matrix as in summary.tsv's intervals
+    chunk = max(1, _CHUNK_CELLS // max(1, len(kept)))
+    parts = [
+        _weighted_metrics(counts[begin : begin + chunk][:, sample_subject], *y)
+        for begin in range(0, n_resamples, chunk)
+    ]
+    return once, {m: np.concatenate([part[m] for part in parts]) for m in METRICS}
 
 
 def subject_sites(qc: pd.DataFrame) -> pd.Series:
