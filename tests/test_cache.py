@@ -48,3 +48,21 @@ def test_no_partial_file_after_failed_write(tmp_path):
     except ValueError:
         pass
     assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_text_column_with_missing_values_is_written_as_null(tmp_path):
+    """BOLD runs beside pre-parcellated tables: a text QC field (column_order) that only the
+    tables have, and a numeric one with a gap."""
+    table = pd.DataFrame(
+        {
+            "sample_id": ["bold", "table"],
+            "column_order": pd.Series([np.nan, "header"], dtype=object),
+            "mean_fd": [0.2, np.nan],
+        }
+    )
+    path = tmp_path / "fmri.parquet"
+    write_cache(path, table, {"fc": np.zeros((2, 3, 3), np.float32)}, {})
+    read = read_cache(path).table
+    assert read["column_order"].isna().tolist() == [True, False]
+    assert read["column_order"].iloc[1] == "header"
+    assert np.isnan(read["mean_fd"].iloc[1]) and read["mean_fd"].iloc[0] == 0.2

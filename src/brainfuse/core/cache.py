@@ -61,7 +61,12 @@ def write_cache(
     metadata : dict
         JSON-serialisable; ``brainfuse_version`` is added.
     """
-    columns = {c: pa.array(table[c].tolist()) for c in table.columns}
+    # a text column may hold NaN where a sample lacks the field (a BOLD run has no table
+    # column_order): written as null, not as a float among strings
+    columns = {
+        c: pa.array(table[c].tolist(), from_pandas=not pd.api.types.is_numeric_dtype(table[c]))
+        for c in table.columns
+    }
     for name, values in arrays.items():
         if len(values) != len(table):
             raise ValueError(f"array {name!r} has {len(values)} rows, table has {len(table)}")
