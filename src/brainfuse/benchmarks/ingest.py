@@ -105,7 +105,7 @@ def write_bold_runs(
     grid = make_bold_grid(atlas, voxel_size)
     rng = np.random.default_rng(seed)
     bold, confounds, _ = simulate_bold_run(
-        grid, np.eye(atlas.n_nodes), rng, volumes, TR, motion_level=0.1, site="bench"
+        grid, np.eye(atlas.n_nodes), rng, volumes, TR, motion_level=0.1, site="siteA"
     )
     volume = np.zeros(grid.shape + (volumes,), dtype=np.float32)
     volume[grid.mask] = bold.T
@@ -156,7 +156,9 @@ def write_config(
         pybids_db_dir=str(workdir / "results" / ".pybids"),
     )
     config["atlas"]["data_dir"] = atlas_data_dir
+    # the planning check needs labels and folds that work; nothing here trains
     config["methods"] = {"majority": {"stages": ["fit"]}}
+    config["cv"]["n_folds"] = 2
     if chunk is not None:
         config["batching"] = {"default": chunk}
     workdir.mkdir(parents=True, exist_ok=True)
