@@ -61,11 +61,6 @@ def expand_samples(input_name, pattern):
     ]
 
 
-def entities_of(input_name, wildcards):
-    """The entity values of the sample named by ``wildcards``."""
-    return {e: getattr(wildcards, e) for e in INPUTS.entities(input_name)}
-
-
 def chunk_size(input_name):
     """Samples per job of a modality: ``batching.<modality>``, else ``batching.default``."""
     return CFG.raw["batching"].get(input_name, CFG.raw["batching"]["default"])
