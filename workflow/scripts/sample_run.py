@@ -2,6 +2,8 @@
 # each with its own inputs, outputs and log (named s{j}_<name> by the rule; chunk_files in
 # workflow/rules/common.smk). Outputs are written atomically by the step, so a chunk killed
 # mid-way leaves no half-written file; Snakemake reruns the whole chunk.
+import logging
+
 from brainfuse.core.logging import setup_logging
 from brainfuse.modalities.base import load_modality
 
@@ -16,8 +18,14 @@ params = snakemake.params
 modality = load_modality(params.modality)
 for j, sample in enumerate(params.samples):
     setup_logging(snakemake.log[j])
-    modality.run_sample(
-        inputs=sample_files(snakemake.input, j),
-        params={"atlas": params.atlas, "section": params.section, **sample},
-        outputs=sample_files(snakemake.output, j),
-    )
+    try:
+        modality.run_sample(
+            inputs=sample_files(snakemake.input, j),
+            params={"atlas": params.atlas, "section": params.section, **sample},
+            outputs=sample_files(snakemake.output, j),
+        )
+    except Exception:
+        # a bad input is an exclusion, not an error: this is a bug or a broken machine, and it
+        # fails the whole chunk, so say which sample it was in that sample's log
+        logging.getLogger("brainfuse").exception("sample %s failed", sample["entities"])
+        raise
