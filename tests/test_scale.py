@@ -7,7 +7,11 @@ unchanged: its files are not rewritten, and a subject added between the two runs
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
+
+import yaml
 
 from brainfuse.benchmarks.dag import dry_run, job_count, make_config, make_tree
 
@@ -31,8 +35,11 @@ def test_dry_run_200_subjects_reuses_pybids_index(tmp_path):
 
     _, out = dry_run(tmp_path, configfile, TIMEOUT)
     jobs = job_count(out)
-    # one fmri_run and one eeg_run per subject, plus the dataset-level jobs
-    assert jobs > 2 * N_SUBJECTS, out[-3000:]
+    # one job per chunk of `batching` fMRI runs and per chunk of EEG recordings
+    chunk = yaml.safe_load(configfile.read_text())["batching"]["default"]
+    # (the job table is printed twice: before the job list and at its end)
+    chunks = {line for line in out.splitlines() if re.fullmatch(r"(fmri|eeg)_run_\d+\s+1", line)}
+    assert len(chunks) == 2 * math.ceil(N_SUBJECTS / chunk) > 2, out[-3000:]
     state = _index_state(db_dir)
     assert {Path(name).parts[0] for name in state} == {"bold", "eeg"}, state
 

@@ -1,8 +1,8 @@
 """The workflow through workflow/profiles/slurm: a dry run, and a real run on a local SLURM.
 
-``test_profile_dry_run`` (no cluster, seconds) checks that Snakemake accepts every profile key and
-that the profile groups the per-sample jobs, sends torch training to the GPU partition and keeps
-the baselines on CPU.
+``test_profile_dry_run`` (no cluster, seconds) checks that Snakemake accepts every profile key,
+that the per-sample steps go in chunk jobs (config ``batching``), that torch training goes to the
+GPU partition and that the baselines stay on CPU.
 
 ``test_workflow_on_slurm`` (marked ``slurm`` and ``slow``) runs the workflow up to
 ``results/eval/summary.tsv`` on a one-node cluster from tests/slurm_cluster.py: Debian's Slurm
@@ -10,14 +10,15 @@ the baselines on CPU.
 used), munged, slurmctld and slurmd on localhost with fake GPUs. Its input is the fMRI of the
 smallest demo dataset (8 subjects, written locally by the workflow's own demo_data rule) given
 as real data: an fMRIPrep derivatives tree, discovered with pybids. That keeps the run to a few
-minutes on two cores: every SLURM job, and every member of a group job, is a Snakemake process
-of its own (5-30 s each, depending on how busy the machine is), and the plugin polls job states
+minutes on two cores: every SLURM job is a Snakemake process of its own (5-30 s each, depending
+on how busy the machine is), and the plugin polls job states
 after 10 s, 30 s, 60 s, ... so each level of the DAG costs about 30 s; EEG, SC and the report
 levels are left out for that reason (tests/test_workflow.py runs them locally). The
 repository's profile is used, changed only where a one-node test cluster needs it
 (:func:`local_profile`). The assertions read what slurmctld recorded about every job: torch
 training jobs (rule ``train_stage``) asked for a GPU in the GPU partition, the baselines (rule
-``fit_baseline``) and everything else did not, and the fMRI runs went in as group jobs.
+``fit_baseline``) and everything else did not, and the fMRI runs went in as one job per chunk
+of ``batching`` runs.
 
 During the run, one training job is killed as SLURM kills a job at its time limit (SIGTERM to
 its step, as the profile's ``--signal=TERM@120`` sends it before the limit, then ``scancel``) once
@@ -32,6 +33,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -56,8 +58,9 @@ METHODS = {
 }
 KILLED = ("gcn_fc", 0, "train")  # the training job killed mid-run: method, fold, stage
 RUN_TIMEOUT = 600  # seconds for the SLURM run (then SIGINT, and SIGKILL 30 s later)
-# per-sample group -> outputs counting its samples (under results/)
-GROUP_OUTPUTS = {"fmri": "sub-*/func/*_stat-mean_timeseries.tsv"}
+# modality -> outputs counting its samples (under results/), and the samples per SLURM job
+CHUNKED_OUTPUTS = {"fmri": "sub-*/func/*_stat-mean_timeseries.tsv"}
+SLURM_CHUNK = 5
 TARGET = "results/eval/summary.tsv"
 
 
@@ -112,8 +115,8 @@ def local_profile(profile: dict, cpu: str, gpu: str) -> dict:
       between checks until a job ends), no account (nothing to validate it against)
     - the local partition names, and GPU jobs ask for the plain fake GPU (no model)
     - sized for two shared cores: at most 4 jobs at a time (most of a short job's time is
-      Snakemake starting and the plugin waiting to poll), fMRI groups of 5 runs (two group jobs
-      side by side); the profile's ``retries`` stay, the killed training job needs them
+      Snakemake starting and the plugin waiting to poll); the profile's ``retries`` stay, the
+      killed training job needs them
     - SLURM logs kept for the failure message
     """
     profile = dict(profile)
@@ -126,10 +129,6 @@ def local_profile(profile: dict, cpu: str, gpu: str) -> dict:
             "slurm-init-seconds-before-status-checks": 10,
             "slurm-no-account": True,
             "slurm-keep-successful-logs": True,
-            "group-components": [
-                "fmri=5" if c.startswith("fmri=") else c
-                for c in profile.get("group-components", [])
-            ],
         }
     )
     defaults = dict(profile.get("default-resources") or {})
@@ -149,22 +148,24 @@ def local_profile(profile: dict, cpu: str, gpu: str) -> dict:
 
 
 def test_profile_dry_run(tmp_path, atlas_data_dir):
-    """Every profile key is accepted; per-sample rules are grouped, torch training stages ask
-    for a GPU, baselines and per-sample jobs do not."""
+    """Every profile key is accepted; per-sample steps run in chunk jobs, torch training stages
+    ask for a GPU, baselines and chunk jobs do not."""
     pytest.importorskip("snakemake_executor_plugin_slurm")
     workdir = tmp_path / "dry"
     write_config(workdir, reduced_config(atlas_data_dir, demo_subjects=12))
     result = snakemake(workdir, "--profile", str(PROFILE.parent), "--dry-run", timeout=120)
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-4000:]
-    for group in ("fmri", "eeg", "sc"):
-        assert f"Group job {group} " in out, f"no group job {group}"
     blocks = out.split("rule ")
+    for modality in ("fmri", "eeg", "sc"):
+        # 12 subjects: one chunk of the default 50 samples per modality
+        chunks = [b for b in blocks if re.match(rf"{modality}_run_\d+:", b)]
+        assert len(chunks) == 1, modality
     train = [b for b in blocks if b.startswith("train_stage:")]
     assert len(train) == N_FOLDS  # gcn_fc: one stage per fold
     assert all("slurm_partition=gpu" in b and "gpu=1" in b for b in train)
-    cpu_rules = ("fmri_run", "eeg_run", "sc_run", "fit_baseline")
-    cpu_jobs = [b for b in blocks if b.split(":")[0] in cpu_rules]
+    cpu_rules = r"(fmri|eeg|sc)_run_\d+|fit_baseline"
+    cpu_jobs = [b for b in blocks if re.fullmatch(cpu_rules, b.split(":")[0])]
     baselines = [b for b in cpu_jobs if b.startswith("fit_baseline:")]
     assert len(baselines) == (len(METHODS) - 1) * N_FOLDS
     assert all("slurm_partition=cpu" in b and "gpu=" not in b for b in cpu_jobs)
@@ -319,7 +320,7 @@ def kill_like_a_time_limit(job_id: str, stage_log: Path, timeout: float = 60) ->
 @pytest.mark.timeout(RUN_TIMEOUT + 240)
 def test_workflow_on_slurm(local_slurm: LocalSlurm, tmp_path, atlas_data_dir, small_demo_bids):
     """The workflow on SLURM: jobs in the right partitions with the right GPU requests, fMRI
-    runs in group jobs, and a training job killed as at a time limit is resubmitted by Snakemake
+    runs in chunk jobs, and a training job killed as at a time limit is resubmitted by Snakemake
     and resumes from its checkpoint to the result of an uninterrupted run."""
     bids = small_demo_bids
     workdir = tmp_path / "work"
@@ -329,6 +330,7 @@ def test_workflow_on_slurm(local_slurm: LocalSlurm, tmp_path, atlas_data_dir, sm
         fmriprep_dir=str(bids / "derivatives" / "fmriprep"),
         participants=str(bids / "participants.tsv"),
     )
+    config["batching"] = {"default": SLURM_CHUNK}  # two fMRI chunk jobs side by side
     write_config(workdir, config)
     cpu, gpu = local_slurm.partitions[:2]
     profile = local_profile(yaml.safe_load(PROFILE.read_text()), cpu, gpu)
@@ -424,13 +426,10 @@ def test_workflow_on_slurm(local_slurm: LocalSlurm, tmp_path, atlas_data_dir, sm
     assert metrics["resumed_from_step"] == killed["step"], (metrics, killed)
     assert metrics["steps"] > killed["step"]
 
-    # fMRI runs go in group jobs of up to `group-components` runs each; a group job's comment
-    # names the group and its rules: rule_fmri_fmri_run.
-    components = dict(item.split("=") for item in profile["group-components"])
-    assert set(GROUP_OUTPUTS) <= set(components), "the profile does not group per-sample jobs"
-    for group, pattern in GROUP_OUTPUTS.items():
+    # fMRI runs go in one SLURM job per chunk of `batching` runs (rules fmri_run_0, ...).
+    for modality, pattern in CHUNKED_OUTPUTS.items():
         samples = len(list((workdir / "results").glob(pattern)))
-        submitted = by_rule.get(f"{group}_{group}_run", [])
-        expected = math.ceil(samples / int(components[group]))
-        assert samples > 1 and len(submitted) == expected, (group, samples, sorted(by_rule))
-        assert f"{group}_run" not in by_rule, f"{group}_run was submitted one job per sample"
+        chunks = [r for r in by_rule if re.fullmatch(rf"{modality}_run_\d+", r)]
+        expected = math.ceil(samples / SLURM_CHUNK)
+        assert samples > SLURM_CHUNK and len(chunks) == expected, (modality, sorted(by_rule))
+        assert all(len(by_rule[r]) == 1 for r in chunks), sorted(by_rule)

@@ -35,37 +35,6 @@ class Inputs:
         table = self.tables[modality]
         return [e for e in SAMPLE_ENTITIES if e in table.columns]
 
-    def row(self, modality: str, wildcards) -> pd.Series:
-        """The table row of the sample named by ``wildcards``."""
-        return self.tables[modality].iloc[self._position(modality, wildcards)]
-
-    def _position(self, modality: str, wildcards) -> int:
-        """Row position of the sample named by ``wildcards`` in its table."""
-        index = self._index(modality)
-        key = tuple(str(getattr(wildcards, e)) for e in self.entities(modality))
-        positions = index.get(key, [])
-        if len(positions) != 1:
-            raise LookupError(f"{modality}: {len(positions)} files match {dict(wildcards.items())}")
-        return positions[0]
-
-    def _index(self, modality: str) -> dict[tuple[str, ...], list[int]]:
-        """Row positions by entity values (as strings), per table.
-
-        Built once per table and kept on the instance: rule input functions look samples up once
-        or more per job, and a scan of the table per call made building the DAG O(N^2).
-        """
-        table = self.tables[modality]
-        cache = self.__dict__.setdefault("_row_indexes", {})  # frozen dataclass: no setattr
-        cached = cache.get(modality)
-        if cached is None or cached[0] is not table or cached[1] != len(table):
-            index: dict[tuple[str, ...], list[int]] = {}
-            columns = [table[e].astype(str).tolist() for e in self.entities(modality)]
-            keys = zip(*columns, strict=True) if columns else [()] * len(table)
-            for position, key in enumerate(keys):
-                index.setdefault(key, []).append(position)
-            cached = cache[modality] = (table, len(table), index)
-        return cached[2]
-
 
 def demo_runs(n_subjects: int, seed: int) -> dict[str, list[int]]:
     """Subjects of the demo dataset and their fMRI runs, as the generator draws them."""

@@ -9,6 +9,7 @@ from snakebids import bids, set_bids_spec
 
 from brainfuse.check import check_plan
 from brainfuse.config import read_config
+from brainfuse.core.errors import ConfigError
 from brainfuse.extensions import load_extensions
 
 set_bids_spec("v0_15_0")
@@ -16,6 +17,8 @@ set_bids_spec("v0_15_0")
 CFG = read_config(config)
 CATALOG, MODALITIES = load_extensions(CFG.extensions)
 CATALOG.check(CFG.methods)
+if unknown := sorted(set(CFG.raw["batching"]) - {"default", *MODALITIES}):
+    raise ConfigError(f"batching: {unknown} are not modalities ({sorted(MODALITIES)})")
 R = CFG.results_dir
 ENV = "../../envs/brainfuse.yaml"
 # jobs that re-read the workflow (cluster jobs) neither rescan the inputs nor repeat the table
@@ -58,9 +61,47 @@ def expand_samples(input_name, pattern):
     ]
 
 
-def entities_of(input_name, wildcards):
-    """The entity values of the sample named by ``wildcards``."""
-    return {e: getattr(wildcards, e) for e in INPUTS.entities(input_name)}
+def chunk_size(input_name):
+    """Samples per job of a modality: ``batching.<modality>``, else ``batching.default``."""
+    return CFG.raw["batching"].get(input_name, CFG.raw["batching"]["default"])
+
+
+def sample_chunks(input_name):
+    """The modality's samples (rows of its input table) in consecutive chunks, in table order."""
+    table = INPUTS.tables[input_name]
+    rows = [row for _, row in table.iterrows()]
+    size = chunk_size(input_name)
+    return [rows[start : start + size] for start in range(0, len(rows), size)]
+
+
+def chunk_rule(input_name, index):
+    """Name of the rule that runs chunk ``index`` of a modality's samples."""
+    return f"{input_name}_run_{index}"
+
+
+def sample_entities(input_name, row):
+    """The entity values of one sample (a row of its input table), as its wildcards would be."""
+    return {e: str(row[e]) for e in INPUTS.entities(input_name)}
+
+
+def sample_path(input_name, pattern, row):
+    """One sample's path for a pattern made by out_pattern."""
+    return pattern.format(**sample_entities(input_name, row))
+
+
+def sample_paths(input_name, patterns, row):
+    """One sample's path for each named pattern."""
+    return {name: sample_path(input_name, p, row) for name, p in patterns.items()}
+
+
+def chunk_files(rows, files_of):
+    """Named files of a chunk job: ``s{j}_{name}`` for file ``name`` of its j-th sample
+    (workflow/scripts/sample_run.py splits them back per sample)."""
+    return {
+        f"s{j}_{name}": path
+        for j, row in enumerate(rows)
+        for name, path in files_of(row).items()
+    }
 
 
 def res(group, key):

@@ -1,38 +1,59 @@
-# Every modality (brainfuse.modalities): one {name}_run job per sample (its per-sample step) and one
-# {name}_cache job joining the samples into cache/{name}.parquet. Nothing here names a modality.
+# Every modality (brainfuse.modalities): its samples in chunks of `batching` size, one
+# {name}_run_{chunk} job per chunk, and one {name}_cache job joining the samples into
+# cache/{name}.parquet. Nothing here names a modality.
+#
+# A chunk job runs the modality's per-sample step for each of its samples in one Python process
+# (workflow/scripts/sample_run.py) and still writes every sample's own outputs, log and QC
+# record, so the cache and everything downstream read exactly the per-sample files of one job
+# per sample. What changes is what reruns: a changed input, sample parameter or missing output
+# of one sample reruns its whole chunk (the other samples' outputs come out identical).
 from brainfuse.modalities.base import modality_reference
 
 for modality in MODALITIES.values():
+    for index, rows in enumerate(sample_chunks(modality.name)):
 
-    rule:
-        name:
-            f"{modality.name}_run"
-        input:
-            unpack(
-                lambda w, m=modality: m.sample_inputs(INPUTS.row(m.name, w), CFG.raw)
-            ),
-        output:
-            **SAMPLE_OUTPUTS[modality.name],
-        log:
-            SAMPLE_LOG[modality.name],
-        benchmark:
-            SAMPLE_BENCHMARK[modality.name]
-        group:
-            modality.name
-        conda:
-            ENV
-        resources:
-            mem_mb=res(modality.name, "mem_mb"),
-            runtime=res(modality.name, "runtime"),
-        params:
-            modality=modality_reference(modality),
-            entities=lambda w, m=modality: entities_of(m.name, w),
-            atlas=CFG.raw["atlas"],
-            # only the keys the step reads: other keys of the section do not rerun it
-            section=modality.run_params(CFG.raw),
-            sample=lambda w, m=modality: m.sample_params(INPUTS.row(m.name, w), CFG.raw),
-        script:
-            "../scripts/sample_run.py"
+        rule:
+            name:
+                chunk_rule(modality.name, index)
+            input:
+                **chunk_files(
+                    rows,
+                    lambda row, m=modality: m.sample_inputs(row, CFG.raw),
+                ),
+            output:
+                **chunk_files(
+                    rows,
+                    lambda row, m=modality: sample_paths(
+                        m.name, SAMPLE_OUTPUTS[m.name], row
+                    ),
+                ),
+            log:
+                [
+                    sample_path(modality.name, SAMPLE_LOG[modality.name], row)
+                    for row in rows
+                ],
+            benchmark:
+                CHUNK_BENCHMARK.format(rule=chunk_rule(modality.name, index))
+            conda:
+                ENV
+            resources:
+                mem_mb=res(modality.name, "mem_mb"),
+                # resources.<modality>.runtime is per sample; the samples run one after another
+                runtime=res(modality.name, "runtime") * len(rows),
+            params:
+                modality=modality_reference(modality),
+                atlas=CFG.raw["atlas"],
+                # only the keys the step reads: other keys of the section do not rerun it
+                section=modality.run_params(CFG.raw),
+                samples=[
+                    {
+                        "entities": sample_entities(modality.name, row),
+                        **modality.sample_params(row, CFG.raw),
+                    }
+                    for row in rows
+                ],
+            script:
+                "../scripts/sample_run.py"
 
 
 for modality in MODALITIES.values():

@@ -18,10 +18,8 @@ PER_SAMPLE_OUTPUTS = {
 SAMPLE_LOG = {
     name: out_pattern(name, "logs", suffix=f"{name}.log") for name in MODALITIES
 }
-SAMPLE_BENCHMARK = {
-    name: out_pattern(name, "benchmarks", suffix=f"{name}_run.tsv")
-    for name in MODALITIES
-}
+# one per chunk job of a modality's samples (rule {name}_run_{chunk})
+CHUNK_BENCHMARK = f"{R}/benchmarks/{{rule}}.tsv"
 
 # dataset level
 CACHE = f"{R}/cache/{{modality}}.parquet"

@@ -35,14 +35,14 @@ class Modality(Protocol):
     Attributes
     ----------
     name : str
-        Short name (``"fmri"``): rule names ``{name}_run`` and ``{name}_cache``, the cache file
+        Short name (``"fmri"``): rule names ``{name}_run_<k>`` and ``{name}_cache``, the cache file
         ``cache/{name}.parquet`` and the QC table ``qc/{name}_qc.tsv`` are made from it.
     datatype : str
         BIDS datatype folder of its per-sample derivatives (``func``, ``eeg``, ``dwi``).
     config_section : str
         Key of its section in the config (``"fmri"``).
     run_keys : tuple of str
-        Keys of that section the per-sample step reads; only these reach the ``{name}_run``
+        Keys of that section the per-sample step reads; only these reach the ``{name}_run_<k>``
         rule, so changing any other key does not rerun the per-sample jobs.
     cache_keys : tuple of str
         Keys of that section only the cache builder reads.

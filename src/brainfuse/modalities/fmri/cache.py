@@ -39,7 +39,9 @@ def build_fmri_cache(
     series = [pd.read_csv(data[i], sep="\t").to_numpy(np.float32) for i in keep]
     table = qc.iloc[keep][id_columns(qc)].reset_index(drop=True)
     for column in qc_fields:
-        table[column] = _qc_column(qc, column).iloc[keep].to_numpy()
+        # a Series keeps a text field's object dtype: from an array, pandas 3 infers its string
+        # dtype and turns a BOLD run's missing column_order (None) into NaN, which Arrow rejects
+        table[column] = _qc_column(qc, column).iloc[keep].reset_index(drop=True)
     n, length = atlas.n_nodes, config_section["sequence_length"]
     window, step = config_section["dfc_window"], config_section["dfc_step"]
     arrays: dict[str, np.ndarray] = {"timeseries": np.zeros((0, n, 1))}
