@@ -79,6 +79,10 @@ def test_report_and_summary(demo_run):
     }
     for column in ("balanced_accuracy_mean", "balanced_accuracy_sd", "auc_mean", "auc_sd"):
         assert column in summary.columns
+    # every interval lies within its metric's range (a subject-level bootstrap, not mean +- t*SE)
+    bounds = summary.filter(regex="_ci_(low|high)$")
+    assert len(bounds.columns) >= 4
+    assert bounds.ge(0).all().all() and bounds.le(1).all().all()
     description = json.loads((results / "dataset_description.json").read_text())
     assert (
         description["GeneratedBy"][0]["Name"] == "brainfuse"
