@@ -13,6 +13,7 @@ BENCHES = {
     "eeg": "brainfuse.benchmarks.eeg",
     "train": "brainfuse.benchmarks.train",
     "dag": "brainfuse.benchmarks.dag",
+    "methods": "brainfuse.benchmarks.methods",
 }
 
 
