@@ -88,3 +88,14 @@ def test_few_validation_subjects_select_no_epoch(caches, tmp_path):
     selected = _train(caches, "gcn_fc", tmp_path / "val", {**fast, "min_val_subjects": n_val})
     assert selected["model_selection"] == "validation" and selected["best_val"] is not None
     assert np.isfinite(selected["best_val"])
+
+
+def test_bench_methods_smoke(capsys):
+    from brainfuse.benchmarks.methods import main
+
+    argv = ["--methods", "logreg_fc", "gcn_fc", "--seeds", "0", "--subjects", "12"]
+    assert main([*argv, "--nodes", "20", "--folds", "2", "--epochs", "1"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    pairs = dict(item.split("=") for item in last.split())
+    assert set(pairs) == {"logreg_fc", "logreg_fc_min", "gcn_fc", "gcn_fc_min"}
+    assert all(0.0 <= float(v) <= 1.0 for v in pairs.values())
