@@ -397,11 +397,13 @@ def test_self_supervised_stage_is_probed_and_chained(data, tmp_path, toy_catalog
     toy_method = "toy_ssl"
     with pytest.raises(KeyError, match="toy_ssl"):
         CATALOG["toy_ssl"]  # the default catalog is not changed
-    pre = _run(data, tmp_path / "pretrain", toy_method, "pretrain", {"num_threads": 1},
-               catalog=toy_catalog)  # fmt: skip
+    # min_val_subjects 1: the few validation subjects select the epoch (default: the last one)
+    pre = _run(data, tmp_path / "pretrain", toy_method, "pretrain",
+               {"num_threads": 1, "min_val_subjects": 1}, catalog=toy_catalog)  # fmt: skip
     assert pre["evaluation"] == "linear_probe" and pre["probe_C"] > 0
     assert pre["embedding_dim"] == 16 and pre["monitor"] == "val_loss"
-    assert pre["best_val"] is not None and 0 <= pre["auc"] <= 1
+    assert pre["model_selection"] == "validation" and pre["best_val"] is not None
+    assert 0 <= pre["auc"] <= 1
     predictions = pd.read_csv(tmp_path / "pretrain" / "predictions.tsv", sep="\t")
     assert predictions["y_score"].between(0, 1).all() and len(predictions) == pre["n_test"]
     logs = pd.read_csv(tmp_path / "pretrain" / "ckpt" / "logs" / "version_0" / "metrics.csv")

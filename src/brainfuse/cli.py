@@ -14,6 +14,7 @@ BENCHES = {
     "train": "brainfuse.benchmarks.train",
     "dag": "brainfuse.benchmarks.dag",
     "ingest": "brainfuse.benchmarks.ingest",
+    "methods": "brainfuse.benchmarks.methods",
 }
 
 

@@ -108,6 +108,36 @@ def masked_mean_max(x: Tensor, mask: Tensor) -> Tensor:
     return torch.cat([mean, maxed], dim=-1)
 
 
+class NodeReadout(nn.Module):
+    """Readout of (B, N, H) node states: ``mean_max`` (:func:`masked_mean_max`, 2H values) or
+    ``flatten`` (a per-node linear map to ``readout_dim`` values, flattened to N x readout_dim).
+
+    A mean over N nodes dilutes an effect carried by a few nodes N-fold; the flattened readout
+    keeps which node carries it (as BrainNetCNN's and BNT's readouts do).
+    """
+
+    def __init__(self, kind: str, n_nodes: int, hidden: int, readout_dim: int) -> None:
+        super().__init__()
+        if kind not in ("mean_max", "flatten"):
+            raise ValueError(f"readout={kind!r}: expected 'mean_max' or 'flatten'")
+        self.kind = kind
+        self.project = nn.Linear(hidden, readout_dim) if kind == "flatten" else None
+        self.out_dim = n_nodes * readout_dim if kind == "flatten" else 2 * hidden
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        if self.project is None:
+            return masked_mean_max(x, mask)
+        return (self.project(x) * mask.unsqueeze(-1).to(x.dtype)).flatten(1)
+
+
+def _node_norm(kind: str, hidden: int) -> nn.Module:
+    """The normalisation after each graph convolution: ``layer`` (LayerNorm over each node's
+    channels) or ``none``."""
+    if kind not in ("layer", "none"):
+        raise ValueError(f"norm={kind!r}: expected 'layer' or 'none'")
+    return nn.LayerNorm(hidden) if kind == "layer" else nn.Identity()
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of (B, S, D) tokens over valid positions -> (B, D)."""
     m = mask.unsqueeze(-1).to(x.dtype)
@@ -158,6 +188,9 @@ class GCNEncoder(nn.Module):
         top_k: int | None = 10,
         threshold: float | None = None,
         dropout: float = 0.1,
+        readout: Literal["mean_max", "flatten"] = "mean_max",
+        readout_dim: int = 4,
+        norm: Literal["layer", "none"] = "layer",
     ) -> None:
         super().__init__()
         if conv not in ("gcn", "gat"):
@@ -172,12 +205,13 @@ class GCNEncoder(nn.Module):
                 self.convs.append(GCNConv(size, hidden))
             else:
                 self.convs.append(GATConv(size, hidden // heads, heads=heads, edge_dim=1))
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(n_layers))
+        self.norms = nn.ModuleList(_node_norm(norm, hidden) for _ in range(n_layers))
         self.dropout = nn.Dropout(dropout)
-        self.out_dim = 2 * hidden
+        self.readout = NodeReadout(readout, n_nodes, hidden, readout_dim)
+        self.out_dim = self.readout.out_dim
 
     def forward(self, fc: Tensor, node_mask: Tensor | None = None) -> Tensor:
-        """Embed a batch: ``fc`` (B, N, N), ``node_mask`` (B, N) bool -> (B, 2 * hidden)."""
+        """Embed a batch: ``fc`` (B, N, N), ``node_mask`` (B, N) bool -> (B, out_dim)."""
         b, n, _ = fc.shape
         mask = _all_valid(fc) if node_mask is None else node_mask.bool()
         keep = sparsify(fc, mask, self.top_k, self.threshold)
@@ -190,7 +224,7 @@ class GCNEncoder(nn.Module):
             else:
                 x = conv(x, edge_index, edge_attr=r.unsqueeze(-1))
             x = self.dropout(torch.relu(norm(x))) * flat_mask
-        return masked_mean_max(x.reshape(b, n, -1), mask)
+        return self.readout(x.reshape(b, n, -1), mask)
 
 
 class DenseGCNEncoder(nn.Module):
@@ -210,18 +244,22 @@ class DenseGCNEncoder(nn.Module):
         top_k: int | None = 10,
         threshold: float | None = None,
         dropout: float = 0.1,
+        readout: Literal["mean_max", "flatten"] = "mean_max",
+        readout_dim: int = 4,
+        norm: Literal["layer", "none"] = "layer",
     ) -> None:
         super().__init__()
         self.top_k, self.threshold = top_k, threshold
         self.convs = nn.ModuleList(
             DenseGCNConv(n_nodes if layer == 0 else hidden, hidden) for layer in range(n_layers)
         )
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(n_layers))
+        self.norms = nn.ModuleList(_node_norm(norm, hidden) for _ in range(n_layers))
         self.dropout = nn.Dropout(dropout)
-        self.out_dim = 2 * hidden
+        self.readout = NodeReadout(readout, n_nodes, hidden, readout_dim)
+        self.out_dim = self.readout.out_dim
 
     def forward(self, fc: Tensor, node_mask: Tensor | None = None) -> Tensor:
-        """Embed a batch: ``fc`` (B, N, N), ``node_mask`` (B, N) bool -> (B, 2 * hidden)."""
+        """Embed a batch: ``fc`` (B, N, N), ``node_mask`` (B, N) bool -> (B, out_dim)."""
         mask = _all_valid(fc) if node_mask is None else node_mask.bool()
         keep = sparsify(fc, mask, self.top_k, self.threshold)
         adj = fc.abs() * keep
@@ -231,7 +269,7 @@ class DenseGCNEncoder(nn.Module):
             # afterwards keeps them inert, as in the sparse encoder.
             x = conv(x, adj, mask)
             x = self.dropout(torch.relu(norm(x))) * mask.unsqueeze(-1).to(x.dtype)
-        return masked_mean_max(x, mask)
+        return self.readout(x, mask)
 
 
 def _zscore_offdiagonal(x: Tensor, mask: Tensor) -> Tensor:
