@@ -49,6 +49,7 @@ EVAL = {
     "predictions": f"{R}/eval/predictions.tsv",
     "per_fold": f"{R}/eval/metrics_per_fold.tsv",
     "summary": f"{R}/eval/summary.tsv",
+    "diagnostics": f"{R}/eval/diagnostics.tsv",
 }
 BIOMARKERS = f"{R}/biomarkers/{{method}}"
 BIOMARKER_TABLES = {
