@@ -11,8 +11,9 @@ which is itself fitted on the training subjects only. The probes:
 - ``site``: logistic regression on standardised features, balanced accuracy; chance is one over
   the number of training sites. Test samples from a site absent from training are not scored
   (no classifier can name a site it never saw).
-- ``motion``: ridge regression of mean framewise displacement (fMRI QC), R^2 on the test
-  subjects; chance is 0.
+- ``motion``: ridge regression of mean framewise displacement (fMRI QC); the score is the
+  correlation of predicted and true mean FD on the test subjects (chance 0). A correlation, not
+  R^2: with a handful of test subjects R^2 is dominated by the offset of their mean.
 - ``label``: logistic regression of the diagnosis, balanced accuracy; chance is one over the
   number of classes. When the label is confounded with site, this score drops after
   harmonisation while site predictability was high before: :func:`flags` names such rows.
@@ -20,13 +21,14 @@ which is itself fitted on the training subjects only. The probes:
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.metrics import balanced_accuracy_score, r2_score
+from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -88,7 +90,9 @@ def probe_site(
     if len(seen) < 2 or not scored.any():
         return Probe("site", "balanced_accuracy", np.nan, chance, int(scored.sum()), None)
     model = _classifier(seed).fit(x[train], sites[train])
-    score = balanced_accuracy_score(sites[scored], model.predict(x[scored]))
+    with warnings.catch_warnings():  # a small test fold may lack a site the model predicts
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")
+        score = balanced_accuracy_score(sites[scored], model.predict(x[scored]))
     return Probe("site", "balanced_accuracy", float(score), chance, int(scored.sum()), model)
 
 
@@ -107,7 +111,9 @@ def probe_label(
 
 
 def probe_motion(x: np.ndarray, fd: np.ndarray, train: np.ndarray, test: np.ndarray) -> Probe:
-    """Ridge regression of mean FD (penalty by leave-one-out on ``train``), R^2 on ``test``.
+    """Ridge regression of mean FD (penalty by leave-one-out on ``train``); the score is the
+    Pearson correlation of predicted and true values on ``test``: 0 for constant predictions,
+    NaN for constant true values.
 
     Rows without a mean FD are left out of both sides.
     """
@@ -115,11 +121,16 @@ def probe_motion(x: np.ndarray, fd: np.ndarray, train: np.ndarray, test: np.ndar
     known = np.isfinite(fd)
     train, test = train & known, test & known
     if train.sum() < 3 or test.sum() < 2:
-        return Probe("motion", "r2", np.nan, 0.0, int(test.sum()), None)
+        return Probe("motion", "correlation", np.nan, 0.0, int(test.sum()), None)
     model = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-1, 5, 13)))
     model.fit(x[train], fd[train])
-    score = r2_score(fd[test], model.predict(x[test]))
-    return Probe("motion", "r2", float(score), 0.0, int(test.sum()), model)
+    predicted = model.predict(x[test])
+    score = np.nan  # true values all equal: nothing to correlate with
+    if np.ptp(predicted) <= 1e-9 * (1.0 + np.abs(predicted).max()):
+        score = 0.0  # features that carry nothing about FD (e.g. regressed out) give a constant
+    elif np.ptp(fd[test]) > 0:
+        score = float(np.corrcoef(predicted, fd[test])[0, 1])
+    return Probe("motion", "correlation", score, 0.0, int(test.sum()), model)
 
 
 def diagnose_fold(

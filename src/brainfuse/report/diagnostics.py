@@ -15,7 +15,7 @@ __all__ = ["diagnostics_section", "read_diagnostics"]
 _WHAT = {
     "site": "site is predictable from {name} at {before:.2f} (chance {chance:.2f}); "
     "after in-fold ComBat {after:.2f}",
-    "motion": "mean FD is predictable from {name} at R² {before:.2f} (chance 0); "
+    "motion": "mean FD is predictable from {name} at r = {before:.2f} (chance 0); "
     "after in-fold ComBat {after:.2f}",
     "label": "the label is predictable from {name} at {before:.2f} (chance {chance:.2f}); "
     "after in-fold ComBat {after:.2f}",
@@ -53,10 +53,13 @@ def diagnostics_section(table: pd.DataFrame | None) -> str:
     parts = [
         "<h2>Leakage and shortcut diagnostics</h2>",
         "<p>Linear probes fitted on each fold's training subjects and scored on its test "
-        "subjects: can the features tell the site (balanced accuracy), head motion (R² of mean "
-        "FD) or the label (balanced accuracy)? <i>Before</i> uses the raw features; "
-        "<i>after</i> the features after in-fold ComBat (and any configured confound "
-        f"regression), fitted on training subjects only. Means over {folds} folds.</p>",
+        "subjects: can the features tell the site (balanced accuracy), head motion "
+        "(correlation of predicted and true mean FD) or the label (balanced accuracy)? "
+        "<i>Before</i> uses the raw features; <i>after</i> the features after in-fold ComBat "
+        "(and any configured confound regression), fitted on training subjects only. "
+        f"Means over {folds} folds. With few subjects per site a score after harmonisation "
+        "may fall below chance: ComBat centres each training site, so a test subject's own "
+        "deviation points away from its site.</p>",
         "<ul>" + "".join(f"<li>{escape(text)}</li>" for text in readings) + "</ul>",
     ]
     if warnings:
