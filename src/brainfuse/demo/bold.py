@@ -49,9 +49,9 @@ logger = logging.getLogger(__name__)
 # parcels), which shifts the correlation of parcels i, j by about v_i v_j - an additive site
 # pattern in FC that survives denoising and that a linear classifier detects.
 SITE_FMRI = {
-    "siteA": {"noise_sd": 1.5, "global_sd": 0.35, "gain": 1.00, "fc_loading_sd": 0.35},
-    "siteB": {"noise_sd": 2.0, "global_sd": 0.55, "gain": 1.15, "fc_loading_sd": 0.35},
-    "siteC": {"noise_sd": 1.8, "global_sd": 0.45, "gain": 0.90, "fc_loading_sd": 0.35},
+    "siteA": {"noise_sd": 1.5, "global_sd": 0.35, "gain": 1.00, "fc_loading_sd": 0.2},
+    "siteB": {"noise_sd": 2.0, "global_sd": 0.55, "gain": 1.15, "fc_loading_sd": 0.2},
+    "siteC": {"noise_sd": 1.8, "global_sd": 0.45, "gain": 0.90, "fc_loading_sd": 0.2},
 }
 
 _NON_STEADY_GAIN = 1.3  # intensity of the first (non-steady-state) volume relative to the rest
