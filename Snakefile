@@ -22,6 +22,7 @@ localrules:
     dataset_description,
     qc_table,
     folds,
+    diagnostics,
     evaluate,
     report,
 
@@ -29,6 +30,7 @@ localrules:
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/modalities.smk"
 include: "workflow/rules/dataset.smk"
+include: "workflow/rules/diagnostics.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
@@ -38,6 +40,7 @@ rule all:
     input:
         REPORT_INDEX,
         EVAL["summary"],
+        EVAL["diagnostics"],
         DATASET_DESCRIPTION,
         # per-sample derivatives are deliverables too: a deleted one is remade with what depends on it
         [expand_samples(m, p) for m, p in PER_SAMPLE_OUTPUTS.items() if m in AVAILABLE],

@@ -147,9 +147,14 @@ def test_participants_balanced(dataset):
     root, truth = dataset
     table = pd.read_csv(root / "participants.tsv", sep="\t")
     assert list(table.columns) == ["participant_id", "age", "sex", "site", "group"]
-    assert set(table["site"]) == {"siteA", "siteB"}
-    counts = table.groupby(["site", "group"]).size()
-    assert (counts == N_SUBJECTS // 4).all(), counts
+    # three sites of unequal sizes; the groups are balanced overall and within each site (an
+    # odd-sized site has one extra of either group)
+    sizes = table["site"].value_counts()
+    assert sorted(sizes.index) == ["siteA", "siteB", "siteC"] and sizes.sum() == N_SUBJECTS
+    assert sizes.to_dict() == truth["site_sizes"] and len(set(sizes)) > 1
+    counts = table.groupby(["site", "group"]).size().unstack()
+    assert ((counts["control"] - counts["patient"]).abs() <= 1).all(), counts
+    assert (table["group"] == "patient").sum() == N_SUBJECTS // 2
     runs = [info["runs"] for info in truth["subjects"].values()]
     assert all(r[0] == 1 for r in runs)
     assert sum(r == [1, 2] for r in runs) == round(N_SUBJECTS / 4)
@@ -257,6 +262,43 @@ def test_fmri_planted_effect(parcel_series, dataset, atlas):
     assert min(by_group["patient"]) > max(by_group["control"]), by_group
 
 
+def test_fmri_site_age_and_motion_effects(parcel_series, dataset, atlas):
+    """Site shifts FC away from the planted edges; age and motion follow their known sizes."""
+    _, truth = dataset
+    planted = [atlas.labels.index(p) for p in truth["fmri"]["parcels"]]
+    others = np.setdiff1d(np.arange(atlas.n_nodes), planted)
+    iu = np.triu_indices(len(others), 1)
+    fc = {}
+    for run in parcel_series:
+        ts = _clean_36p(run["ts"], run["conf"])
+        fc.setdefault(truth["subjects"][run["sub"]]["site"], []).append(
+            np.arctanh(np.corrcoef(ts[:, others].T)[iu])
+        )
+    # the difference of two sites' mean FC follows the difference of their components' v v^T
+    load = {s: np.asarray(v)[others] for s, v in truth["fmri"]["site_loadings"].items()}
+    for a, b in (("siteA", "siteB"), ("siteA", "siteC")):
+        observed = np.mean(fc[a], axis=0) - np.mean(fc[b], axis=0)
+        expected = (np.outer(load[a], load[a]) - np.outer(load[b], load[b]))[iu]
+        assert np.corrcoef(observed, expected)[0, 1] > 0.3, (a, b)
+    assert all(not np.any(np.asarray(v)[planted]) for v in truth["fmri"]["site_loadings"].values())
+    assert all(0.01 < v < 0.05 for v in truth["fmri"]["site_delta_r_model"].values())
+
+    conf = truth["fmri"]["confounds"]
+    assert conf["age"]["delta_r_per_year"] < 0 < conf["motion"]["delta_r_per_log_motion_level"]
+    used = set(conf["age"]["parcels"]) | set(conf["motion"]["parcels"])
+    assert len(used) == 12 and not used & set(truth["fmri"]["parcels"])
+    for name, key, sign in (("age", "age", -1), ("motion", "motion_level", 1)):
+        idx = [atlas.labels.index(p) for p in conf[name]["parcels"]]
+        jj = np.triu_indices(len(idx), 1)
+        block, value = [], []
+        for run in parcel_series:
+            ts = _clean_36p(run["ts"], run["conf"])
+            block.append(np.corrcoef(ts[:, idx].T)[jj].mean())
+            info = truth["subjects"][run["sub"]]
+            value.append(info[key] if name == "age" else np.log(info[key]))
+        assert sign * np.corrcoef(value, block)[0, 1] > 0.3, (name, value, block)
+
+
 def test_qc_fc(parcel_series):
     fd = [run["mean_fd"] for run in parcel_series]
     raw = [_mean_fc(run["ts"]) for run in parcel_series]
@@ -287,6 +329,7 @@ def test_sc_matrices(dataset, atlas):
 
     root, truth = dataset
     planted = {"control": [], "patient": []}
+    site_median = {}
     for sub, info in truth["subjects"].items():
         table = _sc(root, sub, atlas)
         assert list(table.columns) == list(atlas.labels)
@@ -296,10 +339,17 @@ def test_sc_matrices(dataset, atlas):
         upper = w[np.triu_indices_from(w, 1)]
         assert 0.15 < np.mean(upper > 0) < 0.35
         nonzero = upper[upper > 0]
+        site_median.setdefault(info["site"], []).append(np.median(nonzero))
         assert skew(nonzero) > 2 and nonzero.max() > 20 * np.median(nonzero)
         lab = list(atlas.labels)
         planted[info["group"]] += [w[lab.index(a), lab.index(b)] for a, b in truth["sc"]["edges"]]
     assert np.median(planted["patient"]) < 0.6 * np.median(planted["control"])
+    # the sites' global scales (siteB 0.85, siteC 1.1 of siteA) show in the median weights
+    scale = {s: e["scale"] for s, e in truth["sc"]["site_effects"].items()}
+    ratio = np.mean(site_median["siteB"]) / np.mean(site_median["siteA"])
+    assert ratio == pytest.approx(scale["siteB"] / scale["siteA"], rel=0.08)
+    ratio = np.mean(site_median["siteC"]) / np.mean(site_median["siteA"])
+    assert ratio == pytest.approx(scale["siteC"] / scale["siteA"], rel=0.08)
 
 
 # ------------------------------------------------------------------------------------------

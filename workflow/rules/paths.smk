@@ -49,6 +49,7 @@ EVAL = {
     "summary": f"{R}/eval/summary.tsv",
     "deltas": f"{R}/eval/deltas.tsv",
     "per_site": f"{R}/eval/per_site.tsv",
+    "diagnostics": f"{R}/eval/diagnostics.tsv",
 }
 BIOMARKERS = f"{R}/biomarkers/{{method}}"
 BIOMARKER_TABLES = {

@@ -149,6 +149,7 @@ rule report:
         qc=QC_TABLE,
         folds=FOLDS,
         folds_summary=FOLDS_SUMMARY,
+        diagnostics=EVAL["diagnostics"],
         caches=[cache_of(m) for m in MODALITIES if m in AVAILABLE],
         figures=list(REPORT_FIGURES.values()),
         biomarkers=[

@@ -27,6 +27,7 @@ build_report(
         predictions_path=snakemake.input.predictions,
         deltas_path=snakemake.input.deltas,
         per_site_path=snakemake.input.per_site,
+        diagnostics_path=snakemake.input.diagnostics,
         figures={Path(p).stem: p for p in snakemake.input.figures},
         biomarkers=biomarkers,
         method_pages={Path(p).stem: p for p in snakemake.output.pages},

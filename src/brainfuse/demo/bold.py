@@ -20,7 +20,16 @@ from scipy import fft, signal, stats
 
 from brainfuse.core.atlas import Atlas
 from brainfuse.core.atomic import atomic_path, write_json, write_tsv
-from brainfuse.demo.common import BIDS_VERSION, S_FMRI_GROUP, S_FMRI_RUN, SPACE, TASK, seeded_rng
+from brainfuse.demo.common import (
+    BIDS_VERSION,
+    S_FMRI_GROUP,
+    S_FMRI_RUN,
+    S_SITE,
+    SITES,
+    SPACE,
+    TASK,
+    seeded_rng,
+)
 from brainfuse.demo.confounds import (
     FD_RADIUS_MM,
     confounds_table,
@@ -29,15 +38,20 @@ from brainfuse.demo.confounds import (
     simulate_motion,
 )
 from brainfuse.demo.grid import BoldGrid, make_bold_grid
-from brainfuse.demo.participants import FMRI_DELTA_R
+from brainfuse.demo.participants import AGE_CENTRE, AGE_DELTA_R, FMRI_DELTA_R, MOTION_DELTA_R
 
 logger = logging.getLogger(__name__)
 
 
-# Site effects: scanner/amplifier differences that a harmonisation step should absorb.
+# Site effects: scanner differences that a harmonisation step should absorb. Multiplicative
+# (intensity gain), noise and global-signal levels, plus ``fc_loading_sd``: each site adds a
+# shared component with fixed per-parcel loadings v (drawn once per site, zero on the planted
+# parcels), which shifts the correlation of parcels i, j by about v_i v_j - an additive site
+# pattern in FC that survives denoising and that a linear classifier detects.
 SITE_FMRI = {
-    "siteA": {"noise_sd": 1.5, "global_sd": 0.35, "gain": 1.00},
-    "siteB": {"noise_sd": 2.0, "global_sd": 0.55, "gain": 1.15},
+    "siteA": {"noise_sd": 1.5, "global_sd": 0.35, "gain": 1.00, "fc_loading_sd": 0.2},
+    "siteB": {"noise_sd": 2.0, "global_sd": 0.55, "gain": 1.15, "fc_loading_sd": 0.2},
+    "siteC": {"noise_sd": 1.8, "global_sd": 0.45, "gain": 0.90, "fc_loading_sd": 0.2},
 }
 
 _NON_STEADY_GAIN = 1.3  # intensity of the first (non-steady-state) volume relative to the rest
@@ -105,6 +119,51 @@ def _patient_correlation(c: np.ndarray, idx: list[int], delta: float) -> np.ndar
     p[block] = np.minimum(p[block] + delta, 0.95)
     np.fill_diagonal(p, 1.0)
     return _nearest_correlation(p)
+
+
+def site_loadings(n_nodes: int, exclude: list[int], seed: int) -> dict[str, np.ndarray]:
+    """Per site, the parcel loadings of its shared FC component (zero mean, zero on ``exclude``).
+
+    The loadings have zero mean over parcels so that global signal regression does not remove
+    the component; the planted diagnosis parcels are left out so that the site pattern does not
+    touch the planted edges.
+    """
+    out = {}
+    for k, site in enumerate(SITES):
+        v = seeded_rng(seed, S_SITE, k).normal(0.0, SITE_FMRI[site]["fc_loading_sd"], n_nodes)
+        keep = np.ones(n_nodes, dtype=bool)
+        keep[exclude] = False
+        v[keep] -= v[keep].mean()
+        v[~keep] = 0.0
+        out[site] = v
+    return out
+
+
+def subject_correlation(
+    c_group: np.ndarray,
+    age_idx: list[int],
+    motion_idx: list[int],
+    age: float,
+    motion_level: float,
+    loadings: np.ndarray,
+) -> np.ndarray:
+    """The generating parcel correlation of one subject.
+
+    The group's matrix, with the age block shifted by ``AGE_DELTA_R * (age - AGE_CENTRE)`` and
+    the motion block by ``MOTION_DELTA_R * log(motion_level)``, then the site component
+    ``v v^T`` added and the diagonal rescaled to one.
+    """
+    c = c_group.copy()
+    for idx, delta in (
+        (age_idx, AGE_DELTA_R * (age - AGE_CENTRE)),
+        (motion_idx, MOTION_DELTA_R * float(np.log(motion_level))),
+    ):
+        block = np.ix_(idx, idx)
+        c[block] = np.clip(c[block] + delta, -0.95, 0.95)
+    np.fill_diagonal(c, 1.0)
+    c = _nearest_correlation(c) + np.outer(loadings, loadings)
+    d = np.sqrt(np.diag(c))
+    return c / np.outer(d, d)
 
 
 def _smooth_noise(rng: np.random.Generator, n: int, k: int, kernel: np.ndarray) -> np.ndarray:
@@ -235,6 +294,7 @@ def simulate_fmri(
     atlas: Atlas,
     participants: pd.DataFrame,
     parcels: list[str],
+    confound_parcels: dict[str, list[str]],
     seed: int,
     n_volumes: int,
     tr: float,
@@ -242,11 +302,15 @@ def simulate_fmri(
 ) -> dict[str, Any]:
     """Write the fMRIPrep-like derivative dataset under ``root``.
 
+    ``confound_parcels`` names the ``age`` and ``motion`` parcels (:func:`subject_correlation`).
+
     Returns
     -------
     dict
-        ``mean_fd`` (per subject, per run), ``grid_shape`` and ``delta_r_model`` (the mean
-        patient-minus-control correlation over planted edges in the generating matrices).
+        ``mean_fd`` (per subject, per run), ``grid_shape``, ``delta_r_model`` (the mean
+        patient-minus-control correlation over planted edges in the generating matrices) and
+        ``site_delta_r_model`` (per site, the mean absolute correlation shift of its component)
+        and ``site_loadings`` (per site, the component's loading of each parcel).
     """
     write_json(
         root / "dataset_description.json",
@@ -272,17 +336,40 @@ def simulate_fmri(
     c_pat = _patient_correlation(c_ctl, idx, FMRI_DELTA_R)
     iu = np.triu_indices(len(idx), 1)
     delta_model = float(np.mean((c_pat - c_ctl)[np.ix_(idx, idx)][iu]))
-    chol = {"control": np.linalg.cholesky(c_ctl), "patient": np.linalg.cholesky(c_pat)}
+    c_group = {"control": c_ctl, "patient": c_pat}
+    age_idx = [atlas.labels.index(p) for p in confound_parcels["age"]]
+    motion_idx = [atlas.labels.index(p) for p in confound_parcels["motion"]]
+    loadings = site_loadings(atlas.n_nodes, idx, seed)
+    upper = np.triu_indices_from(c_ctl, 1)
+    site_shift = {
+        site: round(
+            float(
+                np.abs(subject_correlation(c_ctl, [], [], AGE_CENTRE, 1.0, v) - c_ctl)[upper].mean()
+            ),
+            4,
+        )
+        for site, v in loadings.items()
+    }
     mask_u8 = grid.mask.astype(np.uint8)
 
     mean_fd: dict[str, dict[str, float]] = {}
     for s, row in enumerate(participants.itertuples()):
         sub = row.participant_id
         mean_fd[sub] = {}
+        chol = np.linalg.cholesky(
+            subject_correlation(
+                c_group[row.group],
+                age_idx,
+                motion_idx,
+                float(row.age),
+                float(row.motion_level),
+                loadings[row.site],
+            )
+        )
         for run in row.runs:
             rng = seeded_rng(seed, S_FMRI_RUN, s, run)
             bold, conf, meta = simulate_bold_run(
-                grid, chol[row.group], rng, n_volumes, tr, float(row.motion_level), row.site
+                grid, chol, rng, n_volumes, tr, float(row.motion_level), row.site
             )
             func = root / sub / "func"
             stem = f"{sub}_task-{TASK}_run-{run}"
@@ -307,4 +394,10 @@ def simulate_fmri(
             write_json(func / f"{stem}_desc-confounds_timeseries.json", meta["sidecar"])
             mean_fd[sub][str(run)] = round(meta["mean_fd"], 4)
         logger.debug("fMRI %s done", sub)
-    return {"mean_fd": mean_fd, "grid_shape": list(grid.shape), "delta_r_model": delta_model}
+    return {
+        "mean_fd": mean_fd,
+        "grid_shape": list(grid.shape),
+        "delta_r_model": delta_model,
+        "site_delta_r_model": site_shift,
+        "site_loadings": {site: np.round(v, 4).tolist() for site, v in loadings.items()},
+    }

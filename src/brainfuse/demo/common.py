@@ -19,11 +19,23 @@ TASK = "rest"
 
 GROUPS = ("control", "patient")
 
-SITES = ("siteA", "siteB")
+SITES = ("siteA", "siteB", "siteC")
+
+# Relative site sizes: unequal, as in multi-site studies (24 subjects: 10, 8 and 6).
+SITE_SHARES = (5, 4, 3)
 
 # Independent random streams: (seed, stream, subject, run) keys a SeedSequence, so one subject's
 # data do not depend on how many subjects are generated or in which order.
-S_PARTICIPANTS, S_FMRI_GROUP, S_FMRI_RUN, S_EEG_GROUP, S_EEG_SUB, S_SC_GROUP, S_SC_SUB = range(1, 8)
+(
+    S_PARTICIPANTS,
+    S_FMRI_GROUP,
+    S_FMRI_RUN,
+    S_EEG_GROUP,
+    S_EEG_SUB,
+    S_SC_GROUP,
+    S_SC_SUB,
+    S_SITE,
+) = range(1, 9)
 
 
 @functools.lru_cache(maxsize=4)

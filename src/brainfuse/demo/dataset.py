@@ -31,6 +31,13 @@ and :mod:`~brainfuse.demo.sc`):
 * **SC** - distance-dependent, sparse, log-normally weighted streamline matrices with strong
   homotopic edges; in patients every edge of 6 planted parcels is weaker (a disconnection of
   those parcels, spread over ~150 tracts, as white-matter lesions or hub damage would give).
+* **Sites and confounds** - three sites of unequal sizes (5:4:3), group balanced within each.
+  Each site shifts the data as a scanner would: BOLD gain, noise and global-signal levels and an
+  additive FC pattern (a site component with fixed parcel loadings), EEG noise and line noise,
+  and a global and per-edge scale of SC weights. Age lowers the correlations among 6 visual
+  parcels and residual motion raises those among 6 somatomotor parcels (disjoint from the
+  planted ones); age and motion are independent of group and site. Sizes are in
+  ``ground_truth.json`` (``fmri.site_effects``, ``fmri.confounds``, ``sc.site_effects``).
 """
 
 from __future__ import annotations
@@ -46,9 +53,13 @@ from brainfuse.demo.bold import SITE_FMRI, simulate_fmri
 from brainfuse.demo.common import GROUPS, SITES, SPACE, single_threaded_blas
 from brainfuse.demo.eeg import BANDS, SITE_EEG, simulate_eeg
 from brainfuse.demo.participants import (
+    AGE_CENTRE,
+    AGE_DELTA_R,
     EEG_ALPHA_RATIO,
     FMRI_DELTA_R,
+    MOTION_DELTA_R,
     SC_SCALE,
+    choose_confound_parcels,
     choose_eeg_parcels,
     choose_fmri_parcels,
     make_participants,
@@ -81,7 +92,7 @@ def make_demo_dataset(
     atlas : Atlas
         Parcellation that defines the parcels (fMRI signals, EEG sources, SC nodes).
     n_subjects : int
-        Number of subjects (at least 4: two sites x two groups).
+        Number of subjects (at least 4: both groups in two sites).
     seed : int
         Seed of every random draw; the same seed gives byte-identical files.
     n_volumes : int
@@ -101,7 +112,7 @@ def make_demo_dataset(
         The ground truth, also written to ``outdir/ground_truth.json``.
     """
     if n_subjects < 4:
-        raise ValueError(f"n_subjects={n_subjects}: need at least 4 (two sites x two groups)")
+        raise ValueError(f"n_subjects={n_subjects}: need at least 4 (both groups in two sites)")
     if n_volumes < 20:
         raise ValueError(f"n_volumes={n_volumes}: need at least 20")
     if eeg_seconds < 10 or eeg_sfreq < 100:
@@ -114,6 +125,7 @@ def make_demo_dataset(
     with single_threaded_blas():
         participants = make_participants(n_subjects, seed)
         fmri_parcels = choose_fmri_parcels(atlas)
+        confound_parcels = choose_confound_parcels(atlas, fmri_parcels)
         eeg_parcels = choose_eeg_parcels(atlas)
 
         write_raw_dataset_files(outdir, participants, seed, atlas)
@@ -122,6 +134,7 @@ def make_demo_dataset(
             atlas,
             participants,
             fmri_parcels,
+            confound_parcels,
             seed,
             n_volumes=n_volumes,
             tr=tr,
@@ -147,6 +160,8 @@ def make_demo_dataset(
         subjects[sub] = {
             "group": row.group,
             "site": row.site,
+            "age": int(row.age),
+            "sex": row.sex,
             "runs": list(row.runs),
             "motion_level": round(float(row.motion_level), 4),
             "mean_fd": fmri_info["mean_fd"][sub],
@@ -157,6 +172,7 @@ def make_demo_dataset(
         "label_column": "group",
         "groups": list(GROUPS),
         "sites": list(SITES),
+        "site_sizes": {s: int((participants["site"] == s).sum()) for s in SITES},
         "atlas": atlas.name,
         "fmri": {
             "parcels": fmri_parcels,
@@ -170,6 +186,19 @@ def make_demo_dataset(
             "n_volumes": int(n_volumes),
             "non_steady_state_volumes": 1,
             "site_effects": SITE_FMRI,
+            "site_delta_r_model": fmri_info["site_delta_r_model"],
+            "site_loadings": fmri_info["site_loadings"],
+            "confounds": {
+                "age": {
+                    "parcels": confound_parcels["age"],
+                    "delta_r_per_year": AGE_DELTA_R,
+                    "centre_years": AGE_CENTRE,
+                },
+                "motion": {
+                    "parcels": confound_parcels["motion"],
+                    "delta_r_per_log_motion_level": MOTION_DELTA_R,
+                },
+            },
         },
         "eeg": {
             "band": "alpha",

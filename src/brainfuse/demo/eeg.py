@@ -46,7 +46,11 @@ _EEG_CHANNELS_EXTRA: tuple[str, ...] = tuple(
     ).split()
 )
 
-SITE_EEG = {"siteA": {"noise_uv": 1.5, "line_uv": 1.0}, "siteB": {"noise_uv": 2.5, "line_uv": 3.0}}
+SITE_EEG = {
+    "siteA": {"noise_uv": 1.5, "line_uv": 1.0},
+    "siteB": {"noise_uv": 2.5, "line_uv": 3.0},
+    "siteC": {"noise_uv": 2.0, "line_uv": 0.5},
+}
 
 
 def eeg_channel_names(n_channels: int = 32) -> list[str]:

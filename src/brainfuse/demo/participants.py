@@ -15,6 +15,7 @@ from brainfuse.demo.common import (
     BIDS_VERSION,
     GROUPS,
     S_PARTICIPANTS,
+    SITE_SHARES,
     SITES,
     parcel_centroids,
     seeded_rng,
@@ -29,13 +30,37 @@ SC_SCALE = 0.5
 
 SC_PLANTED_PARCELS = 6
 
+# Nuisance effects of known size on fMRI connectivity (ground truth of the confound checks).
+# Age: correlations among the age parcels fall by AGE_DELTA_R per year above AGE_CENTRE.
+AGE_CENTRE = 38.0
+AGE_DELTA_R = -0.004
+# Motion that denoising leaves behind: correlations among the motion parcels rise by
+# MOTION_DELTA_R per unit of log motion level (mean FD is roughly proportional to the level).
+MOTION_DELTA_R = 0.08
+CONFOUND_PARCELS = 6
+
+
+def site_sizes(n_subjects: int) -> list[int]:
+    """Subjects per site: ``SITE_SHARES`` of ``n_subjects`` by largest remainder (each >= 1)."""
+    quota = np.array(SITE_SHARES, dtype=float) * n_subjects / sum(SITE_SHARES)
+    sizes = np.maximum(np.floor(quota).astype(int), 1)
+    for i in np.argsort(-(quota - np.floor(quota)), kind="stable"):
+        if sizes.sum() >= n_subjects:
+            break
+        sizes[i] += 1
+    while sizes.sum() > n_subjects:  # only when the floor of 1 overshoots: trim the largest
+        sizes[np.argmax(sizes)] -= 1
+    return sizes.tolist()
+
 
 def make_participants(n_subjects: int, seed: int) -> pd.DataFrame:
     """Draw the participants table.
 
-    Sites split the subjects in two halves; within each site the groups are balanced (one extra
-    control when a site has an odd size). About a quarter of the subjects have a second run.
-    Motion level is log-normal and independent of group and site.
+    Sites have unequal sizes (:func:`site_sizes`, consecutive subject numbers); within each site
+    the groups are balanced, and the odd subject of odd-sized sites is alternately a control and
+    a patient, so the groups stay balanced overall and group is independent of site. About a
+    quarter of the subjects have a second run. Age and motion level (log-normal) are independent
+    of group and site, so that harmonisation can remove site without touching them.
 
     Returns
     -------
@@ -45,11 +70,14 @@ def make_participants(n_subjects: int, seed: int) -> pd.DataFrame:
     """
     rng = seeded_rng(seed, S_PARTICIPANTS)
     ids = [f"sub-{i + 1:02d}" for i in range(n_subjects)]
-    n_a = (n_subjects + 1) // 2
-    sites = [SITES[0]] * n_a + [SITES[1]] * (n_subjects - n_a)
+    sites: list[str] = []
     groups: list[str] = []
-    for size in (n_a, n_subjects - n_a):
-        block = [GROUPS[1]] * (size // 2) + [GROUPS[0]] * (size - size // 2)
+    odd = 0
+    for site, size in zip(SITES, site_sizes(n_subjects), strict=True):
+        extra = GROUPS[odd % 2] if size % 2 else None
+        odd += size % 2
+        block = [GROUPS[0], GROUPS[1]] * (size // 2) + ([extra] if extra else [])
+        sites += [site] * size
         groups += [block[i] for i in rng.permutation(size)]
     n_two = max(1, round(n_subjects / 4))
     two_runs = set(rng.choice(n_subjects, size=n_two, replace=False).tolist())
@@ -168,3 +196,24 @@ def choose_eeg_parcels(atlas: Atlas, n: int = 6) -> list[str]:
         dist[chosen] = np.inf
         chosen.append(int(np.argmin(dist)))
     return [atlas.labels[i] for i in chosen]
+
+
+def choose_confound_parcels(atlas: Atlas, taken: list[str]) -> dict[str, list[str]]:
+    """The parcels whose mutual connectivity follows age (visual) and motion (somatomotor).
+
+    Parcels in ``taken`` (the planted diagnosis parcels) are never chosen, so the nuisance
+    effects do not overlap the diagnosis effect; atlases without Yeo-7 networks fall back to
+    evenly spaced parcels.
+    """
+    out: dict[str, list[str]] = {}
+    used = set(taken)
+    for name, network in (("age", "Vis"), ("motion", "SomMot")):
+        chosen = _pick_alternating(atlas, network, CONFOUND_PARCELS, used)
+        if len(chosen) < CONFOUND_PARCELS:
+            spaced = np.linspace(0, atlas.n_nodes - 1, 4 * CONFOUND_PARCELS).astype(int)
+            chosen += [
+                lb for lb in (atlas.labels[i] for i in spaced) if lb not in used | set(chosen)
+            ][: CONFOUND_PARCELS - len(chosen)]
+        out[name] = chosen
+        used |= set(chosen)
+    return out

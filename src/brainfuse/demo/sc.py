@@ -19,13 +19,32 @@ from brainfuse.demo.common import (
     BIDS_VERSION,
     S_SC_GROUP,
     S_SC_SUB,
+    S_SITE,
+    SITES,
     hemispheres,
     parcel_centroids,
     seeded_rng,
 )
 from brainfuse.demo.participants import SC_PLANTED_PARCELS, SC_SCALE
 
-SITE_SC = {"siteA": 1.0, "siteB": 0.85}
+# Site effects on streamline weights: a global scale and, per site, a fixed log-normal factor
+# per edge of sd ``edge_sd`` (tractography settings favour some tracts over others).
+SITE_SC = {
+    "siteA": {"scale": 1.0, "edge_sd": 0.2},
+    "siteB": {"scale": 0.85, "edge_sd": 0.2},
+    "siteC": {"scale": 1.1, "edge_sd": 0.2},
+}
+
+
+def site_edge_factors(n: int, seed: int) -> dict[str, np.ndarray]:
+    """Per site, the symmetric (n, n) multiplicative factor of each edge (scale included)."""
+    out = {}
+    for k, site in enumerate(SITES):
+        noise = np.triu(
+            seeded_rng(seed, S_SITE, k, 2).normal(0.0, SITE_SC[site]["edge_sd"], (n, n)), 1
+        )
+        out[site] = SITE_SC[site]["scale"] * np.exp(noise + noise.T)
+    return out
 
 
 def _homotopic(atlas: Atlas, hemi: np.ndarray, cent: np.ndarray) -> np.ndarray:
@@ -110,13 +129,14 @@ def simulate_sc_matrix(
     mu: np.ndarray,
     planted: list[tuple[int, int]],
     patient: bool,
-    site: str,
+    site_factor: np.ndarray,
 ) -> np.ndarray:
     """One subject's SIFT2-weighted streamline matrix.
 
     Template edges are kept with probability 0.92 (planted ones always), weights are
     ``exp(mu + N(0, 0.4))``; 1 % of other pairs get weak spurious streamlines. Patients' planted
-    edges are scaled by ``SC_SCALE``; site B has a global 0.85 scale.
+    edges are scaled by ``SC_SCALE``; every edge is then multiplied by the site's factor
+    (:func:`site_edge_factors`).
     """
     n = len(mu)
     keep = present & (rng.random((n, n)) < 0.92)
@@ -125,7 +145,7 @@ def simulate_sc_matrix(
     w = np.where(keep, w, 0.0) + np.where(spurious, np.exp(rng.normal(0.0, 1.0, (n, n))), 0.0)
     for i, j in planted:
         w[i, j] = np.exp(mu[i, j] + rng.normal(0.0, 0.4)) * (SC_SCALE if patient else 1.0)
-    w = np.triu(w, 1) * SITE_SC[site]
+    w = np.triu(w, 1) * site_factor
     return np.round(w + w.T, 4)
 
 
@@ -153,11 +173,17 @@ def simulate_sc(root: Path, atlas: Atlas, participants: pd.DataFrame, seed: int)
     rng = seeded_rng(seed, S_SC_GROUP)
     present, mu = sc_template(atlas, rng)
     parcels, planted = _choose_sc_parcels(present, rng)
+    factors = site_edge_factors(len(mu), seed)
     densities = []
     for s, row in enumerate(participants.itertuples()):
         sub = row.participant_id
         w = simulate_sc_matrix(
-            seeded_rng(seed, S_SC_SUB, s), present, mu, planted, row.group == "patient", row.site
+            seeded_rng(seed, S_SC_SUB, s),
+            present,
+            mu,
+            planted,
+            row.group == "patient",
+            factors[row.site],
         )
         densities.append(np.mean(w[np.triu_indices(len(w), 1)] > 0))
         write_tsv(

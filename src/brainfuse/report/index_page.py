@@ -23,6 +23,7 @@ import pandas as pd
 
 from brainfuse.core import atomic
 from brainfuse.evaluate import site_spread
+from brainfuse.report.diagnostics import diagnostics_section, read_diagnostics
 from brainfuse.report.html import (
     METRIC_NAMES,
     html_img,
@@ -244,6 +245,9 @@ class ReportInputs:
     deltas_path, per_site_path : str, optional
         ``eval/deltas.tsv`` (each method's paired difference to the best baseline) and
         ``eval/per_site.tsv`` (metrics per site).
+    diagnostics_path : str, optional
+        ``eval/diagnostics.tsv``: site, motion and label predictability of each feature set
+        before and after in-fold ComBat (:mod:`brainfuse.diagnostics`).
     n_permutations, seed : int
         Label-permutation tests of every method.
     """
@@ -268,6 +272,7 @@ class ReportInputs:
     positive: str | None = None
     deltas_path: str | None = None
     per_site_path: str | None = None
+    diagnostics_path: str | None = None
     n_permutations: int = 5000
     seed: int = 0
 
@@ -323,6 +328,7 @@ def build_report(inputs: ReportInputs) -> None:
             summary, inputs.descriptions, families, page_links, best, embedded, evaluation
         ),
         *_per_site_section(per_site, embedded, _group_by(inputs.folds_summary_path)),
+        diagnostics_section(read_diagnostics(inputs.diagnostics_path)),
         _biomarker_overview(method_summaries, page_links),
     ]
     if inputs.truth_path and Path(inputs.truth_path).exists():
