@@ -61,7 +61,9 @@ def planned_jobs(workdir: Path, config: dict) -> dict[str, int]:
     counts: dict[str, int] = {}
     for line in out.splitlines():
         words = line.split()
-        if len(words) == 2 and words[1].isdigit() and words[0] not in ("total", "all"):
+        if words[:1] == ["total"]:
+            break  # a dry run prints its job stats twice: read the first table only
+        if len(words) == 2 and words[1].isdigit() and words[0] != "all":
             # the chunks of a modality's samples (fmri_run_0, fmri_run_1, ...) count as fmri_run
             rule = re.sub(r"_run_\d+$", "_run", words[0])
             counts[rule] = counts.get(rule, 0) + int(words[1])
