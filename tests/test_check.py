@@ -160,6 +160,26 @@ def test_too_many_folds_for_the_smallest_class_stops_with_counts(tmp_path):
     assert "outer folds: 3 (cv.n_folds: auto)" in plan.text()
 
 
+def test_harmonise_and_confound_columns_are_checked_at_planning(tmp_path):
+    rows = _groups(4, 4)
+    xcpd = _xcpd(tmp_path, list(rows))
+    raw = _config(tmp_path, xcpd_dir=str(xcpd), participants=str(_participants(tmp_path, rows)))
+    plan = _check(raw)  # default covariates [age, sex] are not in this table: diagnostics only
+    assert plan.errors == []
+    (warning,) = [w for w in plan.warnings if w.startswith("harmonise.covariates")]
+    assert "['age', 'sex']" in warning and "participants.tsv (group, participant_id)" in warning
+    assert "diagnostics' in-fold ComBat goes without them" in warning
+    raw["harmonise"] = {"method": "combat", "covariates": ["participant_id", "sex"]}
+    raw["confounds"] = ["mean_fd", "AGE"]  # mean_fd: a per-sample QC field of fMRI
+    plan = _check(raw)
+    assert [e.split(" are ")[0] for e in plan.errors] == [
+        "harmonise.covariates ['sex']",
+        "confounds ['AGE']",
+    ]
+    raw["harmonise"]["batch"] = "scanner"
+    assert "harmonise.batch 'scanner' is neither" in _check(raw).errors[0]
+
+
 def test_methods_without_their_modality_are_listed_with_the_reason(tmp_path):
     rows = _groups(4, 4)
     xcpd = _xcpd(tmp_path, list(rows))

@@ -160,6 +160,8 @@ def check_plan(
     check.run_methods, check.skipped_methods = catalog.plan(config.methods, available)
     if subjects is not None and not check.errors:
         _folds_checks(check, raw["cv"], subjects)
+    if not raw["input"]["demo"] and not check.errors:
+        _adjustment_checks(check, raw, modalities)
     return check
 
 
@@ -213,6 +215,40 @@ def _participants_checks(check: PlanCheck, config: dict) -> pd.DataFrame | None:
             f"{label['positive']!r} is classified against the rest"
         )
     return labelled
+
+
+def _adjustment_checks(check: PlanCheck, config: dict, modalities: Mapping[str, Modality]) -> None:
+    """Harmonisation and confound columns exist before a job needs them.
+
+    ``harmonise`` columns are read by the diagnostics job even with ``method: none``, so a
+    missing covariate there is a warning (the diagnostics' ComBat goes without it); with
+    ``method: combat``, and for any ``confounds``, it is an error.
+    """
+    from brainfuse.core.samples import read_participants
+
+    table = read_participants(check.participants, config["input"]["participant_column"])
+    per_sample = {"site"} | {f for m in modalities.values() for f in m.qc_fields}
+    per_sample |= {c for t in check.inputs.tables.values() for c in t.columns}
+    known = set(table.columns) | per_sample
+
+    def missing(columns: list[str]) -> list[str]:
+        return [c for c in columns if c not in known]
+
+    where = (
+        f"neither columns of {check.participants.name} ({_listed(sorted(table.columns))}) "
+        f"nor per-sample fields ({', '.join(sorted(per_sample))})"
+    )
+    harmonise = config["harmonise"]
+    if absent := missing([harmonise["batch"]]):
+        check.errors.append(f"harmonise.batch {absent[0]!r} is {where}")
+    if absent := missing(list(harmonise["covariates"])):
+        message = f"harmonise.covariates {absent} are {where}"
+        if harmonise["method"] == "none":
+            check.warnings.append(f"{message}; the diagnostics' in-fold ComBat goes without them")
+        else:
+            check.errors.append(message)
+    if absent := missing(list(config["confounds"])):
+        check.errors.append(f"confounds {absent} are {where}")
 
 
 def _folds_checks(check: PlanCheck, cv: Mapping, subjects: pd.DataFrame) -> None:

@@ -168,7 +168,13 @@ def diagnose_fold(
         Target -> (probe before, probe after).
     """
     train, test = np.asarray(train, dtype=bool), np.asarray(test, dtype=bool)
-    settings = {**harmonise, "method": "combat"}
+    # harmonise.covariates apply to the baselines only when method is combat; a covariate named
+    # in the defaults but absent from this dataset is left out here (the planning check warns)
+    known = set(samples.columns) | (
+        set(participants.columns) if participants is not None else set()
+    )
+    covariates = [c for c in harmonise["covariates"] if c in known]
+    settings = {**harmonise, "method": "combat", "covariates": covariates}
     after, _ = adjust_in_fold(x, samples, train, settings, confounds, participants, absent_ok)
     table = sample_columns(samples, participants, [harmonise["batch"]])
     sites = table[harmonise["batch"]].fillna("n/a").astype(str).to_numpy()
