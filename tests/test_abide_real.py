@@ -73,6 +73,10 @@ def test_abide_cc200_runs_to_the_report(tmp_path):
         env={**os.environ, "PYTHONHASHSEED": "0"},
     )  # fmt: skip
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    # the defaults' harmonise covariates are not ABIDE's column names: said once at planning
+    assert "harmonise.covariates ['age', 'sex'] are neither columns of phenotypic.csv" in (
+        result.stdout + result.stderr
+    )
 
     results = tmp_path / "results"
     summary = pd.read_csv(results / "eval" / "summary.tsv", sep="\t")
