@@ -106,7 +106,8 @@ def stage_manifest(
     method, stage, fold, seed
         What was trained.
     params : mapping
-        The stage's resolved parameters; ``config_hash`` is their hash (with the seed).
+        The stage's resolved parameters that change what is fitted (not thread counts);
+        ``config_hash`` is their hash (with the seed).
     cache_paths : mapping of str to str
         The cache of each modality the stage read.
     folds_path : str

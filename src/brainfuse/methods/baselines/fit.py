@@ -103,7 +103,7 @@ def fit_baseline(request: StageRequest, spec: MethodSpec) -> None:
             stage=request.stage,
             fold=request.fold,
             seed=request.seed,
-            params=request.params,
+            params={k: v for k, v in request.params.items() if k != "num_threads"},
             cache_paths=request.cache_paths,
             folds_path=request.folds_path,
             previous=request.previous,

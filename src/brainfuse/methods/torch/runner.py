@@ -442,7 +442,7 @@ def run_torch_stage(
                 stage=request.stage,
                 fold=request.fold,
                 seed=request.seed,
-                params=hp,
+                params={k: v for k, v in hp.items() if k not in _OPERATIONAL},
                 cache_paths={m: request.cache_paths[m] for m in full.modalities},
                 folds_path=request.folds_path,
                 previous=request.previous,
