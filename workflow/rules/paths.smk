@@ -31,13 +31,15 @@ DATASET_DESCRIPTION = f"{R}/dataset_description.json"
 DEMO_ROOT = f"{R}/demo_bids"
 GROUND_TRUTH = f"{DEMO_ROOT}/ground_truth.json"
 
-# one stage of one method on one fold; `tables` holds a stage's extra per-sample tables
+# one stage of one method on one fold; `tables` holds a stage's extra per-sample tables,
+# `provenance` the subjects each role of the stage read (brainfuse.provenance)
 STAGE_DIR = f"{R}/models/{{method}}/fold-{{fold}}/{{stage}}"
 STAGE = {
     "model": f"{STAGE_DIR}/model.bin",
     "metrics": f"{STAGE_DIR}/metrics.json",
     "predictions": f"{STAGE_DIR}/predictions.tsv",
     "tables": f"{STAGE_DIR}/tables",
+    "provenance": f"{STAGE_DIR}/provenance.json",
 }
 # Lightning's resumable checkpoints: deliberately not a declared output
 CHECKPOINT_DIR = f"{R}/checkpoints/{{method}}/fold-{{fold}}/{{stage}}"
@@ -89,6 +91,16 @@ def final_stage_files(kind, method):
     return [
         stage_file(kind, method, fold, RUN_METHODS[method][-1])
         for fold in range(N_FOLDS)
+    ]
+
+
+def all_stage_files(kind):
+    """A file of every configured stage of every method on every fold."""
+    return [
+        stage_file(kind, method, fold, stage)
+        for method, stages in RUN_METHODS.items()
+        for fold in range(N_FOLDS)
+        for stage in stages
     ]
 
 

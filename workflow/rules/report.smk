@@ -16,6 +16,9 @@ rule evaluate:
             for p in final_stage_files("predictions", method)
         ],
         qc=QC_TABLE,  # the site of each subject
+        # every stage's subjects, checked against the folds' test subjects before scoring
+        provenance=all_stage_files("provenance"),
+        folds=FOLDS,
     output:
         predictions=EVAL["predictions"],
         per_fold=EVAL["per_fold"],

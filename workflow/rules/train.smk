@@ -14,6 +14,7 @@ rule train_stage:
         metrics=STAGE["metrics"],
         predictions=STAGE["predictions"],
         tables=directory(STAGE["tables"]),
+        provenance=STAGE["provenance"],
     log:
         f"{LOGS}/train/{{method}}_fold-{{fold}}_{{stage}}.log",
     benchmark:

@@ -1,7 +1,10 @@
 from brainfuse.core.logging import setup_logging
 from brainfuse.evaluate import evaluate
+from brainfuse.provenance import check_manifests
 
 setup_logging(snakemake.log[0])
+# no score is computed for a model whose fold's test subjects reached any of its stages
+check_manifests(list(snakemake.input.provenance), snakemake.input.folds)
 evaluate(
     list(snakemake.input.predictions),
     out_predictions=snakemake.output.predictions,

@@ -28,6 +28,7 @@ request = StageRequest(
         metrics=snakemake.output.metrics,
         predictions=snakemake.output.predictions,
         tables=snakemake.output.tables,
+        provenance=snakemake.output.provenance,
     ),
     params={**snakemake.params.method_params, "num_threads": snakemake.threads, **adjustment},
     previous=snakemake.input.previous[0] if snakemake.input.previous else None,

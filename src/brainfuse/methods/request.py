@@ -30,17 +30,28 @@ class StageOutputs:
         Folder of the stage's extra per-sample tables (e.g. M3D-BFS's ``routing.tsv``), made
         for every stage so that later rules can declare it; default: ``tables`` beside
         ``metrics.json``.
+    provenance : str, optional
+        ``provenance.json``: the subjects each role of the stage read and the inputs' hashes
+        (:mod:`brainfuse.provenance`); default: beside ``metrics.json``.
     """
 
     model: str
     metrics: str
     predictions: str
     tables: str | None = None
+    provenance: str | None = None
 
     @property
     def tables_dir(self) -> Path:
         """The folder of the extra tables."""
         return Path(self.tables) if self.tables else Path(self.metrics).parent / "tables"
+
+    @property
+    def provenance_path(self) -> Path:
+        """The provenance manifest."""
+        if self.provenance:
+            return Path(self.provenance)
+        return Path(self.metrics).parent / "provenance.json"
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from brainfuse.methods.baselines.harmonise import adjust_in_fold
 from brainfuse.methods.request import StageRequest
 from brainfuse.methods.spec import MethodSpec
 from brainfuse.modalities import builtin_modalities
+from brainfuse.provenance import stage_manifest, subjects_in, write_manifest
 
 __all__ = ["fit_baseline", "joint_samples"]
 
@@ -95,6 +96,29 @@ def fit_baseline(request: StageRequest, spec: MethodSpec) -> None:
         joblib.dump(saved, tmp)
     atomic.write_tsv(outputs.predictions, predictions)
     outputs.tables_dir.mkdir(parents=True, exist_ok=True)  # declared for every stage; empty here
+    write_manifest(
+        outputs.provenance_path,
+        stage_manifest(
+            method=request.method,
+            stage=request.stage,
+            fold=request.fold,
+            seed=request.seed,
+            params={k: v for k, v in request.params.items() if k != "num_threads"},
+            cache_paths=request.cache_paths,
+            folds_path=request.folds_path,
+            previous=request.previous,
+            subjects={
+                "fit": subjects_in(samples.loc[roles["train"]]),
+                "validation": subjects_in(samples.loc[roles["val"]]),
+                "test": subjects_in(samples.loc[test]),
+            },
+            # the participants table is read only by the harmonisation and confounds
+            extra_inputs={"participants": request.params["participants"]}
+            if request.params.get("participants")
+            else {},
+            adjustment=adjusted if "fit_subjects" in adjusted else None,
+        ),
+    )
     atomic.write_json(outputs.metrics, metrics)
 
 

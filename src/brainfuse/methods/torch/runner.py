@@ -82,6 +82,7 @@ from brainfuse.methods.torch.plugins import (
     plugin_for,
 )
 from brainfuse.methods.torch.weights import MODEL_FORMAT
+from brainfuse.provenance import stage_manifest, subjects_in, write_manifest
 
 log = logging.getLogger("brainfuse")
 
@@ -434,9 +435,42 @@ def run_torch_stage(
             "seconds": time.perf_counter() - start,
             **evaluation.metrics,
         }
+        write_manifest(
+            request.outputs.provenance_path,
+            stage_manifest(
+                method=request.method,
+                stage=request.stage,
+                fold=request.fold,
+                seed=request.seed,
+                params={k: v for k, v in hp.items() if k not in _OPERATIONAL},
+                cache_paths={m: request.cache_paths[m] for m in full.modalities},
+                folds_path=request.folds_path,
+                previous=request.previous,
+                subjects=stage_subjects(plugin, lit, train_set, evaluation.test_set),
+            ),
+        )
         write_outputs(request, plugin, hp, lit, full, metrics, evaluation)
         if not hp["keep_checkpoints"]:
             _remove_checkpoints(ckpt_dir)
+
+
+def stage_subjects(
+    plugin: StagePlugin, lit: StageModule, train_set: BrainDataset, test_set: BrainDataset
+) -> dict[str, list[str]]:
+    """The subjects each provenance role of a trained stage read (:mod:`brainfuse.provenance`).
+
+    Taken from the datasets the module's loaders were given (``lit.train_set`` may be wider than
+    the labelled ``train_set``: ``pretrain_on_all_unlabelled``): a supervised stage fits on its
+    training loader's subjects; a self-supervised stage's loss reads them unlabelled, and its
+    linear probe fits on the labelled ``train_set``.
+    """
+    loaded = subjects_in(lit.train_set.table if lit.train_set is not None else None)
+    return {
+        "fit": loaded if plugin.supervised else subjects_in(train_set.table),
+        "validation": subjects_in(lit.val_set.table if lit.val_set is not None else None),
+        "test": subjects_in(test_set.table),
+        "unlabelled_pretraining": [] if plugin.supervised else loaded,
+    }
 
 
 def prepare_data(request: StageRequest, spec: MethodSpec, hp: dict[str, Any]) -> FoldData:
@@ -793,5 +827,6 @@ __all__ = [
     "prepare_data",
     "run_torch_stage",
     "selects_on_validation",
+    "stage_subjects",
     "write_outputs",
 ]
