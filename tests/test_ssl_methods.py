@@ -263,20 +263,6 @@ def test_mcsp_rejects_unknown_band(data):
         mcsp.MCSPPretrain(_context("mcsp", "pretrain", both, data, eeg_band="gamma"))
 
 
-def test_pretrain_on_all_unlabelled_widens_training_set(data, fmri):
-    folds = read_folds(data["folds"])
-    train = fmri.subset(subjects_of(folds, 0, "train"), train=True)
-    val = fmri.subset(subjects_of(folds, 0, "val"))
-    for everyone, expected in ((False, len(train)), (True, len(fmri) - len(val))):
-        ctx = _context("brainmae", "pretrain", fmri, data, pretrain_on_all_unlabelled=everyone)
-        module = brainmae.BrainMAEPretrain(ctx)
-        module.supervised = False
-        module.attach(train, val, 8, 0, 1)
-        assert len(module.train_set) == expected
-        assert module.train_set.train
-        assert not set(module.train_set.table["subject"]) & set(val.table["subject"])
-
-
 def test_stage_losses_are_finite_and_differentiable(data, fmri):
     for method, cls in (
         ("brainmass", brainmass.BrainMassPretrain),

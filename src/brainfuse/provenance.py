@@ -184,13 +184,7 @@ def check_provenance(manifest: Mapping[str, Any], folds: pd.DataFrame) -> None:
     leaks = {role: sorted(test & set(s)) for role, s in reached.items() if test & set(s)}
     if leaks:
         detail = "; ".join(f"{role}: {_first(s)}" for role, s in leaks.items())
-        hint = ""
-        if leaks.get("unlabelled_pretraining"):
-            hint = (
-                " (pretrain_on_all_unlabelled pre-trains on the test subjects' data; "
-                "set it to false)"
-            )
-        raise LeakageError(f"{where}: test subjects of the fold reached the stage: {detail}{hint}")
+        raise LeakageError(f"{where}: test subjects of the fold reached the stage: {detail}")
     scored = set(manifest["subjects"]["test"]) - test
     if scored:
         raise LeakageError(

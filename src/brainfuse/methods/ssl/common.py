@@ -7,7 +7,7 @@
   :class:`~brainfuse.methods.torch.module.StageModule`).
 * :class:`MLP` (projectors, predictors, heads).
 * :class:`SSLStage`: the :class:`~brainfuse.methods.torch.module.StageModule` base of every stage of
-  this package: parameters, ``pretrain_on_all_unlabelled``, loading the previous stage by
+  this package: parameters, loading the previous stage by
   name prefix (:func:`load_matching`) and the frozen-embedding evaluation of
   :func:`frozen_embedding_metrics` (linear SVM and logistic regression on standardised
   embeddings, few-shot draws) added to ``metrics.json``.
@@ -431,9 +431,8 @@ class SSLStage(StageModule):
 
     Adds to :class:`~brainfuse.methods.torch.module.StageModule`:
 
-    * ``pretrain_on_all_unlabelled`` (a self-supervised stage only): train on every subject
-      except the validation ones (which stay out for early stopping and model selection); the
-      labels are never read. Otherwise the stage sees the fold's training subjects only;
+    * the fold's labelled training subjects kept for the frozen-embedding probe (a
+      self-supervised stage sees the fold's training subjects only, never the test subjects);
     * :meth:`load_previous` restricted to :attr:`load_prefixes`;
     * ``frozen_eval`` (bool parameter): :meth:`test_extras` adds ``frozen_embeddings`` to
       ``metrics.json``, the :func:`frozen_embedding_metrics` of :meth:`embed` (fitted on the
@@ -454,7 +453,6 @@ class SSLStage(StageModule):
         super().__init__(model, ctx.hp, ctx.class_weights)
         self.hp: dict[str, Any] = dict(ctx.hp)
         self.seed = int(ctx.seed)
-        self._everyone = ctx.dataset
         self._labelled_train: BrainDataset | None = None
 
     def attach(
@@ -465,15 +463,8 @@ class SSLStage(StageModule):
         num_workers: int,
         epochs: int,
     ) -> None:
-        """Keep the labelled training set; widen a self-supervised stage's training set to
-        every non-validation subject when ``pretrain_on_all_unlabelled`` is set."""
+        """Keep the labelled training set for the frozen-embedding probe."""
         self._labelled_train = train_set
-        if not self.supervised and self.hp.get("pretrain_on_all_unlabelled", False):
-            held_out = set() if val_set is None else set(val_set.table["subject"].astype(str))
-            everyone = self._everyone.with_fields(train_set.fields)
-            subjects = sorted(set(everyone.table["subject"].astype(str)) - held_out)
-            train_set = everyone.subset(subjects, train=True, transform=train_set.transform)
-            log.info("pre-training on %d unlabelled samples (all but validation)", len(train_set))
         super().attach(train_set, val_set, batch_size, num_workers, epochs)
 
     def load_previous(self, path: str) -> dict[str, list[str]]:

@@ -459,8 +459,8 @@ def stage_subjects(
 ) -> dict[str, list[str]]:
     """The subjects each provenance role of a trained stage read (:mod:`brainfuse.provenance`).
 
-    Taken from the datasets the module's loaders were given (``lit.train_set`` may be wider than
-    the labelled ``train_set``: ``pretrain_on_all_unlabelled``): a supervised stage fits on its
+    Taken from the datasets the module's loaders were given, not from the folds table, so that a
+    stage reading more than its fold's training subjects shows it: a supervised stage fits on its
     training loader's subjects; a self-supervised stage's loss reads them unlabelled, and its
     linear probe fits on the labelled ``train_set``.
     """
