@@ -21,8 +21,9 @@ from brainfuse.demo.common import (
     seeded_rng,
 )
 
-# Planted-effect sizes (ground truth).
-FMRI_DELTA_R = 0.35
+# Planted-effect sizes (ground truth). fMRI: 0.35 gave the linear FC baseline 0.72 balanced
+# accuracy on 24 subjects once three sites of unequal noise joined the demo; 0.45 gives 0.84.
+FMRI_DELTA_R = 0.45
 
 EEG_ALPHA_RATIO = 1.8
 
