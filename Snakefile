@@ -1,9 +1,12 @@
 # brainfuse: BIDS derivatives -> parcellated signals -> Parquet caches -> models per stage and fold
 # -> evaluation -> reports. Rules only wire files to functions in src/brainfuse/; the rule files
 # are included in the order the data flows (docs/architecture.md).
+import time
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+PLANNING_STARTED = time.monotonic()  # the wall time printed at the end counts from here
 
 # A config file given on the command line (--configfile) replaces config.yaml rather than being
 # merged into it, so that it can drop methods, filters or bands; the schema fills every default
@@ -52,4 +55,8 @@ onsuccess:
 
     # The QC table is absent when only part of the workflow was asked for (a single sample, say).
     if Path(QC_TABLE).exists():
-        print(run_summary(QC_TABLE, SKIPPED, REPORT_INDEX))
+        print(
+            run_summary(
+                QC_TABLE, SKIPPED, REPORT_INDEX, time.monotonic() - PLANNING_STARTED
+            )
+        )

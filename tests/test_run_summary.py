@@ -106,3 +106,9 @@ def test_a_finished_run_ends_with_the_summary(tmp_path):
     summary = output[output.index("brainfuse run summary") :]
     assert "3 x sub-*_task-rest_bold.nii.gz: confounds file is missing" in summary
     assert str(tmp_path / "results/reports/index.html") in summary
+
+
+def test_wall_time_is_the_last_line(tmp_path):
+    text = run_summary(_qc_table(tmp_path), {}, tmp_path / "index.html", wall_seconds=283.6)
+    assert text.splitlines()[-1] == "wall time: 4 min 44 s"
+    assert "wall time" not in run_summary(_qc_table(tmp_path), {}, tmp_path / "index.html")

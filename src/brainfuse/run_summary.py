@@ -39,7 +39,12 @@ def reason_group(reason: str) -> str:
     return _SAMPLE_ENTITY.sub(r"\1-*", _PATH.sub(r"\1", reason))
 
 
-def run_summary(qc_table_path: str | Path, skipped: dict[str, str], report_path: str | Path) -> str:
+def run_summary(
+    qc_table_path: str | Path,
+    skipped: dict[str, str],
+    report_path: str | Path,
+    wall_seconds: float | None = None,
+) -> str:
     """A short text summary of a finished run.
 
     Parameters
@@ -50,6 +55,8 @@ def run_summary(qc_table_path: str | Path, skipped: dict[str, str], report_path:
         Methods the plan skipped, name -> reason.
     report_path : str or Path
         The report's index page.
+    wall_seconds : float, optional
+        Seconds from planning to the end of this invocation (a resumed run counts only its own).
 
     Returns
     -------
@@ -74,4 +81,7 @@ def run_summary(qc_table_path: str | Path, skipped: dict[str, str], report_path:
         lines += [f"  {name}: {reason}" for name, reason in skipped.items()]
     report = Path(report_path).resolve()
     lines.append(f"report: {report}" if report.exists() else f"report: not made yet ({report})")
+    if wall_seconds is not None:
+        minutes, seconds = divmod(round(wall_seconds), 60)
+        lines.append(f"wall time: {minutes} min {seconds:02d} s")
     return "\n".join(lines)
