@@ -51,6 +51,23 @@ EVAL = {
     "per_site": f"{R}/eval/per_site.tsv",
     "diagnostics": f"{R}/eval/diagnostics.tsv",
 }
+# learning curves (the opt-in `curves` target): each fraction's subsampled folds, and the stage
+# jobs of every method on them, under curves/; the table beside the other evaluation tables
+CURVES_DIR = f"{R}/curves"
+CURVE_FOLDS = f"{CURVES_DIR}/folds/frac-{{percent}}.tsv"
+CURVE_STAGE_DIR = (
+    f"{CURVES_DIR}/models/{{method}}/frac-{{percent}}/fold-{{fold}}/{{stage}}"
+)
+CURVE_STAGE = {
+    kind: path.replace(STAGE_DIR, CURVE_STAGE_DIR) for kind, path in STAGE.items()
+}
+CURVE_CHECKPOINT_DIR = (
+    f"{CURVES_DIR}/checkpoints/{{method}}/frac-{{percent}}/fold-{{fold}}/{{stage}}"
+)
+CURVES = {
+    "table": f"{R}/eval/curves.tsv",
+    "figure": f"{R}/reports/figures/curves.png",
+}
 BIOMARKERS = f"{R}/biomarkers/{{method}}"
 BIOMARKER_TABLES = {
     "importance": f"{BIOMARKERS}/importance.tsv",
