@@ -22,7 +22,6 @@ import pandas as pd
 
 from brainfuse.core import atomic
 from brainfuse.core.errors import ConfigError
-from brainfuse.core.metrics import binary_metrics
 from brainfuse.folds import read_folds
 
 __all__ = [
@@ -173,6 +172,9 @@ def learning_curves(points: Sequence[CurvePoint]) -> pd.DataFrame:
     ``n_train_subjects`` counts the fold's training and validation subjects at that fraction:
     all the subjects the model learnt from.
     """
+    # imported here: the Snakefile imports this module while planning, which stays light
+    from brainfuse.core.metrics import binary_metrics
+
     rows = []
     for point in points:
         folds = read_folds(point.folds_path)

@@ -2,56 +2,6 @@
 # fraction of each fold's training subjects and scored on the same test subjects. A fraction below
 # 100 % is a subsampled copy of folds.tsv (brainfuse.curves: stratified, nested, seeded, test
 # subjects untouched) that the normal stage jobs train on, under curves/; 100 % is the main run.
-from pathlib import Path
-
-from brainfuse.curves import curve_methods, fraction_label
-
-CURVE_FRACTIONS = {
-    fraction_label(f): f for f in sorted(set(CFG.raw["curves"]["fractions"]))
-}
-SUBSAMPLED = {percent: f for percent, f in CURVE_FRACTIONS.items() if f < 1}
-CURVE_METHODS = curve_methods(
-    CFG.raw["curves"]["methods"], list(RUN_METHODS), list(CFG.methods)
-)
-# The report shows the curves once they are made (by `snakemake curves`): they stay opt-in, and
-# the report still builds without them.
-CURVES_IN_REPORT = list(CURVES.values()) if Path(CURVES["table"]).exists() else []
-
-
-def curve_stage_file(kind, method, percent, fold, stage):
-    return CURVE_STAGE[kind].format(
-        method=method, percent=percent, fold=fold, stage=stage
-    )
-
-
-def curve_previous_stage(w):
-    """The previous stage's model.bin of a curve stage job, at the same fraction."""
-    stages = RUN_METHODS[w.method]
-    i = stages.index(w.stage)
-    if i == 0:
-        return []
-    return [curve_stage_file("model", w.method, w.percent, w.fold, stages[i - 1])]
-
-
-def curve_predictions(method, percent):
-    """The last stage's predictions of a method at a fraction, for every fold in order."""
-    if percent not in SUBSAMPLED:
-        return final_stage_files("predictions", method)
-    last = RUN_METHODS[method][-1]
-    return [
-        curve_stage_file("predictions", method, percent, fold, last)
-        for fold in range(N_FOLDS)
-    ]
-
-
-def curve_folds_file(percent):
-    return CURVE_FOLDS.format(percent=percent) if percent in SUBSAMPLED else FOLDS
-
-
-def curve_family(method):
-    return "baseline" if CATALOG[method].family == "sklearn" else "deep"
-
-
 rule curve_folds:
     input:
         folds=FOLDS,
