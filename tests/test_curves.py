@@ -188,7 +188,7 @@ def test_curves_section_and_figure(curves, tmp_path):
     for column in ("10%", "25%", "50%", "100%"):
         assert f"<th>{column}</th>" in html
     assert html.count("<tr>") == 1 + 2  # header and one row per method
-    assert "the best baseline is logreg_fc" in html and "the best deep is gcn_fc" in html
+    assert "the best baseline is logreg_fc" in html and "the best deep method is gcn_fc" in html
     # without the table (curves not made) there is no section
     assert curves_section(None) == ""
     assert curves_section(curves.iloc[:0]) == ""

@@ -63,6 +63,10 @@ def curves_figure(curves: pd.DataFrame, out_png: str | Path) -> str:
             ax.fill_between(x, mean - sd, mean + sd, color=colour, alpha=0.12, lw=0)
         ax.axhline(0.5, color="#b42318", lw=1, ls=":")
         ax.set_xscale("log")
+        # the training sizes themselves as ticks (a log axis would show only powers of ten)
+        sizes = np.unique(np.round(means["n_train_subjects"].to_numpy(float)))
+        ax.set_xticks(sizes, [f"{size:.0f}" for size in sizes])
+        ax.minorticks_off()
         ax.set_xlabel("training subjects per fold (fit + validation, log scale)")
         ax.set_ylabel(f"{metric.replace('_', ' ')} (mean ± SD over folds)")
         ax.set_ylim(-0.02, 1.02)
@@ -81,7 +85,7 @@ def _few_shot_sentence(means: pd.DataFrame) -> str:
             continue
         best = rows.loc[rows["balanced_accuracy_mean"].idxmax()]
         parts.append(
-            f"the best {family} is {best['method']} "
+            f"the best {'deep method' if family == 'deep' else family} is {best['method']} "
             f"({best['balanced_accuracy_mean']:.2f} balanced accuracy)"
         )
     if not parts:
@@ -111,8 +115,9 @@ def curves_section(curves: pd.DataFrame | None, figure: str | Path | None = None
         "on a fraction of each fold's training subjects and scored on the same test subjects. "
         "Each fraction is drawn per fold, stratified by label, from the training and the "
         "validation subjects separately (validation stays inside the subsample), and smaller "
-        "fractions are subsets of larger ones; 100 % is the main run. "
-        f"Mean ± SD over {folds} folds; baselines dashed, deep methods solid. The few-shot end "
+        "fractions are subsets of larger ones"
+        + ("; 100 % is the main run. " if (curves["fraction"] == 1).any() else ". ")
+        + f"Mean ± SD over {folds} folds; baselines dashed, deep methods solid. The few-shot end "
         "shows whether pre-training helps when labelled subjects are scarce.</p>",
     ]
     reading = _few_shot_sentence(means)
