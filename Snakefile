@@ -28,6 +28,9 @@ localrules:
     diagnostics,
     evaluate,
     report,
+    curve_folds,
+    curves_evaluate,
+    curves,
 
 
 include: "workflow/rules/demo.smk"
@@ -35,6 +38,7 @@ include: "workflow/rules/modalities.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/diagnostics.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/curves.smk"
 include: "workflow/rules/report.smk"
 
 

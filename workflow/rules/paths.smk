@@ -1,6 +1,9 @@
 # Every file the workflow writes, named once. Rule files and input functions use these names;
 # a rule's inputs are always outputs named here (or discovered input files), so every file a
 # job reads is declared.
+from pathlib import Path
+
+from brainfuse.curves import curve_methods, fraction_label
 
 # per-sample derivatives: modality -> output name -> pattern with the sample's wildcards
 SAMPLE_OUTPUTS = {
@@ -52,6 +55,23 @@ EVAL = {
     "deltas": f"{R}/eval/deltas.tsv",
     "per_site": f"{R}/eval/per_site.tsv",
     "diagnostics": f"{R}/eval/diagnostics.tsv",
+}
+# learning curves (the opt-in `curves` target): each fraction's subsampled folds, and the stage
+# jobs of every method on them, under curves/; the table beside the other evaluation tables
+CURVES_DIR = f"{R}/curves"
+CURVE_FOLDS = f"{CURVES_DIR}/folds/frac-{{percent}}.tsv"
+CURVE_STAGE_DIR = (
+    f"{CURVES_DIR}/models/{{method}}/frac-{{percent}}/fold-{{fold}}/{{stage}}"
+)
+CURVE_STAGE = {
+    kind: path.replace(STAGE_DIR, CURVE_STAGE_DIR) for kind, path in STAGE.items()
+}
+CURVE_CHECKPOINT_DIR = (
+    f"{CURVES_DIR}/checkpoints/{{method}}/frac-{{percent}}/fold-{{fold}}/{{stage}}"
+)
+CURVES = {
+    "table": f"{R}/eval/curves.tsv",
+    "figure": f"{R}/reports/figures/curves.png",
 }
 BIOMARKERS = f"{R}/biomarkers/{{method}}"
 BIOMARKER_TABLES = {
@@ -117,3 +137,51 @@ def previous_stage(w):
     stages = RUN_METHODS[w.method]
     i = stages.index(w.stage)
     return [] if i == 0 else [stage_file("model", w.method, w.fold, stages[i - 1])]
+
+
+# The learning curves' plan (workflow/rules/curves.smk): fractions by their path label, the ones
+# below 100 % that have their own folds and stage jobs, and the methods refitted.
+CURVE_FRACTIONS = {
+    fraction_label(f): f for f in sorted(set(CFG.raw["curves"]["fractions"]))
+}
+SUBSAMPLED = {percent: f for percent, f in CURVE_FRACTIONS.items() if f < 1}
+CURVE_METHODS = curve_methods(
+    CFG.raw["curves"]["methods"], list(RUN_METHODS), list(CFG.methods)
+)
+# The report shows the curves once they are made (by `snakemake curves`): they stay opt-in, and
+# the report still builds without them.
+CURVES_IN_REPORT = list(CURVES.values()) if Path(CURVES["table"]).exists() else []
+
+
+def curve_stage_file(kind, method, percent, fold, stage):
+    return CURVE_STAGE[kind].format(
+        method=method, percent=percent, fold=fold, stage=stage
+    )
+
+
+def curve_previous_stage(w):
+    """The previous stage's model.bin of a curve stage job, at the same fraction."""
+    stages = RUN_METHODS[w.method]
+    i = stages.index(w.stage)
+    if i == 0:
+        return []
+    return [curve_stage_file("model", w.method, w.percent, w.fold, stages[i - 1])]
+
+
+def curve_predictions(method, percent):
+    """The last stage's predictions of a method at a fraction, for every fold in order."""
+    if percent not in SUBSAMPLED:
+        return final_stage_files("predictions", method)
+    last = RUN_METHODS[method][-1]
+    return [
+        curve_stage_file("predictions", method, percent, fold, last)
+        for fold in range(N_FOLDS)
+    ]
+
+
+def curve_folds_file(percent):
+    return CURVE_FOLDS.format(percent=percent) if percent in SUBSAMPLED else FOLDS
+
+
+def curve_family(method):
+    return "baseline" if CATALOG[method].family == "sklearn" else "deep"

@@ -153,6 +153,7 @@ rule report:
         folds=FOLDS,
         folds_summary=FOLDS_SUMMARY,
         diagnostics=EVAL["diagnostics"],
+        curves=CURVES_IN_REPORT,  # the learning curves, once made (curves.smk)
         caches=[cache_of(m) for m in MODALITIES if m in AVAILABLE],
         figures=list(REPORT_FIGURES.values()),
         biomarkers=[

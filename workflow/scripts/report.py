@@ -28,6 +28,8 @@ build_report(
         deltas_path=snakemake.input.deltas,
         per_site_path=snakemake.input.per_site,
         diagnostics_path=snakemake.input.diagnostics,
+        curves_path=snakemake.input.curves[0] if snakemake.input.curves else None,
+        curves_figure=snakemake.input.curves[1] if snakemake.input.curves else None,
         figures={Path(p).stem: p for p in snakemake.input.figures},
         biomarkers=biomarkers,
         method_pages={Path(p).stem: p for p in snakemake.output.pages},

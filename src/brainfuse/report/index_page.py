@@ -23,6 +23,7 @@ import pandas as pd
 
 from brainfuse.core import atomic
 from brainfuse.evaluate import site_spread
+from brainfuse.report.curves import curves_section, read_curves
 from brainfuse.report.diagnostics import diagnostics_section, read_diagnostics
 from brainfuse.report.html import (
     METRIC_NAMES,
@@ -248,6 +249,9 @@ class ReportInputs:
     diagnostics_path : str, optional
         ``eval/diagnostics.tsv``: site, motion and label predictability of each feature set
         before and after in-fold ComBat (:mod:`brainfuse.diagnostics`).
+    curves_path, curves_figure : str, optional
+        ``eval/curves.tsv`` and its figure (the opt-in learning curves, :mod:`brainfuse.curves`);
+        the "Learning curves" section appears when the table exists.
     n_permutations, seed : int
         Label-permutation tests of every method.
     """
@@ -273,6 +277,8 @@ class ReportInputs:
     deltas_path: str | None = None
     per_site_path: str | None = None
     diagnostics_path: str | None = None
+    curves_path: str | None = None
+    curves_figure: str | None = None
     n_permutations: int = 5000
     seed: int = 0
 
@@ -329,6 +335,7 @@ def build_report(inputs: ReportInputs) -> None:
         ),
         *_per_site_section(per_site, embedded, _group_by(inputs.folds_summary_path)),
         diagnostics_section(read_diagnostics(inputs.diagnostics_path)),
+        curves_section(read_curves(inputs.curves_path), inputs.curves_figure),
         _biomarker_overview(method_summaries, page_links),
     ]
     if inputs.truth_path and Path(inputs.truth_path).exists():
