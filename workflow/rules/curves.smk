@@ -33,6 +33,7 @@ use rule train_stage as curve_train_stage with:
         model=CURVE_STAGE["model"],
         metrics=CURVE_STAGE["metrics"],
         predictions=CURVE_STAGE["predictions"],
+        provenance=CURVE_STAGE["provenance"],
         tables=directory(CURVE_STAGE["tables"]),
     log:
         f"{LOGS}/curves/{{method}}_frac-{{percent}}_fold-{{fold}}_{{stage}}.log",
@@ -62,6 +63,7 @@ use rule fit_baseline as curve_fit_baseline with:
         model=CURVE_STAGE["model"],
         metrics=CURVE_STAGE["metrics"],
         predictions=CURVE_STAGE["predictions"],
+        provenance=CURVE_STAGE["provenance"],
         tables=directory(CURVE_STAGE["tables"]),
     log:
         f"{LOGS}/curves/{{method}}_frac-{{percent}}_fold-{{fold}}_{{stage}}.log",
@@ -93,6 +95,8 @@ rule curves_evaluate:
             for p in curve_predictions(method, percent)
         ],
         folds=[curve_folds_file(percent) for percent in CURVE_FRACTIONS],
+        # the subsampled stages' manifests, checked against their folds before scoring
+        provenance=[p for percent in SUBSAMPLED for p in curve_manifests(percent)],
     output:
         table=CURVES["table"],
         figure=report(
@@ -103,6 +107,8 @@ rule curves_evaluate:
     conda:
         ENV
     params:
+        manifests={percent: curve_manifests(percent) for percent in SUBSAMPLED},
+        folds_files={percent: curve_folds_file(percent) for percent in SUBSAMPLED},
         # one point per method and fraction: its folds file and last-stage predictions
         points=[
             {

@@ -179,6 +179,16 @@ def curve_predictions(method, percent):
     ]
 
 
+def curve_manifests(percent):
+    """The provenance.json of every stage of every curve method at a subsampled fraction."""
+    return [
+        curve_stage_file("provenance", method, percent, fold, stage)
+        for method in CURVE_METHODS
+        for fold in range(N_FOLDS)
+        for stage in RUN_METHODS[method]
+    ]
+
+
 def curve_folds_file(percent):
     return CURVE_FOLDS.format(percent=percent) if percent in SUBSAMPLED else FOLDS
 
