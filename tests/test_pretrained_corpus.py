@@ -26,6 +26,7 @@ from brainfuse.methods.pretrained import (
     corpus_subjects,
     list_encoders,
     pretrain_on_corpus,
+    pretraining_summary,
     read_manifest,
 )
 from brainfuse.methods.request import StageOutputs, StageRequest
@@ -33,6 +34,7 @@ from brainfuse.methods.torch.runner import run_torch_stage
 from brainfuse.methods.torch.synthetic import write_synthetic_caches
 from brainfuse.modalities import builtin_modalities
 from brainfuse.provenance import LeakageError, check_provenance, file_record, stage_manifest
+from brainfuse.report.index_page import _pretraining_section
 
 torch.set_num_threads(1)
 
@@ -270,3 +272,19 @@ def test_the_cli_lists_and_inspects_encoders(encoder, capsys):
     assert json.loads(capsys.readouterr().out) == read_manifest(encoder)
     assert main(["pretrained", "list", str(root / "nothing")]) == 0
     assert "no pre-trained encoder" in capsys.readouterr().out
+
+
+def test_the_report_says_what_each_encoder_was_pre_trained_on(encoder, corpus):
+    manifest = str(encoder.with_name("manifest.json"))
+    two = ["pretrain", "finetune"]
+    on_corpus = pretraining_summary(two, manifest, None)
+    assert on_corpus.startswith(f"corpus {corpus.parent} (16 subjects, 16 samples, unlabelled)")
+    assert pretraining_summary(two, manifest, str(encoder)).startswith(f"init file {encoder}")
+    assert pretraining_summary(two, None, None).startswith("each fold's training subjects")
+    assert pretraining_summary(["fit"], None, None) == ""
+    section = "".join(
+        _pretraining_section({"brainmae": on_corpus, "logreg_fc": ""}, {"brainmae": "b.html"})
+    )
+    assert "<a href='b.html'>brainmae</a>" in section and "16 subjects" in section
+    assert "logreg_fc" not in section
+    assert _pretraining_section({"logreg_fc": ""}, {}) == []

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -45,6 +45,7 @@ __all__ = [
     "overlapping_subjects",
     "pretrain_on_corpus",
     "pretrained_subjects",
+    "pretraining_summary",
     "read_manifest",
 ]
 
@@ -300,6 +301,31 @@ def pretrain_on_corpus(job: CorpusJob, catalog: Any = None) -> dict[str, Any]:
 def _corpus_roles(corpus: Mapping[str, str]) -> dict[str, set[str]]:
     """Every corpus subject trains; none validates or is tested."""
     return {"train": set(corpus_subjects(corpus)), "val": set(), "test": set()}
+
+
+def pretraining_summary(stages: Sequence[str], manifest: str | None, init: str | None) -> str:
+    """What a method's encoder was pre-trained on, in one phrase for the report ("" when the
+    method has no pre-training stage).
+
+    Parameters
+    ----------
+    stages : sequence of str
+        The method's configured stages (``methods.<m>.stages``).
+    manifest : str, optional
+        The ``manifest.json`` of its run-once pre-training (``pretrain_on`` or ``init``).
+    init : str, optional
+        ``methods.<m>.init``: the encoder file it was given.
+    """
+    if manifest:
+        read = read_manifest(manifest)
+        corpus = (
+            f"corpus {read['corpus']['source']} ({read['n_subjects']} subjects, "
+            f"{read['n_samples']} samples, unlabelled), once for every fold"
+        )
+        return f"init file {init}: {corpus}" if init else corpus
+    if STAGE in stages:
+        return "each fold's training subjects (unlabelled, in every fold)"
+    return ""
 
 
 def list_encoders(root: str | os.PathLike) -> list[dict[str, Any]]:
