@@ -160,6 +160,8 @@ def check_plan(
     check.run_methods, check.skipped_methods = catalog.plan(config.methods, available)
     if subjects is not None and not check.errors:
         _folds_checks(check, raw["cv"], subjects)
+    if subjects is not None:
+        _pretrained_checks(check, config, catalog, set(subjects["subject"].astype(str)))
     if not raw["input"]["demo"] and not check.errors:
         _adjustment_checks(check, raw, modalities)
     return check
@@ -249,6 +251,43 @@ def _adjustment_checks(check: PlanCheck, config: dict, modalities: Mapping[str, 
             check.errors.append(message)
     if absent := missing(list(config["confounds"])):
         check.errors.append(f"confounds {absent} are {where}")
+
+
+def _pretrained_checks(check: PlanCheck, config: Config, catalog: Catalog, study: set[str]) -> None:
+    """A corpus (``pretrain_on``) or an encoder (``init``) must exist and must not have seen a
+    subject of this study: any of them may be a test subject of some fold. Subjects are
+    compared by label, so the corpus and the study must share one subject namespace."""
+    from brainfuse.methods.pretrained import (
+        corpus_subjects,
+        method_corpus,
+        overlapping_subjects,
+        pretrained_subjects,
+        read_manifest,
+    )
+
+    for name in check.run_methods:
+        method = config.methods[name]
+        if not (method.pretrain_on or method.init):
+            continue
+        key = f"methods.{name}.{'pretrain_on' if method.pretrain_on else 'init'}"
+        source = method.pretrain_on or method.init
+        try:
+            if method.pretrain_on:
+                seen = corpus_subjects(method_corpus(catalog[name], source))
+            else:
+                seen = pretrained_subjects(read_manifest(source))
+        except ConfigError as error:  # names its key already
+            check.errors.append(str(error))
+            continue
+        except (FileNotFoundError, ValueError) as error:  # a missing or unreadable file
+            check.errors.append(f"{key}: {error}")
+            continue
+        if shared := overlapping_subjects(seen, study):
+            check.errors.append(
+                f"{key}: {len(shared)} subjects of this study are in the pre-training data of "
+                f"{source} (any may be a test subject; pre-train on other subjects): "
+                f"{_listed(shared)}"
+            )
 
 
 def _folds_checks(check: PlanCheck, cv: Mapping, subjects: pd.DataFrame) -> None:

@@ -61,6 +61,39 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if plan.errors else 0
 
 
+def _pretrained(args: argparse.Namespace) -> int:
+    """List the encoders pre-trained once on a corpus, or print one's manifest."""
+    import json
+
+    import pandas as pd
+
+    from brainfuse.methods.pretrained import list_encoders, read_manifest
+
+    if args.action == "inspect":
+        if args.path is None:
+            print(
+                "brainfuse pretrained inspect: give an encoder.bin or its folder", file=sys.stderr
+            )
+            return 2
+        try:
+            manifest = read_manifest(args.path)
+        except (FileNotFoundError, ValueError) as error:
+            print(error, file=sys.stderr)
+            return 1
+        print(json.dumps(manifest, indent=2))
+        return 0
+    root = Path(args.path or "results/pretrained")
+    rows = list_encoders(root)
+    if not rows:
+        print(f"no pre-trained encoder under {root}")
+        return 0
+    table = pd.DataFrame(rows)[
+        ["method", "corpus", "n_subjects", "n_samples", "created", "path"]
+    ].rename(columns={"n_subjects": "subjects", "n_samples": "samples", "created": "date"})
+    print(table.to_string(index=False))
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
     import importlib
 
@@ -104,6 +137,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     check.add_argument("--configfile", default="config.yaml")
     check.set_defaults(func=_check)
+
+    pretrained = sub.add_parser(
+        "pretrained", help="encoders pre-trained once on a corpus: list them, inspect one"
+    )
+    pretrained.add_argument("action", choices=["list", "inspect"])
+    pretrained.add_argument(
+        "path",
+        nargs="?",
+        default=None,
+        help="list: a folder (default results/pretrained); inspect: an encoder.bin or its folder",
+    )
+    pretrained.set_defaults(func=_pretrained)
 
     bench = sub.add_parser("bench", help="benchmarks that print speed ratios")
     bench.add_argument("name", choices=sorted(BENCHES))

@@ -87,10 +87,14 @@ class HarmoniseConfig:
 
 @dataclass(frozen=True)
 class MethodConfig:
-    """``methods.<name>``: the stages to run, in order, and hyper-parameter overrides."""
+    """``methods.<name>``: the stages to run, in order, and hyper-parameter overrides;
+    ``pretrain_on`` (a corpus cache or folder) or ``init`` (an ``encoder.bin``) replace the
+    per-fold ``pretrain`` stage (:mod:`brainfuse.methods.pretrained`)."""
 
     stages: tuple[str, ...]
     params: Mapping[str, Any] = field(default_factory=dict)
+    pretrain_on: str | None = None
+    init: str | None = None
 
 
 @dataclass(frozen=True)
@@ -224,7 +228,12 @@ def read_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
         ),
         confounds=tuple(raw["confounds"]),
         methods={
-            name: MethodConfig(stages=tuple(m["stages"]), params=m.get("params", {}))
+            name: MethodConfig(
+                stages=tuple(m["stages"]),
+                params=m.get("params", {}),
+                pretrain_on=m["pretrain_on"],
+                init=m["init"],
+            )
             for name, m in raw["methods"].items()
         },
         resources=raw["resources"],

@@ -19,7 +19,8 @@ Roles (:data:`ROLES`):
 ``test``
     Subjects scored once by the selected model.
 ``unlabelled_pretraining``
-    Subjects whose data (never their labels) a self-supervised stage's loss read.
+    Subjects whose data (never their labels) a self-supervised stage's loss read, or that the
+    run-once pre-training the stage started from read (``methods.<m>.pretrain_on``, ``init``).
 
 The evaluate step runs :func:`check_manifests` on every stage of every fold before it reads a
 prediction: :func:`check_provenance` raises :class:`LeakageError` when a test subject of a fold
@@ -98,6 +99,7 @@ def stage_manifest(
     subjects: Mapping[str, Iterable[str]],
     extra_inputs: Mapping[str, str] | None = None,
     adjustment: Mapping[str, Any] | None = None,
+    pretrained: str | None = None,
 ) -> dict[str, Any]:
     """The provenance manifest of one stage on one fold.
 
@@ -122,6 +124,12 @@ def stage_manifest(
     adjustment : mapping, optional
         The harmonisation and confound-regression record (its ``fit_subjects`` included); None
         when the stage fits neither.
+    pretrained : str, optional
+        The ``manifest.json`` of the run-once pre-training whose encoder ``previous`` is
+        (``methods.<m>.pretrain_on`` or ``init``): recorded with its content under
+        ``inputs["init"]``, and the subjects it was trained on added to
+        ``unlabelled_pretraining`` (so that :func:`check_provenance` refuses a corpus holding a
+        test subject of the fold).
 
     Returns
     -------
@@ -137,6 +145,11 @@ def stage_manifest(
         "previous": file_record(previous) if previous else None,
         **{name: file_record(p) for name, p in sorted((extra_inputs or {}).items())},
     }
+    roles = {role: {str(s) for s in subjects.get(role, ())} for role in ROLES}
+    if pretrained:
+        init = json.loads(Path(pretrained).read_text())
+        inputs["init"] = {**file_record(pretrained), "manifest": init}
+        roles["unlabelled_pretraining"] |= set(init["subjects"]["unlabelled_pretraining"])
     return {
         "format": FORMAT,
         "method": method,
@@ -145,7 +158,7 @@ def stage_manifest(
         "seed": int(seed),
         "config_hash": config_hash({"params": dict(params), "seed": int(seed)}),
         "inputs": inputs,
-        "subjects": {role: sorted({str(s) for s in subjects.get(role, ())}) for role in ROLES},
+        "subjects": {role: sorted(roles[role]) for role in ROLES},
         "adjustment": None if adjustment is None else dict(adjustment),
     }
 

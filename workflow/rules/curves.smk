@@ -29,6 +29,7 @@ use rule train_stage as curve_train_stage with:
         caches=lambda w: caches_of_method(w.method),
         folds=CURVE_FOLDS,
         previous=curve_previous_stage,
+        pretrained=pretrained_manifest,
     output:
         model=CURVE_STAGE["model"],
         metrics=CURVE_STAGE["metrics"],

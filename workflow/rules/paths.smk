@@ -1,3 +1,5 @@
+from brainfuse.methods import pretrained
+
 # Every file the workflow writes, named once. Rule files and input functions use these names;
 # a rule's inputs are always outputs named here (or discovered input files), so every file a
 # job reads is declared.
@@ -46,6 +48,25 @@ STAGE = {
 }
 # Lightning's resumable checkpoints: deliberately not a declared output
 CHECKPOINT_DIR = f"{R}/checkpoints/{{method}}/fold-{{fold}}/{{stage}}"
+
+# a method's pre-training run once on a corpus (methods.<m>.pretrain_on), for every fold
+PRETRAINED_DIR = f"{R}/pretrained/{{method}}"
+PRETRAINED = {
+    "encoder": f"{PRETRAINED_DIR}/{pretrained.ENCODER}",
+    "manifest": f"{PRETRAINED_DIR}/{pretrained.MANIFEST}",
+}
+PRETRAIN_CHECKPOINT_DIR = f"{R}/checkpoints/{{method}}/pretrained"
+# method -> its corpus caches (modality -> path)
+CORPUS = {
+    m: pretrained.method_corpus(CATALOG[m], CFG.methods[m].pretrain_on)
+    for m in RUN_METHODS
+    if CFG.methods[m].pretrain_on
+}
+# method -> the encoder.bin every fold's first stage starts from (pretrain_on or init)
+ENCODERS = {
+    **{m: PRETRAINED["encoder"].format(method=m) for m in CORPUS},
+    **{m: CFG.methods[m].init for m in RUN_METHODS if CFG.methods[m].init},
+}
 
 # evaluation, biomarkers, report
 EVAL = {
@@ -124,19 +145,35 @@ def all_stage_files(kind):
     ]
 
 
-def stage_before_final(method):
-    """The model.bin of the stage before the last, for every fold (empty for one stage)."""
+def previous_model(method, fold, stage):
+    """The model.bin a stage starts from: the previous stage's, the encoder pre-trained once
+    for the first stage (pretrain_on, init), or none."""
     stages = RUN_METHODS[method]
-    if len(stages) < 2:
-        return []
-    return [stage_file("model", method, fold, stages[-2]) for fold in range(N_FOLDS)]
+    i = stages.index(stage)
+    if i > 0:
+        return [stage_file("model", method, fold, stages[i - 1])]
+    return [ENCODERS[method]] if method in ENCODERS else []
+
+
+def stage_before_final(method):
+    """The model.bin the last stage starts from, for every fold (empty when none)."""
+    return [
+        path
+        for fold in range(N_FOLDS)
+        for path in previous_model(method, fold, RUN_METHODS[method][-1])
+    ]
 
 
 def previous_stage(w):
-    """The previous stage's model.bin of a stage job (none for the first stage)."""
-    stages = RUN_METHODS[w.method]
-    i = stages.index(w.stage)
-    return [] if i == 0 else [stage_file("model", w.method, w.fold, stages[i - 1])]
+    """The model.bin a stage job starts from (none for a first stage trained from scratch)."""
+    return previous_model(w.method, w.fold, w.stage)
+
+
+def pretrained_manifest(w):
+    """The manifest.json of the encoder a first stage starts from (pretrain_on, init)."""
+    if w.method not in ENCODERS or RUN_METHODS[w.method].index(w.stage) > 0:
+        return []
+    return [str(pretrained.manifest_of(ENCODERS[w.method]))]
 
 
 # The learning curves' plan (workflow/rules/curves.smk): fractions by their path label, the ones
@@ -163,8 +200,8 @@ def curve_previous_stage(w):
     """The previous stage's model.bin of a curve stage job, at the same fraction."""
     stages = RUN_METHODS[w.method]
     i = stages.index(w.stage)
-    if i == 0:
-        return []
+    if i == 0:  # the encoder pre-trained once (pretrain_on, init) is the same at every fraction
+        return [ENCODERS[w.method]] if w.method in ENCODERS else []
     return [curve_stage_file("model", w.method, w.percent, w.fold, stages[i - 1])]
 
 

@@ -162,6 +162,8 @@ rule report:
             for path in (*BIOMARKER_TABLES.values(), *BIOMARKER_FIGURES.values())
         ],
         truth=TRUTH,
+        # what the encoders pre-trained once (pretrain_on, init) saw
+        pretrained=[str(pretrained.manifest_of(e)) for e in ENCODERS.values()],
     output:
         index=report(
             REPORT_INDEX,
@@ -193,6 +195,16 @@ rule report:
             for m in RUN_METHODS
         },
         stages=RUN_METHODS,
+        pretraining={
+            m: {
+                "stages": list(CFG.methods[m].stages),
+                "manifest": (
+                    str(pretrained.manifest_of(ENCODERS[m])) if m in ENCODERS else None
+                ),
+                "init": CFG.methods[m].init,
+            }
+            for m in RUN_METHODS
+        },
         positive=CFG.label.positive,
         seed=CFG.seed,
     script:

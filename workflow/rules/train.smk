@@ -9,6 +9,7 @@ rule train_stage:
         caches=lambda w: caches_of_method(w.method),
         folds=FOLDS,
         previous=previous_stage,
+        pretrained=pretrained_manifest,
     output:
         model=STAGE["model"],
         metrics=STAGE["metrics"],
@@ -70,3 +71,38 @@ use rule train_stage as fit_baseline with:
         harmonise=CFG.raw["harmonise"],
         confounds=list(CFG.confounds),
         participant_column=CFG.input.participant_column,
+
+
+# A method's pre-training run once on an unlabelled corpus (methods.<m>.pretrain_on), not per
+# fold: every fold's next stage starts from its encoder.bin (previous_stage).
+
+
+rule pretrain_corpus:
+    input:
+        corpus=lambda w: list(CORPUS[w.method].values()),
+    output:
+        encoder=PRETRAINED["encoder"],
+        manifest=PRETRAINED["manifest"],
+    log:
+        f"{LOGS}/train/{{method}}_pretrained.log",
+    benchmark:
+        f"{BENCHMARKS}/train/{{method}}_pretrained.tsv"
+    wildcard_constraints:
+        # no method when no corpus is configured: a pattern that matches nothing
+        method="|".join(re.escape(m) for m in CORPUS) or "(?!)",
+    conda:
+        ENV
+    threads: res("train", "threads")
+    resources:
+        mem_mb=res("train", "mem_mb"),
+        runtime=res("train", "runtime"),
+        gpu=res("train", "gpu"),
+    params:
+        modalities=lambda w: list(CORPUS[w.method]),
+        source=lambda w: CFG.methods[w.method].pretrain_on,
+        seed=CFG.seed,
+        method_params=lambda w: CFG.methods[w.method].params,
+        extensions=CFG.extensions,
+        checkpoint_dir=lambda w: PRETRAIN_CHECKPOINT_DIR.format(method=w.method),
+    script:
+        "../scripts/pretrain_corpus.py"

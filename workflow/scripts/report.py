@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from brainfuse.core.logging import setup_logging
+from brainfuse.methods.pretrained import pretraining_summary
 from brainfuse.modalities.base import load_modality
 from brainfuse.report.index_page import ReportInputs, build_report
 
@@ -36,6 +37,7 @@ build_report(
         truth_path=snakemake.input.truth[0] if snakemake.input.truth else None,
         stages={m: list(s) for m, s in snakemake.params.stages.items()},
         families=dict(snakemake.params.families),
+        pretraining={m: pretraining_summary(**p) for m, p in snakemake.params.pretraining.items()},
         positive=snakemake.params.positive,
         seed=snakemake.params.seed,
     )

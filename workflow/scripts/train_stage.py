@@ -15,6 +15,8 @@ if hasattr(snakemake.params, "harmonise"):
         "participants": participants[0] if participants else None,
         "participant_column": snakemake.params.participant_column,
     }
+# the manifest of the encoder pre-trained once (pretrain_on, init) a first stage starts from
+pretrained = snakemake.input.get("pretrained", [])
 request = StageRequest(
     method=snakemake.wildcards.method,
     stage=snakemake.wildcards.stage,
@@ -34,5 +36,6 @@ request = StageRequest(
     previous=snakemake.input.previous[0] if snakemake.input.previous else None,
     checkpoint_dir=snakemake.params.checkpoint_dir,
     devices=max(1, int(snakemake.resources.get("gpu", 0))),
+    pretrained=pretrained[0] if pretrained else None,
 )
 run_stage(request, catalog)

@@ -97,6 +97,24 @@ class Catalog:
             if name not in self._specs:
                 raise ConfigError(f"methods.{name}: unknown method; known: {self.names()}")
             self._check_stages(self._specs[name], _stages_of(cfg))
+            self._check_pretrained(self._specs[name], cfg)
+
+    @staticmethod
+    def _check_pretrained(spec: MethodSpec, cfg: Any) -> None:
+        """``pretrain_on`` and ``init`` replace a torch method's first stage, ``pretrain``, and
+        need a stage after it that starts from the encoder."""
+        given = [key for key in ("pretrain_on", "init") if _entry(cfg, key)]
+        if not given:
+            return
+        key = f"methods.{spec.name}.{given[0]}"
+        if len(given) > 1:
+            raise ConfigError(f"methods.{spec.name}: give pretrain_on or init, not both")
+        stages = _stages_of(cfg)
+        if spec.family != "torch" or stages[0] != "pretrain" or len(stages) < 2:
+            raise ConfigError(
+                f"{key}: replaces the per-fold pretrain stage, so the stages must start with "
+                f"pretrain and go on with another (methods.{spec.name}.stages: {stages})"
+            )
 
     @staticmethod
     def _check_stages(spec: MethodSpec, stages: list[str]) -> None:
@@ -130,6 +148,9 @@ class Catalog:
             reason = self._skip_reason(self._specs[name], available)
             if reason:
                 skipped[name] = reason
+            elif _entry(cfg, "pretrain_on") or _entry(cfg, "init"):
+                # pre-trained once (results/pretrained/<name>/) instead of in every fold
+                run[name] = _stages_of(cfg)[1:]
             else:
                 run[name] = _stages_of(cfg)
         return run, skipped
@@ -210,6 +231,11 @@ class Catalog:
 
 def _stages_of(cfg: Any) -> list[str]:
     return list(cfg["stages"] if isinstance(cfg, Mapping) else cfg.stages)
+
+
+def _entry(cfg: Any, key: str) -> Any:
+    """``key`` of a method's config entry (a mapping or a MethodConfig); None when absent."""
+    return cfg.get(key) if isinstance(cfg, Mapping) else getattr(cfg, key, None)
 
 
 def default_catalog() -> Catalog:

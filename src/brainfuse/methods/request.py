@@ -85,6 +85,10 @@ class StageRequest:
         it); required for torch methods.
     devices : int
         Processes/GPUs of a torch stage; ``> 1`` trains with DDP.
+    pretrained : str, optional
+        The ``manifest.json`` of a run-once pre-training whose ``encoder.bin`` is ``previous``
+        (``pretrain_on`` or ``init``, :mod:`brainfuse.methods.pretrained`): copied into the
+        stage's provenance, its subjects listed as unlabelled pre-training.
     """
 
     method: str
@@ -99,3 +103,4 @@ class StageRequest:
     previous: str | None = None
     checkpoint_dir: str | None = None
     devices: int = 1
+    pretrained: str | None = None

@@ -241,6 +241,10 @@ class ReportInputs:
         The demo's ``ground_truth.json``; only its presence adds the recovery section.
     stages, families : mapping
         Stages of each method; ``baseline`` or ``deep`` per method.
+    pretraining : mapping, optional
+        Method -> what its encoder was pre-trained on (each fold's training subjects, a corpus
+        or an ``init`` file; :func:`brainfuse.methods.pretrained.pretraining_summary`), for
+        the methods with a pre-training stage.
     positive : str, optional
         The positive class (captions).
     deltas_path, per_site_path : str, optional
@@ -273,6 +277,7 @@ class ReportInputs:
     truth_path: str | None = None
     stages: Mapping[str, Sequence[str]] = field(default_factory=dict)
     families: Mapping[str, str] = field(default_factory=dict)
+    pretraining: Mapping[str, str] = field(default_factory=dict)
     positive: str | None = None
     deltas_path: str | None = None
     per_site_path: str | None = None
@@ -333,6 +338,7 @@ def build_report(inputs: ReportInputs) -> None:
         *_results_section(
             summary, inputs.descriptions, families, page_links, best, embedded, evaluation
         ),
+        *_pretraining_section(inputs.pretraining, page_links),
         *_per_site_section(per_site, embedded, _group_by(inputs.folds_summary_path)),
         diagnostics_section(read_diagnostics(inputs.diagnostics_path)),
         curves_section(read_curves(inputs.curves_path), inputs.curves_figure),
@@ -414,6 +420,7 @@ def _write_method_pages(
             deltas=evaluation.deltas,
             per_site=evaluation.per_site,
             permutation=(evaluation.permutation or {}).get("methods", {}).get(method),
+            pretraining=inputs.pretraining.get(method, ""),
         )
         atomic.write_text(page, html)
         method_summaries[method] = attribution
@@ -542,6 +549,29 @@ def _results_section(
             ),
         ]
     return parts
+
+
+def _pretraining_section(
+    pretraining: Mapping[str, str], page_links: Mapping[str, str]
+) -> list[str]:
+    """What each self-supervised method's encoder was pre-trained on (none: no section)."""
+    rows = {m: text for m, text in pretraining.items() if text}
+    if not rows:
+        return []
+    names = [
+        f"<a href='{escape(page_links[m], quote=True)}'>{escape(m)}</a>"
+        if m in page_links
+        else escape(m)
+        for m in rows
+    ]
+    table = pd.DataFrame({"method": names, "encoder pre-trained on": list(rows.values())})
+    return [
+        "<h3>What each encoder was pre-trained on</h3>",
+        "<p>Self-supervised pre-training reads no label. In every fold it sees either that "
+        "fold's training subjects or a corpus of other subjects, pre-trained on once; the "
+        "planning check refuses a corpus holding a subject of this study.</p>",
+        html_table(table, raw_columns=("method",), text_columns=("encoder pre-trained on",)),
+    ]
 
 
 def _deltas_section(deltas: pd.DataFrame | None) -> list[str]:

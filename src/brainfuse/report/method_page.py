@@ -111,6 +111,7 @@ def method_page(
     deltas: pd.DataFrame | None = None,
     per_site: pd.DataFrame | None = None,
     permutation: Mapping[str, Any] | None = None,
+    pretraining: str = "",
 ) -> tuple[str, dict[str, Any] | None]:
     """The HTML of ``<method>.html`` and the method's attribution summary (if any).
 
@@ -118,13 +119,15 @@ def method_page(
     attribution outputs and figures (see :class:`~brainfuse.report.index_page.ReportInputs`);
     ``deltas`` and ``per_site`` are ``eval/deltas.tsv`` and ``eval/per_site.tsv`` (all
     methods); ``permutation`` the method's result of
-    :func:`~brainfuse.report.permutation.permutation_tests`.
+    :func:`~brainfuse.report.permutation.permutation_tests`; ``pretraining`` what its
+    encoder was pre-trained on ("" without a pre-training stage).
     """
     body = [
         f"<nav><a href='{escape(index_href, quote=True)}'>← back to the report</a></nav>",
         f"<h1>{escape(method)}</h1>",
         f"<p>{escape(description)}</p>",
         f"<p class='muted'>{escape(family)} · stages: {escape(', '.join(stages) or 'n/a')}</p>",
+        f"<p>Encoder pre-trained on: {escape(pretraining)}.</p>" if pretraining else "",
         *_performance_section(method, summary_row, per_fold),
         *_comparison_section(method, deltas, permutation),
         *_site_section(method, per_site),

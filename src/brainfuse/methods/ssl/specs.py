@@ -17,7 +17,6 @@ __all__ = ["PAPER_PARAMS", "SPECS"]
 
 #: Parameters every self-supervised method accepts.
 _SSL_COMMON: dict[str, Any] = {
-    # Pre-train on every subject but the validation ones (labels unused); else training only.
     # Frozen-embedding evaluation in metrics.json: standardised linear SVM and logistic
     # regression on the training subjects plus few-shot draws (k subjects per class).
     "frozen_eval": False,

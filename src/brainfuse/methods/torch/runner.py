@@ -98,7 +98,7 @@ torch.serialization.add_safe_globals(
 )
 
 # Parameters that do not change what is trained; a resumed run may change them.
-_OPERATIONAL = {"num_threads", "num_workers", "keep_checkpoints", "checkpoint_every_n_steps"}
+OPERATIONAL = {"num_threads", "num_workers", "keep_checkpoints", "checkpoint_every_n_steps"}
 
 # Messages Lightning emits for choices made on purpose here.
 _EXPECTED_WARNINGS = (
@@ -201,7 +201,7 @@ def check_params(
         )
 
 
-def _fingerprint(request: StageRequest, spec: MethodSpec, hp: dict[str, Any]) -> str:
+def stage_fingerprint(request: StageRequest, spec: MethodSpec, hp: dict[str, Any]) -> str:
     """What a resumable checkpoint must have been written for: the request's inputs (caches by
     size and time, folds and previous stage by content) and the parameters that change what is
     trained."""
@@ -213,13 +213,14 @@ def _fingerprint(request: StageRequest, spec: MethodSpec, hp: dict[str, Any]) ->
         "method": request.method,
         "stage": request.stage,
         "fold": request.fold,
-        "params": {k: v for k, v in hp.items() if k not in _OPERATIONAL},
+        "params": {k: v for k, v in hp.items() if k not in OPERATIONAL},
         "seed": request.seed,
         "positive": request.positive,
         "devices": request.devices,
         "caches": caches,
     }
-    files = [request.folds_path] + ([request.previous] if request.previous else [])
+    # A run-once corpus pre-training has no folds file.
+    files = [f for f in (request.folds_path, request.previous) if f]
     return files_hash(files, extra)
 
 
@@ -238,11 +239,11 @@ def _resume_point(ckpt_dir: Path, fingerprint: str, rank: int) -> tuple[str | No
         if state is not None:
             log.warning("%s was written for other inputs or parameters; starting afresh", last)
     if rank == 0:
-        _remove_checkpoints(ckpt_dir)
+        remove_checkpoints(ckpt_dir)
     return None, 0
 
 
-def _remove_checkpoints(ckpt_dir: Path) -> None:
+def remove_checkpoints(ckpt_dir: Path) -> None:
     for path in ckpt_dir.glob("*.ckpt"):
         path.unlink()
     for path in ckpt_dir.glob(".*.ckpt*"):  # temporary files of interrupted writes
@@ -263,7 +264,7 @@ def _loggers(ckpt_dir: Path) -> list[Logger]:
 
 
 @contextmanager
-def _process_settings(num_threads: int | None):
+def process_settings(num_threads: int | None):
     """Restore process-wide torch settings that training changes."""
     deterministic = torch.are_deterministic_algorithms_enabled()
     threads = torch.get_num_threads()
@@ -386,10 +387,10 @@ def run_torch_stage(
         raise ValueError(f"{request.method}/{request.stage}: a torch stage needs checkpoint_dir")
     ckpt_dir = Path(request.checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    with _process_settings(hp["num_threads"]):
+    with process_settings(hp["num_threads"]):
         seed_everything(request.seed, workers=True, verbose=False)
         data = prepare_data(request, spec, hp)
-        fingerprint = _fingerprint(request, spec, hp)
+        fingerprint = stage_fingerprint(request, spec, hp)
         lit = build_module(request, plugin, hp, data, fingerprint)
         # Serve only what the stage and the augmentations read (fft, EEG, ... cost time).
         augment = data.augment
@@ -442,16 +443,17 @@ def run_torch_stage(
                 stage=request.stage,
                 fold=request.fold,
                 seed=request.seed,
-                params={k: v for k, v in hp.items() if k not in _OPERATIONAL},
+                params={k: v for k, v in hp.items() if k not in OPERATIONAL},
                 cache_paths={m: request.cache_paths[m] for m in full.modalities},
                 folds_path=request.folds_path,
                 previous=request.previous,
                 subjects=stage_subjects(plugin, lit, train_set, evaluation.test_set),
+                pretrained=request.pretrained,
             ),
         )
         write_outputs(request, plugin, hp, lit, full, metrics, evaluation)
         if not hp["keep_checkpoints"]:
-            _remove_checkpoints(ckpt_dir)
+            remove_checkpoints(ckpt_dir)
 
 
 def stage_subjects(
@@ -473,8 +475,14 @@ def stage_subjects(
     }
 
 
-def prepare_data(request: StageRequest, spec: MethodSpec, hp: dict[str, Any]) -> FoldData:
-    """Read the caches and the fold's subjects (after ``seed_everything``)."""
+def prepare_data(
+    request: StageRequest,
+    spec: MethodSpec,
+    hp: dict[str, Any],
+    roles: dict[str, set[str]] | None = None,
+) -> FoldData:
+    """Read the caches and the fold's subjects (after ``seed_everything``); ``roles`` (train,
+    val and test subjects) replaces the folds file (a corpus pre-training has none)."""
     # The method's modalities this dataset has (an optional one may be absent); the first is
     # the anchor whose samples are the rows, so only the others may be missing for a subject.
     modalities = spec.present(request.cache_paths)
@@ -491,8 +499,9 @@ def prepare_data(request: StageRequest, spec: MethodSpec, hp: dict[str, Any]) ->
         standardize=hp["standardize"],
         optional=[m for m in spec.optional if m in modalities[1:]],
     )
-    folds = read_folds(request.folds_path)
-    roles = {r: subjects_of(folds, request.fold, r) for r in ("train", "val", "test")}
+    if roles is None:
+        folds = read_folds(request.folds_path)
+        roles = {r: subjects_of(folds, request.fold, r) for r in ("train", "val", "test")}
     train_plain = full.subset(roles["train"], train=False, transform=None)
     if len(train_plain) == 0:
         raise ValueError(f"fold {request.fold}: no training samples with {', '.join(modalities)}")
@@ -815,6 +824,7 @@ def _test_metrics(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray) -
 
 
 __all__ = [
+    "OPERATIONAL",
     "Evaluation",
     "FitResult",
     "FoldData",
@@ -825,8 +835,11 @@ __all__ = [
     "fit_stage",
     "predict_proba",
     "prepare_data",
+    "process_settings",
+    "remove_checkpoints",
     "run_torch_stage",
     "selects_on_validation",
+    "stage_fingerprint",
     "stage_subjects",
     "write_outputs",
 ]
