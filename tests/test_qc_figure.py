@@ -8,6 +8,8 @@ and writes everything but the figure, and the workflow plans no figure.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from test_slurm import reduced_config, snakemake, write_config
 from brainfuse.modalities.fmri.qc_figure import run_figure
 from brainfuse.modalities.fmri.run import timeseries_run
 
+FMRI_OUTPUTS_BUT_FIGURE = ("timeseries", "sidecar", "relmat", "relmat_raw", "coverage")
 NETWORKS = ["Vis", "Vis", "Default", "Motor", "Default", "Motor"]
 
 
@@ -99,3 +102,32 @@ def test_without_run_figures_the_workflow_plans_no_figure(tmp_path, atlas_data_d
         planned[run_figures] = output.count("desc-qc_bold.png")
     assert planned[True] > 0
     assert planned[False] == 0
+
+
+def test_a_table_run_without_its_figure_imports_neither_torch_nor_matplotlib(
+    tmp_path, atlas, atlas_data_dir
+):
+    """A chunk job's process, as sample_run.py drives it, stays light: no deep-learning stack to
+    denoise a table, and no plotting when the figures are off."""
+    table = tmp_path / "sub-01_task-rest_seg-X_stat-mean_timeseries.tsv"
+    series = np.random.default_rng(2).normal(size=(60, atlas.n_nodes))
+    pd.DataFrame(series, columns=list(atlas.labels)).to_csv(table, sep="\t", index=False)
+    outputs = {name: str(tmp_path / f"{name}.tsv") for name in FMRI_OUTPUTS_BUT_FIGURE}
+    script = f"""
+import json, sys
+from brainfuse.modalities.base import load_modality
+fmri = load_modality("brainfuse.modalities.fmri.modality:FMRI")
+atlas = {{"name": {atlas.name!r}, "data_dir": {atlas_data_dir!r}, "min_coverage": 0.5}}
+section = {{"min_clean_seconds": 10, "tr_source": "exclude", "tr_tolerance": 0.01}}
+params = {{"atlas": atlas, "section": section, "entities": {{"subject": "01", "task": "rest"}},
+          "default_tr": 2.0, "tr_missing": "", "mean_fd": None}}
+fmri.run_sample({{"table": {str(table)!r}, "sidecar": []}}, params, {outputs!r})
+heavy = ("torch", "lightning", "torch_geometric", "matplotlib", "mne")
+print(json.dumps(sorted(m for m in heavy if m in sys.modules)))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.splitlines()[-1]) == []
+    assert json.loads(Path(outputs["sidecar"]).read_text())["status"] == "included"
