@@ -46,6 +46,8 @@ class _RunCanvas:
     """The figure of an included run, built once; :meth:`show` puts one run's data in it."""
 
     def __init__(self, n_nodes: int, carpet_label: str) -> None:
+        from matplotlib.ticker import MaxNLocator
+
         self.figure = figure = _new_figure()
         grid = figure.add_gridspec(
             2,
@@ -63,19 +65,31 @@ class _RunCanvas:
         (self.fd_line,) = self.ax_fd.plot([], [], color="#b42318", lw=1)
         self.ax_fd.set_ylabel("FD (mm)")
         self.ax_fd.set_xticks([])
+        self.ax_fd.yaxis.set_major_locator(MaxNLocator(3))
         self.title = self.ax_fd.set_title("", fontsize=10, loc="left")
         self.ax_carpet = figure.add_subplot(grid[1, 0])
+        # nearest: one cell per parcel and volume, and cheaper than the antialiased default
         self.carpet = self.ax_carpet.imshow(
-            np.zeros((n_nodes, 2)), aspect="auto", cmap="gray", vmin=-2, vmax=2
+            np.zeros((n_nodes, 2)),
+            aspect="auto",
+            cmap="gray",
+            vmin=-2,
+            vmax=2,
+            interpolation="nearest",
         )
+        self.ax_carpet.xaxis.set_major_locator(MaxNLocator(5, integer=True))
+        self.ax_carpet.yaxis.set_major_locator(MaxNLocator(4, integer=True))
         self.ax_carpet.set_xlabel("kept volume")
         self.ax_carpet.set_ylabel(carpet_label)
         ax_fc = figure.add_subplot(grid[:, 1])
-        self.fc = ax_fc.imshow(np.zeros((n_nodes, n_nodes)), cmap="RdBu_r", vmin=-1, vmax=1)
+        self.fc = ax_fc.imshow(
+            np.zeros((n_nodes, n_nodes)), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest"
+        )
         ax_fc.set_title("FC (Pearson r)", fontsize=10)
         ax_fc.set_xticks([])
         ax_fc.set_yticks([])
-        figure.colorbar(self.fc, ax=ax_fc, fraction=0.046)
+        # few tick labels: laying out text is most of what is left of drawing the figure
+        figure.colorbar(self.fc, ax=ax_fc, fraction=0.046, ticks=[-1, 0, 1])
 
     def show(self, carpet: np.ndarray, fc: np.ndarray, fd: np.ndarray, title: str) -> Figure:
         """The figure holding this run: ``carpet`` is parcels x kept volumes."""
