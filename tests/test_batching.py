@@ -1,10 +1,11 @@
 """Batching (config ``batching``): a modality's samples run in chunks, one job per chunk.
 
 The real Snakefile runs the smallest demo dataset (8 subjects, read as real data) up to the
-caches twice: in chunks of 3 samples and in chunks of 1 (one job per sample, as before chunks).
-One fMRI run has lost its confounds file, so a chunk holds an excluded sample. The chunked run
-must have one job per chunk, write every sample's own outputs and log, record the exclusion and
-give the same caches and QC table as the run with one job per sample.
+caches twice: in chunks of 3 samples and in chunks of 1 (one job per sample, as before chunks),
+the latter without the per-run QC figures (``qc.run_figures: false``). One fMRI run has lost its
+confounds file, so a chunk holds an excluded sample. The chunked run must have one job per chunk,
+write every sample's own outputs and log, record the exclusion and give the same caches and QC
+table as the run with one job per sample, which writes every output but the figures.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from brainfuse.core.cache import read_cache
 CHUNK = 3
 MODALITIES = ("fmri", "eeg", "sc")
 TARGETS = [f"results/cache/{m}.parquet" for m in MODALITIES] + ["results/qc/qc.tsv"]
+FIGURE = "desc-qc_bold.png"  # the per-run QC figure, under qc.run_figures
 # the files one fMRI run's step writes (besides its log), by the end of their names
 FMRI_OUTPUTS = (
     "stat-mean_timeseries.tsv",
@@ -32,7 +34,7 @@ FMRI_OUTPUTS = (
     "stat-pearsoncorrelation_relmat.tsv",
     "stat-pearsoncorrelation_desc-raw_relmat.tsv",
     "stat-coverage_bold.tsv",
-    "desc-qc_bold.png",
+    FIGURE,
 )
 
 
@@ -47,7 +49,9 @@ def bids(tmp_path_factory, small_demo_bids) -> tuple[Path, str]:
     return root, confounds[1].name.removesuffix("_desc-confounds_timeseries.tsv")
 
 
-def write_run_config(workdir: Path, root: Path, atlas_data_dir: str | None, chunk: int) -> None:
+def write_run_config(
+    workdir: Path, root: Path, atlas_data_dir: str | None, chunk: int, run_figures: bool
+) -> None:
     config = reduced_config(
         atlas_data_dir,
         demo=False,
@@ -58,6 +62,7 @@ def write_run_config(workdir: Path, root: Path, atlas_data_dir: str | None, chun
     )
     config["methods"] = {"majority": {"stages": ["fit"]}}
     config["batching"] = {"default": chunk}
+    config["qc"] = {"run_figures": run_figures}
     write_config(workdir, config)
 
 
@@ -90,7 +95,7 @@ def runs(tmp_path_factory, bids, atlas_data_dir) -> dict[int, tuple[Path, dict[s
     done = {}
     for chunk in (CHUNK, 1):
         workdir = tmp_path_factory.mktemp(f"chunk{chunk}") / "work"
-        write_run_config(workdir, root, atlas_data_dir, chunk)
+        write_run_config(workdir, root, atlas_data_dir, chunk, run_figures=chunk == CHUNK)
         done[chunk] = (workdir, job_counts(run_to_caches(workdir)))
     return done
 
@@ -127,6 +132,18 @@ def test_every_sample_has_its_own_outputs_and_log(runs):
             subject = sample.split("_")[0]
             log = results / subject / "logs" / f"{sample}_{modality}.log"
             assert log.exists(), log
+
+
+@pytest.mark.slow
+def test_without_run_figures_every_output_but_the_figures(runs):
+    qc = qc_of(runs[1][0])
+    results = runs[1][0] / "results"
+    for sample in qc.loc[qc["modality"] == "fmri", "sample_id"]:
+        subject = sample.split("_")[0]
+        for ending in FMRI_OUTPUTS:
+            found = list(results.glob(f"{subject}/*/{sample}_*{ending}"))
+            assert len(found) == (ending != FIGURE), (sample, ending)
+    assert not list(results.glob("sub-*/figures"))
 
 
 @pytest.mark.slow

@@ -90,6 +90,27 @@ def test_headerless_wrong_width_refused(tmp_path):
         read_timeseries_table(tmp_path / "b.csv", NAMES)
 
 
+def test_a_cell_that_is_no_number_or_an_empty_table_is_an_input_error(tmp_path):
+    """Not a crash of the whole chunk job: the run is excluded with the reason."""
+    (tmp_path / "a.tsv").write_text("node0\tnode1\tnode2\tnode3\tnode4\n1\t2\tabc\t4\t5\n")
+    with pytest.raises(InputError, match="could not convert string to float: 'abc'"):
+        read_timeseries_table(tmp_path / "a.tsv", NAMES)
+    (tmp_path / "b.csv").write_text("")
+    with pytest.raises(InputError, match="is empty"):
+        read_timeseries_table(tmp_path / "b.csv", NAMES)
+
+
+def test_missing_values_in_the_first_row_are_no_header(tmp_path):
+    data = np.random.default_rng(4).normal(size=(6, 5))
+    lines = [",".join(["n/a", "", *map(str, data[0, 2:])])]
+    lines += [",".join(map(str, row)) for row in data[1:]]
+    (tmp_path / "a.csv").write_text("\n".join(lines) + "\n")
+    table = read_timeseries_table(tmp_path / "a.csv", NAMES)
+    assert table.column_order == "assumed"
+    assert np.isnan(table.timeseries[0, :2]).all()
+    np.testing.assert_allclose(table.timeseries[1:], data[1:], rtol=1e-6)
+
+
 def test_zero_and_constant_columns_become_nan(tmp_path):
     data = np.random.default_rng(3).normal(size=(8, 5))
     data[:, 1] = 0.0

@@ -7,11 +7,13 @@ from pathlib import Path
 
 from brainfuse.curves import curve_methods, fraction_label
 
-# per-sample derivatives: modality -> output name -> pattern with the sample's wildcards
+# per-sample derivatives: modality -> output name -> pattern with the sample's wildcards;
+# outputs in the `figures` folder are QC pictures, made only under qc.run_figures
 SAMPLE_OUTPUTS = {
     name: {
         output: out_pattern(name, datatype, **entities)
         for output, (datatype, entities) in modality.sample_outputs(ATLAS).items()
+        if datatype != "figures" or CFG.raw["qc"]["run_figures"]
     }
     for name, modality in MODALITIES.items()
 }

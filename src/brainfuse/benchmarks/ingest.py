@@ -6,7 +6,8 @@ names with confounds, brain mask and sidecar; one run simulated by the demo's ge
 ``--voxel-size`` mm and copied under each subject's name). A config based on the checkout's
 ``config.yaml`` with ``input.demo: false`` points the workflow at them, and Snakemake runs the
 real rules (``fmri_run_<chunk>`` jobs of ``batching`` samples, then ``fmri_cache``) up to
-``cache/fmri.parquet``:
+``cache/fmri.parquet``, with or without the per-run QC figures (``--run-figures`` or
+``--no-run-figures``; the config's ``qc.run_figures`` otherwise):
 
 1. the tables alone: a dry run first (discovery and the pybids index, reported as
    ``plan_seconds``), then the run itself, timed as a whole (``seconds``: Snakemake's start,
@@ -16,7 +17,7 @@ real rules (``fmri_run_<chunk>`` jobs of ``batching`` samples, then ``fmri_cache
 The reference is the same tables read and denoised in this one Python process with pandas and
 numpy alone: each table read with ``pandas.read_csv``, its linear trend removed by least squares,
 its Pearson FC computed. ``ingest_ratio`` is the workflow's seconds over the reference's. The
-last line printed is ``ingest_ratio=... seconds_per_sample=... tables=N ...``.
+last line printed is ``ingest_ratio=... seconds_per_sample=... tables=N ... run_figures=...``.
 
     brainfuse bench ingest                       # 1,000 tables and 1,000 BOLD runs, 2 cores
     brainfuse bench ingest --tables 200 --bold 20 --chunk 50 --keep /tmp/ingest200
@@ -143,8 +144,10 @@ def write_config(
     xcpd_dir: Path | None = None,
     fmriprep_dir: Path | None = None,
     chunk: int | None = None,
+    run_figures: bool | None = None,
 ) -> Path:
-    """The checkout's config.yaml pointed at one input tree, up to the fMRI cache."""
+    """The checkout's config.yaml pointed at one input tree, up to the fMRI cache (``chunk``
+    and ``run_figures`` replace ``batching.default`` and ``qc.run_figures`` where given)."""
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["input"].update(
         demo=False,
@@ -161,6 +164,8 @@ def write_config(
     config["cv"]["n_folds"] = 2
     if chunk is not None:
         config["batching"] = {"default": chunk}
+    if run_figures is not None:
+        config["qc"] = {"run_figures": run_figures}
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -216,6 +221,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--volumes", type=int, default=150, help="time points per run")
     parser.add_argument("--voxel-size", type=float, default=8.0, help="BOLD voxel size (mm)")
     parser.add_argument("--chunk", type=int, default=None, help="batching.default (config's)")
+    parser.add_argument(
+        "--run-figures",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="qc.run_figures (default: config.yaml's)",
+    )
     parser.add_argument("--cores", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--atlas-data-dir", default=os.environ.get("NILEARN_DATA"))
@@ -242,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.cores,
             xcpd_dir=data / "derivatives" / "xcpd",
             chunk=args.chunk,
+            run_figures=args.run_figures,
         )
         reference = reference_seconds(tables)
         results = {
@@ -265,10 +277,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.cores,
                 fmriprep_dir=data / "derivatives" / "fmriprep",
                 chunk=args.chunk,
+                run_figures=args.run_figures,
             )
             print(f"{n_bold} BOLD runs to the fMRI cache: {bold_seconds:.1f} s")
             results |= {"bold_runs": n_bold, "seconds_per_bold": bold_seconds / n_bold}
-        results |= {"cores": args.cores}
+        config = yaml.safe_load((root / "tables" / "config.yaml").read_text())
+        results |= {"cores": args.cores, "run_figures": config["qc"]["run_figures"]}
         print(
             " ".join(
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in results.items()

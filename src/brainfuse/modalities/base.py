@@ -93,7 +93,11 @@ class Modality(Protocol):
         ...
 
     def sample_outputs(self, atlas: str) -> dict[str, OutputName]:
-        """Output name -> datatype folder and fixed entities; paths exactly as published."""
+        """Output name -> datatype folder and fixed entities; paths exactly as published.
+
+        Outputs in the ``figures`` folder are QC pictures: config ``qc.run_figures: false``
+        leaves them out of the job's outputs, and :meth:`run_sample` then gets no path for them
+        and must not draw them."""
         ...
 
     def run_params(self, config: dict) -> dict[str, Any]:

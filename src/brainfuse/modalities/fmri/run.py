@@ -29,7 +29,7 @@ def fmri_run(
     out_relmat: str,
     out_relmat_raw: str,
     out_coverage: str,
-    out_figure: str,
+    out_figure: str | None = None,
 ) -> None:
     """Parcellate and denoise one BOLD run; write XCP-D style time series, FC, coverage and QC.
 
@@ -38,7 +38,8 @@ def fmri_run(
 
     A missing confounds TSV or brain mask, or a sidecar TR that disagrees with the NIfTI header
     (under ``params["tr_source"] == "exclude"``), excludes the run with the file and values in
-    the reason; every output is still written. The QC record says where the TR came from
+    the reason; every output is still written (the QC figure ``out_figure`` only where given:
+    config ``qc.run_figures``). The QC record says where the TR came from
     (``tr_source``) and lists a missing sidecar or a tolerated disagreement under ``warnings``.
     """
     from brainfuse.core.connectivity import pearson
@@ -93,7 +94,8 @@ def fmri_run(
     atomic.write_tsv(out_relmat, pd.DataFrame(fc, columns=names))
     atomic.write_tsv(out_relmat_raw, pd.DataFrame(fc_raw, columns=names))
     atomic.write_tsv(out_coverage, pd.DataFrame({"node": names, "coverage": coverage}))
-    run_figure(timeseries, fc, fd, list(atlas.networks), qc, out_figure)
+    if out_figure:
+        run_figure(timeseries, fc, fd, list(atlas.networks), qc, out_figure)
 
 
 def timeseries_run(
@@ -107,7 +109,7 @@ def timeseries_run(
     out_relmat: str,
     out_relmat_raw: str,
     out_coverage: str,
-    out_figure: str,
+    out_figure: str | None = None,
     tr_missing: str = "",
     mean_fd: float | None = None,
 ) -> None:
@@ -195,6 +197,6 @@ def timeseries_run(
     atomic.write_tsv(out_relmat, pd.DataFrame(fc, columns=names))
     atomic.write_tsv(out_relmat_raw, pd.DataFrame(np.full_like(fc, np.nan), columns=names))
     atomic.write_tsv(out_coverage, pd.DataFrame({"node": names, "coverage": coverage}))
-    run_figure(
-        timeseries, fc, fd if fd is not None else np.zeros(0), list(atlas.networks), qc, out_figure
-    )
+    if out_figure:
+        fd_trace = fd if fd is not None else np.zeros(0)
+        run_figure(timeseries, fc, fd_trace, list(atlas.networks), qc, out_figure)

@@ -5,6 +5,8 @@ These enter the same caches as runs parcellated here. They are taken as already 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,23 +101,39 @@ def read_timeseries_table(
 
 
 def _read_cells(path: Path) -> tuple[list[str] | None, np.ndarray]:
-    """Header names (None without one) and the float body of a table."""
+    """Header names (None without one) and the float body of a table.
+
+    The delimiter is sniffed from the first line, as pandas' python engine does for
+    ``sep=None``; the body is then parsed by pandas' C parser, about ten times faster (it is
+    most of a pre-parcellated run's step).
+    """
     try:
-        lines = path.read_text().splitlines()
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(path, f"cannot be read as a table ({err})") from err
+    lines = text.splitlines()
     if path.suffix.lower() == ".1d" or (lines and lines[0].startswith("#")):
         return _read_afni(path, lines)
+    if not lines:
+        raise InputError(path, "is empty")
     try:
-        raw = pd.read_csv(
-            path, sep=None, engine="python", header=None, dtype=str, na_values=["n/a"]
+        delimiter = csv.Sniffer().sniff(lines[0]).delimiter
+        first = pd.read_csv(
+            io.StringIO(lines[0]), sep=delimiter, header=None, dtype=str, na_values=["n/a"]
+        ).iloc[0]
+        header = None if all(_is_number(v) for v in first) else [str(v) for v in first]
+        body = pd.read_csv(
+            io.StringIO(text),
+            sep=delimiter,
+            header=None,
+            skiprows=0 if header is None else 1,
+            dtype=float,
+            na_values=["n/a"],
+            engine="c",
         )
     except Exception as err:
         raise InputError(path, f"cannot be read as a table ({err})") from err
-    first = raw.iloc[0].tolist()
-    if all(_is_number(v) for v in first):
-        return None, raw.astype(float).to_numpy()
-    return [str(v) for v in first], raw.iloc[1:].astype(float).to_numpy()
+    return header, body.to_numpy()
 
 
 def _read_afni(path: Path, lines: list[str]) -> tuple[list[str] | None, np.ndarray]:
