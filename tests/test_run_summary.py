@@ -36,6 +36,13 @@ def test_reasons_differing_only_by_subject_or_directory_group_together():
     assert reason_group(f"{SUB05_BOLD}: bad") == "sub-*_task-rest_bold.nii.gz: bad"
     assert reason_group("sub-02_ses-1_run-2_eeg.edf: x") == "sub-*_ses-*_run-*_eeg.edf: x"
     assert reason_group("no label in participants.tsv") == "no label in participants.tsv"
+    # a non-BIDS name holding the (zero-padded) subject label, as ABIDE's ROI tables do
+    table = "/abide/rois_cc200/OHSU_0050146_rois_cc200.1D: only 195 s of data (minimum 240 s)"
+    assert (
+        reason_group(table, "50146") == "OHSU_*_rois_cc200.1D: only 195 s of data (minimum 240 s)"
+    )
+    assert reason_group(table, "146") == reason_group(table)  # only a whole label is masked
+    assert reason_group("only 1 run: 0.5 s", "1") == "only 1 run: 0.5 s"  # names only
 
 
 def test_summary_counts_samples_and_groups_causes(tmp_path):

@@ -21,7 +21,7 @@ _PATH = re.compile(r"[^\s'\"(),:;]*/([^\s/'\"(),:;]+)")
 _SAMPLE_ENTITY = re.compile(r"(?<![A-Za-z0-9])(sub|ses|run)-[A-Za-z0-9]+")
 
 
-def reason_group(reason: str) -> str:
+def reason_group(reason: str, subject: str | None = None) -> str:
     """The cause in ``reason``: file paths shortened to names, subject/session/run labels masked.
 
     Parameters
@@ -29,6 +29,9 @@ def reason_group(reason: str) -> str:
     reason : str
         An exclusion reason from the QC table, e.g.
         ``"/data/sub-01/func/sub-01_bold.nii.gz: file is truncated"``.
+    subject : str, optional
+        The sample's subject label, masked too where a file name holds it outside a BIDS
+        entity, in a name with an underscore (``OHSU_0050146_rois_cc200.1D`` for ``50146``).
 
     Returns
     -------
@@ -36,7 +39,13 @@ def reason_group(reason: str) -> str:
         The same text with ``sub-*`` in place of ``sub-01`` and no directories, e.g.
         ``"sub-*_bold.nii.gz: file is truncated"``.
     """
-    return _SAMPLE_ENTITY.sub(r"\1-*", _PATH.sub(r"\1", reason))
+    group = _SAMPLE_ENTITY.sub(r"\1-*", _PATH.sub(r"\1", reason))
+    if subject:  # only inside names with an underscore, so "only 1 run" keeps its number
+        label = re.compile(
+            rf"(?<![A-Za-z0-9])0*{re.escape(subject.removeprefix('sub-'))}(?![A-Za-z0-9])"
+        )
+        group = re.sub(r"\S*_\S*", lambda name: label.sub("*", name.group()), group)
+    return group
 
 
 def run_summary(
@@ -72,7 +81,11 @@ def run_summary(
         lines.append(
             f"  {modality}: {len(rows) - len(excluded)} included, {len(excluded)} excluded"
         )
-        causes = excluded["reason"].map(reason_group).value_counts()
+        subjects = excluded["subject"] if "subject" in excluded else excluded["sample_id"]
+        causes = pd.Series(
+            [reason_group(r, s) for r, s in zip(excluded["reason"], subjects, strict=True)],
+            dtype=object,
+        ).value_counts()
         lines += [f"    {count} x {cause}" for cause, count in causes.head(TOP_REASONS).items()]
         if len(causes) > TOP_REASONS:
             lines.append(f"    ... and {len(causes) - TOP_REASONS} other reasons")
