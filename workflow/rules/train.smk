@@ -1,7 +1,11 @@
 # One job per method x stage x fold; a stage takes the previous stage's model as input.
 # Two rules write the same outputs, told apart by the method: `train_stage` trains the torch
 # methods (Lightning; the rule that asks for a GPU), `fit_baseline` fits the scikit-learn
-# baselines (CPU only, so a cluster profile never gives them a GPU). Both run the same script.
+# baselines (CPU only, so a cluster profile never gives them a GPU). Both run the same script,
+# with the in-fold harmonisation and confound keys: the baselines adjust their features, the
+# torch methods their FC/SC matrices; the participants table is an input only when those keys
+# read it.
+ADJUSTED = CFG.harmonise.method != "none" or bool(CFG.confounds)
 
 
 rule train_stage:
@@ -10,6 +14,7 @@ rule train_stage:
         folds=FOLDS,
         previous=previous_stage,
         pretrained=pretrained_manifest,
+        participants=[INPUTS.participants] if ADJUSTED else [],
     output:
         model=STAGE["model"],
         metrics=STAGE["metrics"],
@@ -38,14 +43,15 @@ rule train_stage:
         checkpoint_dir=lambda w: CHECKPOINT_DIR.format(
             method=w.method, fold=w.fold, stage=w.stage
         ),
+        harmonise=CFG.raw["harmonise"],
+        confounds=list(CFG.confounds),
+        participant_column=CFG.input.participant_column,
     script:
         "../scripts/train_stage.py"
 
 
-# The baselines: the same job without `gpu` (resources are replaced as a whole here), plus the
-# in-fold harmonisation and confound keys (params and input are replaced as a whole too); the
-# participants table is an input only when those keys read it.
-ADJUSTED = CFG.harmonise.method != "none" or bool(CFG.confounds)
+# The baselines: the same job without `gpu` (resources are replaced as a whole here) and without
+# a pre-trained encoder (input is replaced as a whole too).
 
 
 use rule train_stage as fit_baseline with:
@@ -59,18 +65,6 @@ use rule train_stage as fit_baseline with:
     resources:
         mem_mb=res("train", "mem_mb"),
         runtime=res("train", "runtime"),
-    params:
-        modalities=lambda w: list(CATALOG.modalities_of(w.method, AVAILABLE)),
-        positive=CFG.label.positive,
-        seed=CFG.seed,
-        method_params=lambda w: CFG.methods[w.method].params,
-        extensions=CFG.extensions,
-        checkpoint_dir=lambda w: CHECKPOINT_DIR.format(
-            method=w.method, fold=w.fold, stage=w.stage
-        ),
-        harmonise=CFG.raw["harmonise"],
-        confounds=list(CFG.confounds),
-        participant_column=CFG.input.participant_column,
 
 
 # A method's pre-training run once on an unlabelled corpus (methods.<m>.pretrain_on), not per

@@ -5,7 +5,7 @@ from brainfuse.methods.run import run_stage
 
 setup_logging(snakemake.log[0])
 catalog, _ = load_extensions(snakemake.params.extensions)
-# the baselines' in-fold harmonisation and confounds (rule fit_baseline only)
+# the in-fold harmonisation and confounds (baselines: their features; torch: FC/SC matrices)
 adjustment = {}
 if hasattr(snakemake.params, "harmonise"):
     participants = snakemake.input.get("participants", [])

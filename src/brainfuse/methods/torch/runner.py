@@ -73,6 +73,12 @@ from brainfuse.methods.spec import MethodSpec
 from brainfuse.methods.torch.augment import Compose, build_augmentations
 from brainfuse.methods.torch.data import BrainDataset, eval_loader
 from brainfuse.methods.torch.encoders import BrainClassifier, encoder_arguments
+from brainfuse.methods.torch.harmonise_inputs import (
+    InputAdjustment,
+    adjust_matrices,
+    adjustment_summary,
+    split_request,
+)
 from brainfuse.methods.torch.module import MONITORS, StageModule
 from brainfuse.methods.torch.plugins import (
     StageContext,
@@ -314,6 +320,9 @@ class FoldData:
         The training augmentations (``augment`` parameter).
     class_weights : list of float or None
         Inverse-frequency class weights of the training split (``class_weighted``).
+    adjustment : dict or None
+        The record of the in-fold harmonisation and confound regression of the FC/SC inputs
+        (:func:`~.harmonise_inputs.adjust_matrices`); None when there is none.
     """
 
     full: BrainDataset
@@ -321,6 +330,7 @@ class FoldData:
     train_plain: BrainDataset
     augment: Compose | None
     class_weights: list[float] | None
+    adjustment: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -379,6 +389,8 @@ def run_torch_stage(
     """
     start = time.perf_counter()
     catalog = default_catalog() if catalog is None else catalog
+    # the in-fold harmonisation and confounds of the FC/SC inputs are no method parameters
+    request, adjustment = split_request(request)
     spec = catalog[request.method]
     plugin = plugin_for(spec, request.stage)
     hp = catalog.params(request.method, request.params, request.stage)
@@ -389,8 +401,12 @@ def run_torch_stage(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     with process_settings(hp["num_threads"]):
         seed_everything(request.seed, workers=True, verbose=False)
-        data = prepare_data(request, spec, hp)
-        fingerprint = stage_fingerprint(request, spec, hp)
+        data = prepare_data(request, spec, hp, adjustment=adjustment)
+        fingerprint = stage_fingerprint(
+            request,
+            spec,
+            hp if adjustment is None else {**hp, "input_adjustment": adjustment.fingerprint()},
+        )
         lit = build_module(request, plugin, hp, data, fingerprint)
         # Serve only what the stage and the augmentations read (fft, EEG, ... cost time).
         augment = data.augment
@@ -433,6 +449,9 @@ def run_torch_stage(
             "missing_modalities": full.missing,
             "previous": request.previous,
             "previous_keys": lit.previous_report,
+            "adjustment": None
+            if data.adjustment is None
+            else adjustment_summary(data.adjustment, full.fields, full.modalities),
             "seconds": time.perf_counter() - start,
             **evaluation.metrics,
         }
@@ -449,6 +468,10 @@ def run_torch_stage(
                 previous=request.previous,
                 subjects=stage_subjects(plugin, lit, train_set, evaluation.test_set),
                 pretrained=request.pretrained,
+                extra_inputs={"participants": adjustment.participants}
+                if adjustment is not None and adjustment.participants
+                else None,
+                adjustment=data.adjustment,
             ),
         )
         write_outputs(request, plugin, hp, lit, full, metrics, evaluation)
@@ -480,28 +503,39 @@ def prepare_data(
     spec: MethodSpec,
     hp: dict[str, Any],
     roles: dict[str, set[str]] | None = None,
+    adjustment: InputAdjustment | None = None,
 ) -> FoldData:
     """Read the caches and the fold's subjects (after ``seed_everything``); ``roles`` (train,
-    val and test subjects) replaces the folds file (a corpus pre-training has none)."""
+    val and test subjects) replaces the folds file (a corpus pre-training has none).
+    ``adjustment`` harmonises the FC/SC matrices in the fold (:mod:`.harmonise_inputs`)."""
     # The method's modalities this dataset has (an optional one may be absent); the first is
     # the anchor whose samples are the rows, so only the others may be missing for a subject.
     modalities = spec.present(request.cache_paths)
     caches = {m: read_cache(request.cache_paths[m]) for m in modalities}
     augment = build_augmentations(hp["augment"])
-    full = BrainDataset(
-        caches,
-        request.positive,
-        modalities=modalities,
-        fields=None,
-        length=hp["length"],
-        eeg_length=hp["eeg_length"],
-        seed=request.seed,
-        standardize=hp["standardize"],
-        optional=[m for m in spec.optional if m in modalities[1:]],
-    )
+
+    def dataset(caches: dict) -> BrainDataset:
+        return BrainDataset(
+            caches,
+            request.positive,
+            modalities=modalities,
+            fields=None,
+            length=hp["length"],
+            eeg_length=hp["eeg_length"],
+            seed=request.seed,
+            standardize=hp["standardize"],
+            optional=[m for m in spec.optional if m in modalities[1:]],
+        )
+
+    full = dataset(caches)
     if roles is None:
         folds = read_folds(request.folds_path)
         roles = {r: subjects_of(folds, request.fold, r) for r in ("train", "val", "test")}
+    record = None
+    if adjustment is not None:
+        # the cache rows the samples use are known once the modalities are joined
+        caches, record = adjust_matrices(caches, full.table, roles, adjustment)
+        full = dataset(caches)
     train_plain = full.subset(roles["train"], train=False, transform=None)
     if len(train_plain) == 0:
         raise ValueError(f"fold {request.fold}: no training samples with {', '.join(modalities)}")
@@ -509,7 +543,7 @@ def prepare_data(
     weights = (
         (counts.sum() / (2 * np.maximum(counts, 1))).tolist() if hp["class_weighted"] else None
     )
-    return FoldData(full, roles, train_plain, augment, weights)
+    return FoldData(full, roles, train_plain, augment, weights, record)
 
 
 def build_module(
