@@ -191,7 +191,8 @@ def _adjust_stack(
     """A copy of the (n, N, N) ``stack`` whose matrices ``rows`` have their upper triangle
     adjusted (fitted on ``fit``, a mask over ``rows``) and mirrored; the diagonal kept."""
     upper = np.triu_indices(stack.shape[-1], k=1)
-    x = stack[rows][:, upper[0], upper[1]].astype(np.float64)
+    pick = (rows[:, None], upper[0], upper[1])  # (rows, edges) without copying whole matrices
+    x = stack[pick].astype(np.float64)
     missing = ~np.isfinite(x)
     adjusted, record = adjust_in_fold(
         np.where(missing, 0.0, x),
@@ -204,10 +205,8 @@ def _adjust_stack(
     )
     adjusted[missing] = np.nan
     out = np.array(stack, copy=True)
-    block = out[rows]
-    block[:, upper[0], upper[1]] = adjusted
-    block[:, upper[1], upper[0]] = adjusted
-    out[rows] = block
+    out[pick] = adjusted
+    out[rows[:, None], upper[1], upper[0]] = adjusted
     return out, record
 
 
