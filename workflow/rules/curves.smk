@@ -30,6 +30,7 @@ use rule train_stage as curve_train_stage with:
         folds=CURVE_FOLDS,
         previous=curve_previous_stage,
         pretrained=pretrained_manifest,
+        participants=[INPUTS.participants] if ADJUSTED else [],
     output:
         model=CURVE_STAGE["model"],
         metrics=CURVE_STAGE["metrics"],
@@ -52,6 +53,9 @@ use rule train_stage as curve_train_stage with:
         checkpoint_dir=lambda w: CURVE_CHECKPOINT_DIR.format(
             method=w.method, percent=w.percent, fold=w.fold, stage=w.stage
         ),
+        harmonise=CFG.raw["harmonise"],
+        confounds=list(CFG.confounds),
+        participant_column=CFG.input.participant_column,
 
 
 use rule fit_baseline as curve_fit_baseline with:

@@ -202,7 +202,8 @@ def curve_previous_stage(w):
     """The previous stage's model.bin of a curve stage job, at the same fraction."""
     stages = RUN_METHODS[w.method]
     i = stages.index(w.stage)
-    if i == 0:  # the encoder pre-trained once (pretrain_on, init) is the same at every fraction
+    # the encoder pre-trained once (pretrain_on, init) is the same at every fraction
+    if i == 0:
         return [ENCODERS[w.method]] if w.method in ENCODERS else []
     return [curve_stage_file("model", w.method, w.percent, w.fold, stages[i - 1])]
 
