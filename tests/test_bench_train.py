@@ -18,7 +18,9 @@ def caches(tmp_path_factory):
 
 
 def test_bare_loop_takes_the_real_stage_steps(caches, tmp_path):
-    (timing,) = measure_method("gcn_fc", caches, 0, tmp_path, epochs=2, threads=1, overrides=TINY)
+    (timing,) = measure_method(
+        "gcn_fc", caches, 0, tmp_path, epochs=2, threads=1, overrides=TINY, repeats=2
+    )
     # Both counted, not assumed: Lightning's global step and the bare optimiser's step hook.
     assert timing.stage == "train" and timing.epochs == 2
     assert timing.steps == timing.bare_steps == 2 * math.ceil(timing.n_train / 4)
