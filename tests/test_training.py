@@ -387,8 +387,8 @@ def test_catalog_is_cheap_and_complete():
     assert catalog.params("gcn_fc", {"stages": ["fit"], "lr": 0.1})["lr"] == 0.1
 
 
-def test_bench_train_smoke(capsys):
-    from brainfuse.benchmarks.train import main
+def test_bench_encoders_smoke(capsys):
+    from brainfuse.benchmarks.encoders import main
 
     args = [
         "--batch-size",

@@ -12,6 +12,7 @@ BENCHES = {
     "parcellation": "brainfuse.benchmarks.parcellation",
     "eeg": "brainfuse.benchmarks.eeg",
     "train": "brainfuse.benchmarks.train",
+    "encoders": "brainfuse.benchmarks.encoders",
     "dag": "brainfuse.benchmarks.dag",
     "ingest": "brainfuse.benchmarks.ingest",
     "methods": "brainfuse.benchmarks.methods",

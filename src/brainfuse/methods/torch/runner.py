@@ -401,18 +401,9 @@ def run_torch_stage(
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     with process_settings(hp["num_threads"]):
         seed_everything(request.seed, workers=True, verbose=False)
-        data = prepare_data(request, spec, hp, adjustment=adjustment)
-        fingerprint = stage_fingerprint(
-            request,
-            spec,
-            hp if adjustment is None else {**hp, "input_adjustment": adjustment.fingerprint()},
-        )
-        lit = build_module(request, plugin, hp, data, fingerprint)
-        # Serve only what the stage and the augmentations read (fft, EEG, ... cost time).
-        augment = data.augment
-        full = data.full.with_fields([*lit.input_keys, *(augment.requires if augment else ())])
-        train_set = full.subset(data.roles["train"], train=True, transform=augment)
-        val_set = full.subset(data.roles["val"], train=False, transform=None)
+        built = build_stage(request, spec, plugin, hp, adjustment)
+        data, fingerprint, lit = built.data, built.fingerprint, built.lit
+        full, train_set, val_set = built.full, built.train_set, built.val_set
         if len(val_set) == 0:
             log.warning(
                 "fold %d: no validation samples; the last epoch's model is used", request.fold
@@ -477,6 +468,57 @@ def run_torch_stage(
         write_outputs(request, plugin, hp, lit, full, metrics, evaluation)
         if not hp["keep_checkpoints"]:
             remove_checkpoints(ckpt_dir)
+
+
+@dataclass(frozen=True)
+class BuiltStage:
+    """A stage ready to train (:func:`build_stage`).
+
+    Attributes
+    ----------
+    data : FoldData
+        The fold's samples and roles.
+    fingerprint : str
+        What a resumable checkpoint must have been written for.
+    lit : StageModule
+        The plugin's module, initialised from the previous stage.
+    full : BrainDataset
+        Every sample, serving only the fields the module and the augmentations read.
+    train_set, val_set : BrainDataset
+        The training samples (augmented) and the validation samples.
+    """
+
+    data: FoldData
+    fingerprint: str
+    lit: StageModule
+    full: BrainDataset
+    train_set: BrainDataset
+    val_set: BrainDataset
+
+
+def build_stage(
+    request: StageRequest,
+    spec: MethodSpec,
+    plugin: StagePlugin,
+    hp: dict[str, Any],
+    adjustment: InputAdjustment | None = None,
+) -> BuiltStage:
+    """Read the fold's data (its FC/SC matrices harmonised in-fold when ``adjustment`` is given)
+    and build the stage module (after ``seed_everything``); the training benchmark builds its
+    bare loop from the same call."""
+    data = prepare_data(request, spec, hp, adjustment=adjustment)
+    fingerprint = stage_fingerprint(
+        request,
+        spec,
+        hp if adjustment is None else {**hp, "input_adjustment": adjustment.fingerprint()},
+    )
+    lit = build_module(request, plugin, hp, data, fingerprint)
+    # Serve only what the stage and the augmentations read (fft, EEG, ... cost time).
+    augment = data.augment
+    full = data.full.with_fields([*lit.input_keys, *(augment.requires if augment else ())])
+    train_set = full.subset(data.roles["train"], train=True, transform=augment)
+    val_set = full.subset(data.roles["val"], train=False, transform=None)
+    return BuiltStage(data, fingerprint, lit, full, train_set, val_set)
 
 
 def stage_subjects(
@@ -859,11 +901,13 @@ def _test_metrics(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray) -
 
 __all__ = [
     "OPERATIONAL",
+    "BuiltStage",
     "Evaluation",
     "FitResult",
     "FoldData",
     "SaveOnSigterm",
     "build_module",
+    "build_stage",
     "check_params",
     "evaluate_stage",
     "fit_stage",
