@@ -37,4 +37,4 @@ def test_console_script_help():
     assert result.returncode == 0
     for command in ("demo-data", "inspect", "bench", "run"):
         assert command in result.stdout
-    assert set(BENCHES) == {"parcellation", "eeg", "train", "dag", "ingest", "methods"}
+    assert set(BENCHES) == {"parcellation", "eeg", "train", "dag", "ingest", "methods", "encoders"}
