@@ -19,7 +19,8 @@ import argparse
 import json
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,36 @@ DEFAULT_METHODS = (
     "brainmae",
     "dfc_generative",
 )
+
+
+def bench_request(
+    method: str,
+    stage: str,
+    fold: int,
+    out: Path,
+    caches: Mapping[str, str],
+    folds_path: str,
+    seed: int,
+    params: dict,
+    previous: str | None,
+) -> StageRequest:
+    """One stage of a method on a synthetic cache (label ``patient``), its outputs and
+    checkpoints under ``out``."""
+    return StageRequest(
+        method=method,
+        stage=stage,
+        fold=fold,
+        cache_paths=dict(caches),
+        folds_path=folds_path,
+        positive="patient",
+        seed=seed,
+        outputs=StageOutputs(
+            str(out / "model.bin"), str(out / "metrics.json"), str(out / "predictions.tsv")
+        ),
+        params=params,
+        previous=previous,
+        checkpoint_dir=str(out / "ckpt"),
+    )
 
 
 def write_caches(
@@ -90,25 +121,14 @@ def cross_validate(
         previous = None
         for stage in stages:
             out = workdir / method / f"fold-{fold}" / stage
-            outputs = StageOutputs(
-                str(out / "model.bin"), str(out / "metrics.json"), str(out / "predictions.tsv")
+            request = bench_request(
+                method, stage, fold, out, caches, paths["folds"], seed, params, previous
             )
-            request = StageRequest(
-                method=method,
-                stage=stage,
-                fold=fold,
-                cache_paths=caches,
-                folds_path=paths["folds"],
-                positive="patient",
-                seed=seed,
-                outputs=outputs,
-                params=params,
-                previous=previous,
-                checkpoint_dir=str(out / "ckpt") if spec.family == "torch" else None,
-            )
+            if spec.family != "torch":
+                request = replace(request, checkpoint_dir=None)
             run_stage(request, catalog)
-            previous = outputs.model
-        predictions = pd.read_csv(outputs.predictions, sep="\t")
+            previous = request.outputs.model
+        predictions = pd.read_csv(request.outputs.predictions, sep="\t")
         metrics = binary_metrics(
             predictions["y_true"], predictions["y_pred"], predictions["y_score"]
         )

@@ -48,8 +48,9 @@ from typing import Any
 import torch
 from lightning import Callback, LightningModule, Trainer, seed_everything
 
+from brainfuse.benchmarks.methods import bench_request
 from brainfuse.methods.catalog import Catalog, default_catalog
-from brainfuse.methods.request import StageOutputs, StageRequest
+from brainfuse.methods.request import StageRequest
 from brainfuse.methods.torch.data import train_loader
 from brainfuse.methods.torch.module import StageModule, frozen_to_eval
 from brainfuse.methods.torch.plugins import plugin_for
@@ -230,21 +231,8 @@ def measure_method(
     for stage in stages:
         params = {**stage_params(catalog, method, stage, epochs, threads), **(overrides or {})}
         out = workdir / method / f"fold-{fold}" / stage
-        outputs = StageOutputs(
-            str(out / "model.bin"), str(out / "metrics.json"), str(out / "predictions.tsv")
-        )
-        request = StageRequest(
-            method=method,
-            stage=stage,
-            fold=fold,
-            cache_paths=caches,
-            folds_path=paths["folds"],
-            positive="patient",
-            seed=seed,
-            outputs=outputs,
-            params=params,
-            previous=previous,
-            checkpoint_dir=str(out / "ckpt"),
+        request = bench_request(
+            method, stage, fold, out, caches, paths["folds"], seed, params, previous
         )
         # Each quantity is the best of the repeats: other processes only ever add time.
         runs = [_measure_once(request, catalog, device) for _ in range(max(1, repeats))]
@@ -267,7 +255,7 @@ def measure_method(
                 bare_cpu_s=min(bare[2] for _, _, bare in runs),
             )
         )
-        previous = outputs.model
+        previous = request.outputs.model
     return timings
 
 
