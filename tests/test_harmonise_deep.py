@@ -5,6 +5,7 @@ recorded in the stage's provenance, and a no-op when switched off."""
 from __future__ import annotations
 
 import json
+import types
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ from brainfuse.core.cache import read_cache, write_cache
 from brainfuse.folds import read_folds, subjects_of
 from brainfuse.methods.catalog import default_catalog
 from brainfuse.methods.request import StageOutputs, StageRequest
+from brainfuse.methods.ssl.dfc_generative import _DFCStage, sliding_window_fc
+from brainfuse.methods.torch.data import FC_AFFINE
 from brainfuse.methods.torch.harmonise_inputs import adjust_matrices, split_request
 from brainfuse.methods.torch.runner import prepare_data, run_torch_stage
 from brainfuse.methods.torch.synthetic import write_synthetic_caches
@@ -203,3 +206,39 @@ def test_no_adjustment_keeps_the_predictions(data, tmp_path):
     pd.testing.assert_frame_equal(plain, off_)
     metrics = json.loads((tmp_path / "off" / "metrics.json").read_text())
     assert metrics["adjustment"] is None
+
+
+def test_fc_computed_from_time_series_gets_the_fold_adjustment(data, tmp_path):
+    """The per-sample slope and offset reproduce the adjusted FC from the cached FC, and the
+    pseudo-FC views of the training loader are the raw views mapped by them (the same draws:
+    an item's randomness depends on (seed, epoch, sample) only)."""
+    raw = _fold_data(_request(data, tmp_path, GCN))  # gcn_fc's default pseudo-FC views
+    adjusted = _fold_data(_request(data, tmp_path, _adjusted(data, ["age"])))
+    cached_raw = raw.full._arrays["fmri"]["fc"]
+    cached = adjusted.full._arrays["fmri"]
+    assert FC_AFFINE not in raw.full._arrays["fmri"]
+    slope, offset = cached[FC_AFFINE][:, 0], cached[FC_AFFINE][:, 1]
+    np.testing.assert_allclose(
+        np.nan_to_num(slope * cached_raw + offset), np.nan_to_num(cached["fc"]), atol=1e-4
+    )
+    assert not np.allclose(slope, 1.0)  # ComBat rescales, it does not only shift
+    views = {}
+    for name, fold in (("raw", raw), ("adjusted", adjusted)):
+        served = fold.full.with_fields(["fc", "timeseries"])
+        views[name] = served.subset(fold.roles["train"], train=True, transform=fold.augment)
+    assert len(views["raw"]) == len(views["adjusted"]) > 0
+    for i in range(len(views["raw"])):
+        a, r = views["adjusted"][i], views["raw"][i]
+        mask = a["node_mask"]
+        pair = (mask[:, None] & mask[None, :]).float()
+        expected = (r["fc"] * a[FC_AFFINE][0] + a[FC_AFFINE][1]) * pair
+        torch.testing.assert_close(a["fc"], expected, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(a["fc"], r["fc"])  # a view, adjusted
+    # a batch's sliding-window FC gets each sample's map
+    batch = {k: torch.stack([views["adjusted"][i][k] for i in range(4)]) for k in a}
+    window_fc, _ = sliding_window_fc(batch["timeseries"], batch["time_mask"], 30, 5)
+    upper = torch.triu_indices(batch["fc"].shape[-1], batch["fc"].shape[-1], offset=1)
+    edges = batch[FC_AFFINE][:, :, upper[0], upper[1]]
+    stage = types.SimpleNamespace(window=30, step=5)
+    adjusted_windows, _ = _DFCStage.dfc(stage, batch)
+    torch.testing.assert_close(adjusted_windows, window_fc * edges[:, None, 0] + edges[:, None, 1])

@@ -31,7 +31,8 @@ Policies (each one recorded in the stage's ``metrics.json``):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -49,6 +50,7 @@ __all__ = [
     "CovariateEncoder",
     "SiteHarmoniser",
     "adjust_in_fold",
+    "fit_in_fold",
     "sample_columns",
     "subjects_digest",
 ]
@@ -257,6 +259,29 @@ def adjust_in_fold(
     record : dict
         What was fitted on which subjects, for ``metrics.json``.
     """
+    adjust, record = fit_in_fold(
+        x, samples, fit_rows, harmonise, confounds, participants, absent_ok
+    )
+    return adjust(x), record
+
+
+def fit_in_fold(
+    x: np.ndarray,
+    samples: pd.DataFrame,
+    fit_rows: np.ndarray,
+    harmonise: Mapping,
+    confounds: Sequence[str],
+    participants: pd.DataFrame | None = None,
+    absent_ok: Collection[str] = (),
+) -> tuple[Callable[[np.ndarray], np.ndarray], dict]:
+    """The fitted adjustment of :func:`adjust_in_fold` as a function, and its record.
+
+    The function maps any (n_samples, n_features) array whose rows are the rows of ``samples``
+    (each row adjusted with its own sample's site and covariates). ComBat and the confound
+    regression are affine in the features, so applying it to ``x + 1`` as well gives each
+    sample's slope and offset per feature (the torch methods adjust FC they compute from time
+    series with them).
+    """
     fit_rows = np.asarray(fit_rows, dtype=bool)
     fit_subjects = sorted(set(samples.loc[fit_rows, "subject"].astype(str)))
     record: dict = {
@@ -266,14 +291,15 @@ def adjust_in_fold(
         "fit_subjects_sha256": subjects_digest(fit_subjects),
         "n_fit_samples": int(fit_rows.sum()),
     }
-    out = np.asarray(x, dtype=np.float64)
+    steps: list[Callable[[np.ndarray], np.ndarray]] = []
+    fitted = np.asarray(x, dtype=np.float64)
     if harmonise["method"] == "combat":
         columns = [harmonise["batch"], *harmonise["covariates"]]
         table = _columns(samples, participants, columns, "harmonise")
         sites = table[harmonise["batch"]].fillna("n/a").astype(str).to_numpy()
         covariates = table[list(harmonise["covariates"])]
         model = SiteHarmoniser(harmonise["min_site_size"]).fit(
-            out[fit_rows], sites[fit_rows], covariates[fit_rows]
+            fitted[fit_rows], sites[fit_rows], covariates[fit_rows]
         )
         harmonised = model.harmonised_rows(sites)
         unseen = ~np.isin(sites, list(model.batch_of_))
@@ -285,7 +311,8 @@ def adjust_in_fold(
             "n_unharmonised_samples": int((~harmonised).sum()),
             "fitted": model.model_ is not None,
         }
-        out = model.transform(out, sites, covariates)
+        steps.append(partial(model.transform, sites=sites, covariates=covariates))
+        fitted = steps[-1](fitted)
     if confounds:
         present = [
             c
@@ -297,9 +324,16 @@ def adjust_in_fold(
         record["confounds_skipped"] = [c for c in confounds if c not in present]
         if present:
             table = _columns(samples, participants, present, "confounds")
-            regressor = ConfoundRegressor().fit(out[fit_rows], table[fit_rows])
-            out = regressor.transform(out, table)
-    return out, record
+            regressor = ConfoundRegressor().fit(fitted[fit_rows], table[fit_rows])
+            steps.append(partial(regressor.transform, confounds=table))
+
+    def adjust(features: np.ndarray) -> np.ndarray:
+        out = np.array(features, dtype=np.float64, copy=True)
+        for step in steps:
+            out = step(out)
+        return out
+
+    return adjust, record
 
 
 def _columns(

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from brainfuse.methods.spec import MethodSpec
 from brainfuse.methods.ssl.common import MLP, HeadFinetune, SSLStage, pseudo_fc
 from brainfuse.methods.ssl.losses import ema_update, info_nce, masked_mse, symmetric_byol_loss
+from brainfuse.methods.torch.data import adjust_fc
 from brainfuse.methods.torch.plugins import StageContext, StagePlugin
 
 __all__ = ["BrainMassEncoder", "BrainMassFinetune", "BrainMassNetwork", "BrainMassPretrain"]
@@ -222,8 +223,9 @@ class BrainMassPretrain(SSLStage):
     def losses(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         hp = self.hp
         ts, tm, nm = batch["timeseries"], batch["time_mask"], batch["node_mask"]
-        view1 = pseudo_fc(ts, tm, nm, float(hp["view_drop"]))
-        view2 = pseudo_fc(ts, tm, nm, float(hp["view_drop"]))
+        # views of in-fold harmonised FC get the adjustment of their sample's cached FC
+        view1 = adjust_fc(pseudo_fc(ts, tm, nm, float(hp["view_drop"])), batch)
+        view2 = adjust_fc(pseudo_fc(ts, tm, nm, float(hp["view_drop"])), batch)
         p1, mse1, nce1 = self._online(view1, nm)
         p2, mse2, nce2 = self._online(view2, nm)
         z1, z2 = self._target(view1, nm), self._target(view2, nm)

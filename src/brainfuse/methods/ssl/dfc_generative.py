@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from brainfuse.methods.spec import MethodSpec
 from brainfuse.methods.ssl.common import MLP, HeadFinetune, SSLStage
 from brainfuse.methods.ssl.losses import masked_mse
+from brainfuse.methods.torch.data import FC_AFFINE
 from brainfuse.methods.torch.encoders import sinusoidal_positions
 from brainfuse.methods.torch.plugins import StageContext, StagePlugin
 
@@ -190,10 +191,17 @@ class _DFCStage(SSLStage):
         self.window, self.step = window, step
 
     def dfc(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """The batch's sliding-window FC and valid windows."""
-        return sliding_window_fc(
+        """The batch's sliding-window FC and valid windows; with in-fold harmonisation, each
+        window gets the adjustment fitted on its sample's whole-run FC."""
+        dfc, valid = sliding_window_fc(
             batch["timeseries"], batch["time_mask"], self.window, self.step, batch["node_mask"]
         )
+        affine = batch.get(FC_AFFINE)
+        if affine is not None:
+            iu = torch.triu_indices(affine.shape[-1], affine.shape[-1], offset=1)
+            edges = affine[:, :, iu[0], iu[1]].to(dfc.dtype)  # (B, 2, E)
+            dfc = dfc * edges[:, None, 0] + edges[:, None, 1]
+        return dfc, valid
 
     def embed(self, batch: dict[str, Tensor]) -> Tensor:
         return self.model.encoder(*self.dfc(batch))

@@ -25,6 +25,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+from brainfuse.methods.torch.data import adjust_fc
+
 Sample = dict[str, Tensor]
 
 #: The mask that delimits the valid time points of each time-series key.
@@ -317,7 +319,8 @@ class TimePointDrop(Augmentation):
             return sample
         kept = torch.randperm(width, generator=generator)[:n_keep].sort().values
         x = sample["timeseries"][:, kept]
-        sample["fc"] = pearson(x, _node_mask(sample)).to(sample["fc"].dtype)
+        # the cached FC was harmonised in the fold; its view gets the same adjustment
+        sample["fc"] = adjust_fc(pearson(x, _node_mask(sample)), sample).to(sample["fc"].dtype)
         return sample
 
 

@@ -47,6 +47,10 @@ MODALITY_FIELDS: dict[str, tuple[str, ...]] = {
     "eeg": ("envelopes", "envelope_mask", "aec", "band_power"),
     "sc": ("sc",),
 }
+#: Each sample's in-fold FC adjustment, (2, N, N): slope and offset per entry. Present only when
+#: ``harmonise``/``confounds`` adjusted the FC (:mod:`.harmonise_inputs`); served with the time
+#: series, so that FC computed from them in training is adjusted as the cached FC was.
+FC_AFFINE = "fc_affine"
 #: A data key and the mask key that travels with it.
 COMPANION_MASK: dict[str, str] = {
     "fc": "node_mask", "timeseries": "time_mask", "fft": "time_mask",
@@ -141,6 +145,25 @@ def _resolve_fields(modalities: Sequence[str], fields: Iterable[str] | None) -> 
     if not wanted <= available:
         raise ValueError(f"fields {sorted(wanted - available)} need another modality")
     return frozenset(wanted | {COMPANION_MASK[f] for f in wanted if f in COMPANION_MASK})
+
+
+def adjust_fc(fc: Tensor, sample: Mapping[str, Tensor]) -> Tensor:
+    """FC computed from a sample's (or a batch's) time series, with the in-fold adjustment of its
+    cached FC applied (:data:`FC_AFFINE`); unchanged when there is none.
+
+    ``fc`` is (..., N, N); its leading dimensions match those of the affine's (``B`` for a batch,
+    none for a sample).
+    """
+    affine = sample.get(FC_AFFINE)
+    if affine is None:
+        return fc
+    affine = affine.to(fc.dtype)
+    out = fc * affine[..., 0, :, :] + affine[..., 1, :, :]
+    node_mask = sample.get("node_mask")
+    if node_mask is not None:  # masked parcels stay 0, whatever the offset
+        node_mask = node_mask.bool()
+        out = out * (node_mask.unsqueeze(-1) & node_mask.unsqueeze(-2)).to(out.dtype)
+    return out
 
 
 def crop_window(
@@ -386,6 +409,8 @@ class BrainDataset(Dataset):
             )
             x[~out["node_mask"]] = 0.0
             out["timeseries"], out["time_mask"] = x, time_mask
+            if FC_AFFINE in arrays:
+                out[FC_AFFINE] = torch.from_numpy(np.array(arrays[FC_AFFINE][row]))
         return out
 
     def _eeg_item(self, index: int, gen: torch.Generator | None) -> Sample:

@@ -15,10 +15,19 @@ dataset serves them, and are NaN again afterwards, so what the model sees for th
 change. Confounds that are per-sample QC fields of another modality (``mean_fd`` for SC
 matrices) are skipped for that matrix and listed in its record.
 
-Out of scope: time series (``timeseries``, ``fft``: the temporal transformer, dFC methods,
-pseudo-FC augmentation computed from time series) and EEG inputs (``envelopes``, ``aec``,
-``band_power``) are served unadjusted; each stage's ``metrics.json`` lists, under
-``adjustment``, the inputs it read that were adjusted and those that were not.
+FC that a stage computes from the time series while it trains (the pseudo-FC views of the
+``pseudo_fc`` augmentation and of BrainMass, the sliding-window FC of the dFC methods) gets the
+same fitted adjustment: ComBat and the confound regression are affine in each edge, so each
+sample's slope and offset per edge are stored beside its FC (cache array
+:data:`~brainfuse.methods.torch.data.FC_AFFINE`, served with the time series) and applied to
+every FC computed from that sample's series (:func:`~brainfuse.methods.torch.data.adjust_fc`).
+A window's FC is a noisier estimate of the same correlations, so the site effect fitted on the
+whole run's FC is the one removed from it.
+
+Out of scope: the time series themselves (``timeseries``, ``fft`` as the temporal transformer
+reads them) and EEG inputs (``envelopes``, ``aec``, ``band_power``) are served unadjusted; each
+stage's ``metrics.json`` lists, under ``adjustment``, the inputs it read that were adjusted and
+those that were not.
 """
 
 from __future__ import annotations
@@ -34,9 +43,9 @@ import pandas as pd
 
 from brainfuse.core.cache import Cache
 from brainfuse.core.samples import read_participants
-from brainfuse.methods.baselines.harmonise import adjust_in_fold, subjects_digest
+from brainfuse.methods.baselines.harmonise import fit_in_fold, subjects_digest
 from brainfuse.methods.request import StageRequest
-from brainfuse.methods.torch.data import MODALITY_FIELDS
+from brainfuse.methods.torch.data import FC_AFFINE, MODALITY_FIELDS
 from brainfuse.modalities import builtin_modalities
 from brainfuse.provenance import file_record
 
@@ -163,10 +172,15 @@ def adjust_matrices(
             if name != modality
             for field in m.qc_fields
         }
-        matrices, record = _adjust_stack(
-            cache.arrays[key], rows, table, fit, adjustment, participants, absent_ok
+        # FC recomputed from the series in training needs the per-sample map as well
+        with_affine = key == "fc" and "timeseries" in cache.arrays
+        matrices, affine, record = _adjust_stack(
+            cache.arrays[key], rows, table, fit, adjustment, participants, absent_ok, with_affine
         )
-        out[modality] = Cache(cache.table, {**cache.arrays, key: matrices}, cache.metadata)
+        arrays = {**cache.arrays, key: matrices}
+        if affine is not None:
+            arrays[FC_AFFINE] = affine
+        out[modality] = Cache(cache.table, arrays, cache.metadata)
         inputs[key] = record
     fit_subjects = sorted({s for r in inputs.values() for s in r["fit_subjects"]})
     record = {
@@ -187,27 +201,35 @@ def _adjust_stack(
     adjustment: InputAdjustment,
     participants: pd.DataFrame | None,
     absent_ok: Collection[str],
-) -> tuple[np.ndarray, dict[str, Any]]:
+    with_affine: bool,
+) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """A copy of the (n, N, N) ``stack`` whose matrices ``rows`` have their upper triangle
-    adjusted (fitted on ``fit``, a mask over ``rows``) and mirrored; the diagonal kept."""
-    upper = np.triu_indices(stack.shape[-1], k=1)
+    adjusted (fitted on ``fit``, a mask over ``rows``) and mirrored, the diagonal kept; with
+    ``with_affine``, also the (n, 2, N, N) float32 slope and offset of each entry's adjustment
+    (identity outside ``rows``, on the diagonal and for entries that are not finite)."""
+    n_nodes = stack.shape[-1]
+    upper = np.triu_indices(n_nodes, k=1)
     pick = (rows[:, None], upper[0], upper[1])  # (rows, edges) without copying whole matrices
     x = stack[pick].astype(np.float64)
     missing = ~np.isfinite(x)
-    adjusted, record = adjust_in_fold(
-        np.where(missing, 0.0, x),
-        table,
-        fit,
-        adjustment.harmonise,
-        adjustment.confounds,
-        participants,
-        absent_ok,
+    x = np.where(missing, 0.0, x)
+    adjust, record = fit_in_fold(
+        x, table, fit, adjustment.harmonise, adjustment.confounds, participants, absent_ok
     )
-    adjusted[missing] = np.nan
+    adjusted = adjust(x)
     out = np.array(stack, copy=True)
-    out[pick] = adjusted
-    out[rows[:, None], upper[1], upper[0]] = adjusted
-    return out, record
+    out[pick] = np.where(missing, np.nan, adjusted)
+    out[rows[:, None], upper[1], upper[0]] = out[pick]
+    if not with_affine:
+        return out, None, record
+    slope = np.where(missing, 1.0, adjust(x + 1.0) - adjusted)
+    offset = np.where(missing, 0.0, adjusted - slope * x)
+    affine = np.zeros((len(stack), 2, n_nodes, n_nodes), dtype=np.float32)
+    affine[:, 0] = 1.0
+    for part, values in enumerate((slope, offset)):
+        affine[rows[:, None], part, upper[0], upper[1]] = values
+        affine[rows[:, None], part, upper[1], upper[0]] = values
+    return out, affine, record
 
 
 def adjustment_summary(
@@ -229,8 +251,8 @@ def adjustment_summary(
     )
     if unadjusted:
         log.warning(
-            "harmonise/confounds adjust only FC/SC matrices; this stage also reads %s "
-            "unadjusted (and any FC an augmentation computes from time series is unadjusted)",
+            "harmonise/confounds adjust FC/SC matrices (and FC computed from the time series); "
+            "this stage also reads %s unadjusted",
             ", ".join(unadjusted),
         )
     return {**record, "adjusted_inputs": adjusted, "unadjusted_inputs": unadjusted}
