@@ -153,3 +153,20 @@ def test_key_order_reruns_the_cache_not_the_runs(completed):
     reordered["fmri"] = dict(reversed(list(config["fmri"].items())))
     jobs = planned_jobs(workdir, reordered)
     assert "fmri_run" not in jobs and jobs["fmri_cache"] == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [("harmonise.method", "combat"), ("confounds", ["age", "mean_fd"])],
+)
+def test_harmonise_and_confounds_rerun_training_and_diagnostics_not_preprocessing(
+    completed, path, value
+):
+    """The in-fold adjustment is fitted inside each training job (and the shortcut probes):
+    changing it refits every method on every fold, and leaves the runs, caches and folds."""
+    workdir, config = completed
+    jobs = planned_jobs(workdir, changed(config, path, value))
+    assert jobs["fit_baseline"] == jobs["train_stage"] == N_FOLDS
+    assert jobs["diagnostics"] == 1
+    assert all(jobs[rule] == 1 for rule in REPORT)
+    assert not any(rule in jobs for rule in ("folds", *FMRI))
