@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from brainfuse.core.errors import ConfigError
 from brainfuse.methods.catalog import default_catalog
 from brainfuse.methods.spec import MethodSpec
 
@@ -71,3 +72,25 @@ def test_required_and_optional_modalities_mix():
             name="bad", family="torch", modalities=("fmri",), stages=("t",), description="",
             optional=("eeg",),
         )  # fmt: skip
+
+
+def test_a_variant_is_its_method_under_another_name():
+    catalog = default_catalog()
+    catalog.add_variants({"brainmass_corpus": "brainmass", "connex_fc_b": "connex_fc_only"})
+    variant, base = catalog["brainmass_corpus"], catalog["brainmass"]
+    assert variant.origin == "brainmass" and base.origin == "brainmass"
+    assert (variant.stages, variant.plugin, variant.family) == (base.stages, base.plugin, "torch")
+    assert dict(variant.params) == dict(base.params)
+    assert catalog.params("brainmass_corpus", {}, "pretrain") == catalog.params(
+        "brainmass", {}, "pretrain"
+    )
+    # its stages run the method's code (ConneX takes its graphs from the catalog method)
+    from brainfuse.methods.torch.plugins import plugin_for
+
+    assert plugin_for(catalog["connex_fc_b"], "train").build.keywords == {"graphs": ("fc",)}
+    with pytest.raises(ConfigError, match="methods.brainmass.variant_of"):
+        catalog.add_variants({"brainmass": "gcn_fc"})
+    with pytest.raises(ConfigError, match="'nope' is no catalog method"):
+        catalog.add_variants({"x": "nope"})
+    with pytest.raises(ConfigError, match="is no catalog method"):
+        catalog.add_variants({"y": "brainmass_corpus"})  # not a variant of a variant

@@ -111,12 +111,12 @@ def test_planning_import_is_light():
 
 def test_fraction_labels_and_methods():
     assert [fraction_label(f) for f in (0.1, 0.25, 0.125, 1.0)] == ["10", "25", "12.5", "100"]
-    run, configured = ["majority", "logreg_fc"], ["majority", "logreg_fc", "svm_sc"]
-    assert curve_methods(None, run, configured) == run
-    # a configured method that does not run (its modality absent) is left out
-    assert curve_methods(["svm_sc", "logreg_fc"], run, configured) == ["logreg_fc"]
+    run, known = ["majority", "logreg_fc"], ["majority", "logreg_fc", "svm_sc", "gcn_fc"]
+    assert curve_methods(None, run, known) == run
+    # a method that does not run (its modality absent, or not configured) is left out
+    assert curve_methods(["svm_sc", "logreg_fc", "gcn_fc"], run, known) == ["logreg_fc"]
     with pytest.raises(ConfigError, match="gcn"):
-        curve_methods(["gcn"], run, configured)
+        curve_methods(["gcn"], run, known)
 
 
 def _write_predictions(path, folds: pd.DataFrame, labels, method, accuracy, rng):
@@ -212,7 +212,8 @@ def _dry_run_jobs(workdir, *targets: str) -> dict[str, int]:
 def test_dry_run_plans_the_curve_jobs(tmp_path, atlas_data_dir):
     """The demo with two folds, a baseline, the majority rule and a two-stage self-supervised
     method: one job per method x stage x fold x fraction below 100 %, one subsampled folds file
-    per such fraction, and nothing of it in the default target."""
+    per such fraction, and nothing of it in the default target unless ``curves.in_report``
+    asks for it."""
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     config["cv"]["n_folds"] = 2
     config["atlas"]["data_dir"] = atlas_data_dir
@@ -221,7 +222,8 @@ def test_dry_run_plans_the_curve_jobs(tmp_path, atlas_data_dir):
         "logreg_fc": {"stages": ["fit"]},
         "brainmass": {"stages": ["pretrain", "finetune"]},
     }
-    config["curves"] = {"fractions": [0.25, 0.5, 1.0], "methods": None, "seed": 0}
+    every = ["majority", "logreg_fc", "brainmass"]
+    config["curves"] = {"fractions": [0.25, 0.5, 1.0], "methods": every, "in_report": False}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     jobs = _dry_run_jobs(tmp_path, "curves")
     assert jobs["curve_folds"] == 2
@@ -237,6 +239,14 @@ def test_dry_run_plans_the_curve_jobs(tmp_path, atlas_data_dir):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     jobs = _dry_run_jobs(tmp_path, "curves")
     assert jobs["curve_fit_baseline"] == 2 * 2 and "curve_train_stage" not in jobs
+    # curves.in_report: demo (the default): the demo's default target makes them for the
+    # report, for curves.demo_methods when curves.methods is null
+    config["curves"] = {"fractions": [0.25, 0.5, 1.0], "methods": None, "in_report": "demo"}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    default = _dry_run_jobs(tmp_path)
+    assert default["curves_evaluate"] == default["report"] == 1
+    assert default["curve_fit_baseline"] == 2 * 2  # logreg_fc, not majority
+    assert default["curve_train_stage"] == 2 * 2 * 2  # brainmass
 
 
 def test_report_shows_the_curves_once_made(curves, cohort, tmp_path):

@@ -221,7 +221,13 @@ def test_plugin_lookup():
     assert plugin_for(CATALOG["gcn_fc"], "anything") is CLASSIFIER
     assert plugin_for(CATALOG["m3d_bfs"], "finetune").supervised
     connex = plugin_for(CATALOG["connex"], "train")
-    assert plugin_for(CATALOG["connex_sc_only"], "train") is connex
+    sc_only = plugin_for(CATALOG["connex_sc_only"], "train")
+    # one stage class, told the graphs of each ConneX method
+    assert sc_only.build.func is connex.build.func
+    assert (connex.build.keywords, sc_only.build.keywords) == (
+        {"graphs": ("sc", "fc")},
+        {"graphs": ("sc",)},
+    )
     with pytest.raises(KeyError, match="no stage 'fit'"):
         plugin_for(CATALOG["m3d_bfs"], "fit")
     with pytest.raises(KeyError, match="not a torch method"):

@@ -99,6 +99,7 @@ def reduced_config(atlas_data_dir: str | None, **inputs) -> dict:
     config["cv"]["n_folds"] = N_FOLDS
     config["atlas"]["data_dir"] = atlas_data_dir
     config["methods"] = METHODS
+    config["curves"]["in_report"] = False  # the demo's learning curves: tests/test_workflow.py
     return config
 
 

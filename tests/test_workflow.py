@@ -56,6 +56,9 @@ def demo_run(tmp_path_factory, atlas_data_dir):
         "m3d_bfs": {"stages": ["encoders", "pretrain", "finetune"]},
         "connex": {"stages": ["train"]},
     }
+    # the demo's learning curves (curves.in_report: demo) of its methods among demo_methods,
+    # at one fraction to keep the run short
+    config["curves"]["fractions"] = [0.5, 1.0]
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "--cores", "2")
     assert result.returncode == 0, result.stderr[-4000:]
@@ -79,6 +82,11 @@ def test_report_and_summary(demo_run):
     }
     for column in ("balanced_accuracy_mean", "balanced_accuracy_sd", "auc_mean", "auc_sd"):
         assert column in summary.columns
+    # the demo's report has the learning curves without asking for them
+    curves = pd.read_csv(results / "eval" / "curves.tsv", sep="\t")
+    assert set(curves["method"]) == {"logreg_fc", "gcn_fc"}
+    assert set(curves["fraction"]) == {0.5, 1.0} and curves["fold"].nunique() == 5
+    assert "Learning curves" in html and "Leakage and shortcut diagnostics" in html
     # every interval lies within its metric's range (a subject-level bootstrap, not mean +- t*SE)
     bounds = summary.filter(regex="_ci_(low|high)$")
     assert len(bounds.columns) >= 4

@@ -52,7 +52,7 @@ def _check(args: argparse.Namespace) -> int:
 
     try:
         config = read_config(yaml.safe_load(Path(args.configfile).read_text()) or {})
-        catalog, modalities = load_extensions(config.extensions)
+        catalog, modalities = load_extensions(config.extensions, config.variants)
         catalog.check(config.methods)
     except ConfigError as error:
         print(f"{args.configfile}: {error}", file=sys.stderr)

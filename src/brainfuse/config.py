@@ -95,6 +95,7 @@ class MethodConfig:
     params: Mapping[str, Any] = field(default_factory=dict)
     pretrain_on: str | None = None
     init: str | None = None
+    variant_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,11 @@ class Config:
     resources: Mapping[str, Mapping[str, Any]]
     extensions: tuple[str, ...]
     raw: Mapping[str, Any]
+
+    @property
+    def variants(self) -> dict[str, str]:
+        """The configured method variants: name -> the catalog method it copies."""
+        return {n: m.variant_of for n, m in self.methods.items() if m.variant_of}
 
     def section(self, name: str) -> Mapping[str, Any]:
         """A modality's config section (``fmri``, ``eeg``, ``sc``, or an extension's).
@@ -233,6 +239,7 @@ def read_config(config: Mapping[str, Any], schema_path: str | Path = SCHEMA_PATH
                 params=m.get("params", {}),
                 pretrain_on=m["pretrain_on"],
                 init=m["init"],
+                variant_of=m["variant_of"],
             )
             for name, m in raw["methods"].items()
         },

@@ -124,23 +124,23 @@ def write_subsampled_folds(
 
 
 def curve_methods(
-    requested: Sequence[str] | None, run_methods: Sequence[str], configured: Sequence[str]
+    requested: Sequence[str] | None, run_methods: Sequence[str], known: Sequence[str]
 ) -> list[str]:
     """The methods the curves refit: ``requested`` (None: every run method) that run.
+
+    A known method that does not run (not under ``methods``, or its modality is absent) is
+    left out, as it is from the results: a config that trims ``methods`` keeps its curves list.
 
     Raises
     ------
     ConfigError
-        For a requested method that is not configured under ``methods``; a configured one
-        that does not run (its modality is absent) is left out, as it is from the results.
+        For a requested name that is no method at all (``known``: the catalog's names).
     """
     if requested is None:
         return list(run_methods)
-    unknown = [m for m in requested if m not in configured]
+    unknown = [m for m in requested if m not in known]
     if unknown:
-        raise ConfigError(
-            f"curves.methods: {unknown} are not configured methods ({sorted(configured)})"
-        )
+        raise ConfigError(f"curves.methods: {unknown} are not methods ({sorted(known)})")
     return [m for m in requested if m in run_methods]
 
 

@@ -10,7 +10,7 @@ import: the Snakefile and every job that looks a method or modality up call
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from brainfuse.core.errors import ConfigError
 from brainfuse.methods.catalog import Catalog, default_catalog
@@ -18,7 +18,9 @@ from brainfuse.modalities import builtin_modalities
 from brainfuse.modalities.base import Modality
 
 
-def load_extensions(references: Sequence[str] = ()) -> tuple[Catalog, dict[str, Modality]]:
+def load_extensions(
+    references: Sequence[str] = (), variants: Mapping[str, str] | None = None
+) -> tuple[Catalog, dict[str, Modality]]:
     """The method catalog and the modalities, with every extension in ``references`` applied.
 
     Parameters
@@ -26,6 +28,9 @@ def load_extensions(references: Sequence[str] = ()) -> tuple[Catalog, dict[str, 
     references : sequence of str
         ``"module:function"`` callables, applied in order; each is called as
         ``function(catalog, modalities)``.
+    variants : mapping of str to str, optional
+        The config's method variants (name -> the method it copies,
+        :meth:`~brainfuse.methods.catalog.Catalog.add_variants`), added after the extensions.
 
     Returns
     -------
@@ -40,4 +45,5 @@ def load_extensions(references: Sequence[str] = ()) -> tuple[Catalog, dict[str, 
         except (ImportError, AttributeError) as err:
             raise ConfigError(f"extensions: cannot load {reference!r} ({err})") from err
         register(catalog, modalities)
+    catalog.add_variants(variants or {})
     return catalog, modalities

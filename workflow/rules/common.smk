@@ -15,7 +15,7 @@ from brainfuse.extensions import load_extensions
 set_bids_spec("v0_15_0")
 
 CFG = read_config(config)
-CATALOG, MODALITIES = load_extensions(CFG.extensions)
+CATALOG, MODALITIES = load_extensions(CFG.extensions, CFG.variants)
 CATALOG.check(CFG.methods)
 if unknown := sorted(set(CFG.raw["batching"]) - {"default", *MODALITIES}):
     raise ConfigError(f"batching: {unknown} are not modalities ({sorted(MODALITIES)})")

@@ -1,4 +1,4 @@
-# Learning curves, the opt-in `curves` target (not part of `all`): every method refitted on a
+# Learning curves, the `curves` target (part of `all` with curves.in_report): every method refitted on a
 # fraction of each fold's training subjects and scored on the same test subjects. A fraction below
 # 100 % is a subsampled copy of folds.tsv (brainfuse.curves: stratified, nested, seeded, test
 # subjects untouched) that the normal stage jobs train on, under curves/; 100 % is the main run.
@@ -50,6 +50,7 @@ use rule train_stage as curve_train_stage with:
         seed=CFG.seed,
         method_params=lambda w: CFG.methods[w.method].params,
         extensions=CFG.extensions,
+        variants=CFG.variants,
         checkpoint_dir=lambda w: CURVE_CHECKPOINT_DIR.format(
             method=w.method, percent=w.percent, fold=w.fold, stage=w.stage
         ),
@@ -83,6 +84,7 @@ use rule fit_baseline as curve_fit_baseline with:
         seed=CFG.seed,
         method_params=lambda w: CFG.methods[w.method].params,
         extensions=CFG.extensions,
+        variants=CFG.variants,
         checkpoint_dir=lambda w: CURVE_CHECKPOINT_DIR.format(
             method=w.method, percent=w.percent, fold=w.fold, stage=w.stage
         ),

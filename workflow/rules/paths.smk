@@ -185,11 +185,24 @@ CURVE_FRACTIONS = {
 }
 SUBSAMPLED = {percent: f for percent, f in CURVE_FRACTIONS.items() if f < 1}
 CURVE_METHODS = curve_methods(
-    CFG.raw["curves"]["methods"], list(RUN_METHODS), list(CFG.methods)
+    (
+        CFG.raw["curves"]["demo_methods"]
+        if CFG.input.demo and CFG.raw["curves"]["methods"] is None
+        else CFG.raw["curves"]["methods"]
+    ),
+    list(RUN_METHODS),
+    CATALOG.names(),
 )
-# The report shows the curves once they are made (by `snakemake curves`): they stay opt-in, and
-# the report still builds without them.
-CURVES_IN_REPORT = list(CURVES.values()) if Path(CURVES["table"]).exists() else []
+# The report shows the curves when curves.in_report asks the default target for them, else once
+# `snakemake curves` made them (the report still builds without them).
+CURVES_IN_DEFAULT_RUN = CFG.raw["curves"]["in_report"] is True or (
+    CFG.raw["curves"]["in_report"] == "demo" and CFG.input.demo
+)
+CURVES_IN_REPORT = (
+    list(CURVES.values())
+    if CURVES_IN_DEFAULT_RUN or Path(CURVES["table"]).exists()
+    else []
+)
 
 
 def curve_stage_file(kind, method, percent, fold, stage):

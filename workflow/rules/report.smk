@@ -72,6 +72,7 @@ rule attribution:
         seed=CFG.seed,
         description=lambda w: CATALOG[w.method].description,
         extensions=CFG.extensions,
+        variants=CFG.variants,
         ig_steps=32,
     script:
         "../scripts/attribution.py"

@@ -40,6 +40,7 @@ rule train_stage:
         seed=CFG.seed,
         method_params=lambda w: CFG.methods[w.method].params,
         extensions=CFG.extensions,
+        variants=CFG.variants,
         checkpoint_dir=lambda w: CHECKPOINT_DIR.format(
             method=w.method, fold=w.fold, stage=w.stage
         ),
@@ -97,6 +98,7 @@ rule pretrain_corpus:
         seed=CFG.seed,
         method_params=lambda w: CFG.methods[w.method].params,
         extensions=CFG.extensions,
+        variants=CFG.variants,
         checkpoint_dir=lambda w: PRETRAIN_CHECKPOINT_DIR.format(method=w.method),
     script:
         "../scripts/pretrain_corpus.py"

@@ -5,7 +5,7 @@ from brainfuse.explain.step import attribution_step
 from brainfuse.extensions import load_extensions
 
 setup_logging(snakemake.log[0])
-catalog, _ = load_extensions(snakemake.params.extensions)
+catalog, _ = load_extensions(snakemake.params.extensions, snakemake.params.variants)
 attribution_step(
     method=snakemake.wildcards.method,
     model_paths=list(snakemake.input.models),

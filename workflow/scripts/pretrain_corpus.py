@@ -3,7 +3,7 @@ from brainfuse.extensions import load_extensions
 from brainfuse.methods.pretrained import CorpusJob, pretrain_on_corpus
 
 setup_logging(snakemake.log[0])
-catalog, _ = load_extensions(snakemake.params.extensions)
+catalog, _ = load_extensions(snakemake.params.extensions, snakemake.params.variants)
 job = CorpusJob(
     method=snakemake.wildcards.method,
     corpus=dict(zip(snakemake.params.modalities, snakemake.input.corpus, strict=True)),

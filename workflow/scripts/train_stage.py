@@ -4,7 +4,7 @@ from brainfuse.methods.request import StageOutputs, StageRequest
 from brainfuse.methods.run import run_stage
 
 setup_logging(snakemake.log[0])
-catalog, _ = load_extensions(snakemake.params.extensions)
+catalog, _ = load_extensions(snakemake.params.extensions, snakemake.params.variants)
 # the in-fold harmonisation and confounds (baselines: their features; torch: FC/SC matrices)
 adjustment = {}
 if hasattr(snakemake.params, "harmonise"):

@@ -14,6 +14,7 @@ where ``my_pkg.toy`` defines ``stage_plugins(spec) -> dict[str, StagePlugin]``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -57,6 +58,34 @@ class Catalog:
         if spec.name in self._specs:
             raise ValueError(f"method {spec.name!r} is already in the catalog")
         self._specs[spec.name] = spec
+
+    def add_variants(self, variants: Mapping[str, str]) -> None:
+        """Add each ``name -> method`` of ``variants`` as a copy of ``method`` under ``name``.
+
+        A variant runs the same stages and code as its method with its own config entry, so
+        two configurations of one method (pre-trained on a corpus, and on each fold) sit side
+        by side in every table.
+
+        Raises
+        ------
+        ConfigError
+            The method is unknown or itself a variant, or the name is taken.
+        """
+        for name, base in variants.items():
+            key = f"methods.{name}.variant_of"
+            if name in self._specs:
+                raise ConfigError(
+                    f"{key}: {name!r} is a catalog method; a variant needs a new name"
+                )
+            if base not in self._specs or self._specs[base].variant_of:
+                known = [n for n in self.names() if not self._specs[n].variant_of]
+                raise ConfigError(f"{key}: {base!r} is no catalog method; known: {known}")
+            spec = self._specs[base]
+            self.add(
+                dataclasses.replace(
+                    spec, name=name, variant_of=base, description=f"{spec.description} ({name})"
+                )
+            )
 
     def __getitem__(self, name: str) -> MethodSpec:
         try:

@@ -52,6 +52,9 @@ class MethodSpec:
         Dotted name of the module providing the method's stage plugins through its
         ``stage_plugins(spec) -> dict[str, StagePlugin]``; imported when a stage runs. None: the
         generic classifier stage (the ``features`` encoder plus an MLP head).
+    variant_of : str or None
+        For a variant the config adds (``methods.<name>.variant_of``): the method it is a copy
+        of, under another name, with its own config entry (stages, params, ``pretrain_on``).
     """
 
     name: str
@@ -64,6 +67,7 @@ class MethodSpec:
     features: str = ""
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     plugin: str | None = None
+    variant_of: str | None = None
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -74,6 +78,11 @@ class MethodSpec:
             raise ValueError(f"{self.name}: optional {self.optional} not among its modalities")
         # A deep copy behind a read-only view: no caller can change another caller's defaults.
         object.__setattr__(self, "params", MappingProxyType(copy.deepcopy(dict(self.params))))
+
+    @property
+    def origin(self) -> str:
+        """The catalog method this one is: its own name, or the method it is a variant of."""
+        return self.variant_of or self.name
 
     @property
     def required(self) -> tuple[str, ...]:

@@ -32,6 +32,8 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -272,8 +274,8 @@ class ConneX(nn.Module):
 class Train(StageModule):
     """Stage ``train``: the whole network, end to end, with the multi-head joint loss."""
 
-    def __init__(self, ctx: StageContext) -> None:
-        hp, graphs = ctx.hp, METHODS[ctx.method]
+    def __init__(self, ctx: StageContext, graphs: tuple[str, ...]) -> None:
+        hp = ctx.hp
         super().__init__(ConneX(ctx.n_nodes, graphs, **_model_kwargs(hp)), hp, ctx.class_weights)
         self.graphs = graphs
         self.weights = {
@@ -324,9 +326,14 @@ def stage_plugins(spec: MethodSpec) -> dict[str, StagePlugin]:
     ValueError
         When the spec's modalities are not the caches of the graphs the network fuses.
     """
-    if spec.name not in METHODS:
+    if spec.origin not in METHODS:
         raise ValueError(f"{spec.name}: not a ConneX method; known: {sorted(METHODS)}")
-    wanted = tuple(sorted(_CACHE_OF[g] for g in METHODS[spec.name]))
+    wanted = tuple(sorted(_CACHE_OF[g] for g in METHODS[spec.origin]))
     if tuple(sorted(spec.modalities)) != wanted:
         raise ValueError(f"{spec.name}: modalities {spec.modalities}, the network reads {wanted}")
-    return dict(STAGES)
+    # the graphs come from the catalog method, so a config variant fuses the same ones
+    graphs = METHODS[spec.origin]
+    return {
+        name: dataclasses.replace(plugin, build=functools.partial(plugin.build, graphs=graphs))
+        for name, plugin in STAGES.items()
+    }
