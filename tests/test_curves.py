@@ -25,7 +25,7 @@ from brainfuse.curves import (
     write_subsampled_folds,
 )
 from brainfuse.folds import make_folds
-from brainfuse.report.curves import curves_figure, curves_section
+from brainfuse.report.curves import curve_means, curves_figure, curves_section
 
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
 
@@ -301,3 +301,30 @@ def test_report_shows_the_curves_once_made(curves, cohort, tmp_path):
         pages[name] = out.read_text()
     assert "<h2>Learning curves</h2>" in pages["with"]
     assert "Learning curves" not in pages["without"]
+
+
+def test_section_compares_one_method_pre_trained_on_a_corpus_and_on_each_fold(curves):
+    """A variant of gcn_fc (standing in for a corpus-pre-trained SSL method) beside it: the
+    section reads both at the few-shot end and at 100 %, with what each was pre-trained on."""
+    variant = curves[curves["method"] == "gcn_fc"].assign(
+        method="gcn_corpus", balanced_accuracy=lambda t: t["balanced_accuracy"] * 0.9
+    )
+    both = pd.concat([curves, variant], ignore_index=True)
+    pretraining = {
+        "gcn_fc": "each fold's training subjects (unlabelled, in every fold)",
+        "gcn_corpus": "corpus demo_corpus (40 subjects, 50 samples, unlabelled), once",
+    }
+    origins = {"gcn_fc": "gcn_fc", "gcn_corpus": "gcn_fc", "logreg_fc": "logreg_fc"}
+    html = curves_section(both, origins=origins, pretraining=pretraining)
+    (sentence,) = [p for p in html.split("<p>") if p.startswith("gcn_fc pre-trained on")]
+    assert "gcn_corpus on corpus demo_corpus" in sentence
+    assert "with 10% of the training subjects: gcn_corpus 0." in sentence
+    assert "with 100% of the training subjects" in sentence
+    means = curve_means(both).set_index(["method", "fraction"])
+    assert f"gcn_fc {means.loc[('gcn_fc', 0.1), 'balanced_accuracy_mean']:.2f}" in sentence
+    # the same pre-training (or no other configuration) gives no comparison
+    same = dict.fromkeys(pretraining, "each fold's training subjects")
+    assert "pre-trained on different data" not in curves_section(
+        both, origins=origins, pretraining=same
+    )
+    assert "pre-trained on different data" not in curves_section(curves, origins=origins)

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -18,6 +20,8 @@ from brainfuse.cli import main
 from brainfuse.config import read_config
 from brainfuse.core.cache import read_cache, write_cache
 from brainfuse.core.errors import ConfigError
+from brainfuse.demo.corpus import make_demo_corpus
+from brainfuse.demo.participants import choose_fmri_parcels
 from brainfuse.folds import read_folds, subjects_of
 from brainfuse.methods.catalog import default_catalog
 from brainfuse.methods.pretrained import (
@@ -288,3 +292,52 @@ def test_the_report_says_what_each_encoder_was_pre_trained_on(encoder, corpus):
     assert "<a href='b.html'>brainmae</a>" in section and "16 subjects" in section
     assert "logreg_fc" not in section
     assert _pretraining_section({"logreg_fc": ""}, {}) == []
+
+
+def test_pre_training_refuses_a_corpus_holding_a_study_subject(corpus, tmp_path):
+    """Checked again when the job runs: a corpus a rule makes is not there at planning."""
+    job = CorpusJob(
+        method="brainmae",
+        corpus={"fmri": str(corpus)},
+        source="demo_corpus",
+        seed=0,
+        encoder=str(tmp_path / "encoder.bin"),
+        manifest=str(tmp_path / "manifest.json"),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        params=MAE,
+        study_subjects=["01", "c03"],
+    )
+    with pytest.raises(ValueError, match="1 subjects of this study are in the corpus demo_corpus"):
+        pretrain_on_corpus(job, CATALOG)
+    assert not (tmp_path / "encoder.bin").exists()
+
+
+def test_the_demo_corpus_is_other_unlabelled_subjects_of_the_study_population(atlas, tmp_path):
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    out = tmp_path / "demo_corpus"
+    path = make_demo_corpus(out, atlas, config["fmri"], config["atlas"], n_subjects=12, seed=0)
+    cache = read_cache(path)
+    # every run kept, none labelled, no study subject (those are 01, 02, ...)
+    assert cache.table["label"].isna().all()
+    assert set(cache.table["subject"]) == {f"c{i:02d}" for i in range(1, 13)}
+    assert "group" not in pd.read_csv(out / "participants.tsv", sep="\t").columns
+    assert not list(out.glob("derivatives-*"))  # the per-run outputs are gone
+    # the study's population: its planted patient edges are stronger in the corpus's patients
+    truth = json.loads((out / "corpus_truth.json").read_text())["subjects"]
+    idx = [cache.metadata["roi_names"].index(p) for p in choose_fmri_parcels(atlas)]
+    upper = np.triu_indices(len(idx), 1)
+    planted = np.array([fc[np.ix_(idx, idx)][upper].mean() for fc in cache.arrays["fc"]])
+    patient = (cache.table["subject"].map(lambda s: truth[s]["group"]) == "patient").to_numpy()
+    assert 0 < patient.sum() < len(patient)
+    assert planted[patient].mean() - planted[~patient].mean() > 0.15
+    # the demo plans it when a method pre-trains on it, and the planning check accepts it
+    raw = _demo_config(tmp_path, {"stages": ["pretrain", "finetune"]})
+    raw["methods"]["brainmae_corpus"] = {
+        "variant_of": "brainmae",
+        "stages": ["pretrain", "finetune"],
+        "pretrain_on": "demo_corpus",
+    }
+    catalog = default_catalog()
+    catalog.add_variants({"brainmae_corpus": "brainmae"})
+    plan = check_plan(read_config(raw), builtin_modalities(), catalog, scan_roots=False)
+    assert not plan.errors and plan.run_methods["brainmae_corpus"] == ["finetune"]

@@ -158,6 +158,7 @@ def check_plan(
     subjects = _participants_checks(check, raw)
     available = {m for m, n in check.samples.items() if n}
     check.run_methods, check.skipped_methods = catalog.plan(config.methods, available)
+    _skip_demo_corpus_methods(check, config)
     if subjects is not None and not check.errors:
         _folds_checks(check, raw["cv"], subjects)
     if subjects is not None:
@@ -253,11 +254,28 @@ def _adjustment_checks(check: PlanCheck, config: dict, modalities: Mapping[str, 
         check.errors.append(f"confounds {absent} are {where}")
 
 
+def _skip_demo_corpus_methods(check: PlanCheck, config: Config) -> None:
+    """A method pre-trained on the demo's corpus runs on the demo only (a config that extends
+    the checkout's config.yaml keeps its methods)."""
+    from brainfuse.methods.pretrained import DEMO_CORPUS
+
+    if config.input.demo:
+        return
+    for name in list(check.run_methods):
+        if config.methods[name].pretrain_on == DEMO_CORPUS:
+            del check.run_methods[name]
+            check.skipped_methods[name] = (
+                f"pre-trains on the demo's corpus (pretrain_on: {DEMO_CORPUS}), and this run "
+                "is not the demo"
+            )
+
+
 def _pretrained_checks(check: PlanCheck, config: Config, catalog: Catalog, study: set[str]) -> None:
     """A corpus (``pretrain_on``) or an encoder (``init``) must exist and must not have seen a
     subject of this study: any of them may be a test subject of some fold. Subjects are
     compared by label, so the corpus and the study must share one subject namespace."""
     from brainfuse.methods.pretrained import (
+        DEMO_CORPUS,
         corpus_subjects,
         method_corpus,
         overlapping_subjects,
@@ -271,6 +289,8 @@ def _pretrained_checks(check: PlanCheck, config: Config, catalog: Catalog, study
             continue
         key = f"methods.{name}.{'pretrain_on' if method.pretrain_on else 'init'}"
         source = method.pretrain_on or method.init
+        if source == DEMO_CORPUS and config.input.demo:
+            continue  # made by the run (subjects c01, c02, ...); its pre-training job checks
         try:
             if method.pretrain_on:
                 seen = corpus_subjects(method_corpus(catalog[name], source))

@@ -31,6 +31,7 @@ class InputConfig:
     demo: bool
     demo_subjects: int
     demo_xcpd_subjects: int
+    demo_corpus_subjects: int
     fmriprep_dir: str | None
     xcpd_dir: str | None
     roi_tables: Mapping[str, str] | None

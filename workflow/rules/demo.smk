@@ -30,3 +30,26 @@ if CFG.input.demo:
             atlas_data_dir=CFG.atlas.data_dir,
         script:
             "../scripts/demo_data.py"
+
+    # The demo's unlabelled corpus (brainfuse.demo.corpus), made when a method pre-trains on it
+    # (methods.<m>.pretrain_on: demo_corpus): other subjects of the same population as ROI
+    # tables, read and cached by the fMRI modality's own steps.
+    if DEMO_CORPUS in [p for caches in CORPUS.values() for p in caches.values()]:
+
+        rule demo_corpus:
+            output:
+                DEMO_CORPUS,
+            log:
+                f"{LOGS}/demo_corpus.log",
+            conda:
+                ENV
+            resources:
+                mem_mb=res("demo", "mem_mb"),
+                runtime=res("demo", "runtime"),
+            params:
+                n_subjects=CFG.input.demo_corpus_subjects,
+                seed=CFG.seed,
+                fmri=CFG.section("fmri"),
+                atlas=CFG.raw["atlas"],
+            script:
+                "../scripts/demo_corpus.py"

@@ -59,11 +59,19 @@ PRETRAINED = {
 }
 PRETRAIN_CHECKPOINT_DIR = f"{R}/checkpoints/{{method}}/pretrained"
 # method -> its corpus caches (modality -> path)
+# the demo's unlabelled corpus (workflow/rules/demo.smk), for pretrain_on: demo_corpus
+DEMO_CORPUS = f"{R}/demo_corpus/fmri.parquet"
 CORPUS = {
-    m: pretrained.method_corpus(CATALOG[m], CFG.methods[m].pretrain_on)
+    m: pretrained.method_corpus(
+        CATALOG[m], CFG.methods[m].pretrain_on, DEMO_CORPUS if CFG.input.demo else None
+    )
     for m in RUN_METHODS
     if CFG.methods[m].pretrain_on
 }
+# every subject the study's inputs hold (a corpus must hold none of them)
+STUDY_SUBJECTS = sorted(
+    {str(s) for table in INPUTS.tables.values() for s in table.get("subject", [])}
+)
 # method -> the encoder.bin every fold's first stage starts from (pretrain_on or init)
 ENCODERS = {
     **{m: PRETRAINED["encoder"].format(method=m) for m in CORPUS},
@@ -184,15 +192,13 @@ CURVE_FRACTIONS = {
     fraction_label(f): f for f in sorted(set(CFG.raw["curves"]["fractions"]))
 }
 SUBSAMPLED = {percent: f for percent, f in CURVE_FRACTIONS.items() if f < 1}
-CURVE_METHODS = curve_methods(
-    (
-        CFG.raw["curves"]["demo_methods"]
-        if CFG.input.demo and CFG.raw["curves"]["methods"] is None
-        else CFG.raw["curves"]["methods"]
-    ),
-    list(RUN_METHODS),
-    CATALOG.names(),
-)
+if CFG.input.demo and CFG.raw["curves"]["methods"] is None:
+    # the demo's short list: those of its methods that this config runs
+    CURVE_METHODS = [m for m in CFG.raw["curves"]["demo_methods"] if m in RUN_METHODS]
+else:
+    CURVE_METHODS = curve_methods(
+        CFG.raw["curves"]["methods"], list(RUN_METHODS), CATALOG.names()
+    )
 # The report shows the curves when curves.in_report asks the default target for them, else once
 # `snakemake curves` made them (the report still builds without them).
 CURVES_IN_DEFAULT_RUN = CFG.raw["curves"]["in_report"] is True or (

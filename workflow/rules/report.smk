@@ -196,6 +196,8 @@ rule report:
             for m in RUN_METHODS
         },
         stages=RUN_METHODS,
+        # the catalog method of each (a config variant's: the method it copies)
+        origins={m: CATALOG[m].origin for m in RUN_METHODS},
         pretraining={
             m: {
                 "stages": list(CFG.methods[m].stages),

@@ -100,5 +100,7 @@ rule pretrain_corpus:
         extensions=CFG.extensions,
         variants=CFG.variants,
         checkpoint_dir=lambda w: PRETRAIN_CHECKPOINT_DIR.format(method=w.method),
+        # checked again here: the planning check cannot read a corpus that a rule makes
+        study_subjects=STUDY_SUBJECTS,
     script:
         "../scripts/pretrain_corpus.py"

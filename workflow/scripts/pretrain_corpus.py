@@ -14,5 +14,6 @@ job = CorpusJob(
     checkpoint_dir=snakemake.params.checkpoint_dir,
     params={**snakemake.params.method_params, "num_threads": snakemake.threads},
     devices=max(1, int(snakemake.resources.get("gpu", 0))),
+    study_subjects=snakemake.params.study_subjects,
 )
 pretrain_on_corpus(job, catalog)

@@ -37,6 +37,7 @@ build_report(
         truth_path=snakemake.input.truth[0] if snakemake.input.truth else None,
         stages={m: list(s) for m, s in snakemake.params.stages.items()},
         families=dict(snakemake.params.families),
+        origins=dict(snakemake.params.origins),
         pretraining={m: pretraining_summary(**p) for m, p in snakemake.params.pretraining.items()},
         positive=snakemake.params.positive,
         seed=snakemake.params.seed,

@@ -51,10 +51,14 @@ def label_qc(qc: pd.DataFrame, participants: str, label_cfg: dict) -> pd.DataFra
     """Attach labels and sites; samples without a label are excluded with that reason.
 
     ``label_cfg`` is the ``label`` section; its ``participant_column`` (the workflow adds
-    ``input.participant_column``) names the subject column of the participants table.
+    ``input.participant_column``) names the subject column of the participants table. With
+    ``column`` None and no ``entity`` the samples are an unlabelled corpus (pre-training data)
+    and keep their status.
     """
     id_column = label_cfg.get("participant_column", "participant_id")
     labelled = attach_labels(qc, read_participants(participants, id_column), label_cfg)
+    if label_cfg.get("column") is None and not label_cfg.get("entity"):
+        return labelled
     missing = labelled["label"].isna() & (labelled["status"] == "included")
     labelled.loc[missing, "status"] = "excluded"
     labelled.loc[missing, "reason"] = "no label in participants.tsv for this subject"

@@ -79,12 +79,15 @@ def attach_labels(samples: pd.DataFrame, participants: pd.DataFrame, label: dict
 
     The site comes from ``label["site_column"]`` (default ``site``), ``"n/a"`` without one.
     Samples whose label is missing get ``label = None`` and are excluded by the caller with the
-    reason recorded in QC.
+    reason recorded in QC. ``label["column"]`` None (and no entity) is an unlabelled corpus:
+    every label is None.
     """
     out = samples.copy()
     entity = label.get("entity")
     if entity:
         out["label"] = out[entity] if entity in out.columns else None
+    elif label["column"] is None:
+        out["label"] = None
     else:
         column = label["column"]
         if column not in participants.columns:

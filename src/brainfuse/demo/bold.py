@@ -10,6 +10,7 @@ non-steady-state first volume.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -214,15 +215,14 @@ def simulate_bold_run(
     meta : dict
         Confounds sidecar (aCompCor metadata) and ``mean_fd``.
     """
-    n, n_nodes = n_volumes, chol.shape[0]
+    n = n_volumes
     site_par = SITE_FMRI[site]
     gm = grid.node >= 0
     n_vox = grid.node.size
     hrf = _hrf(tr)
     f32 = np.float32
 
-    neural = _bold_band_noise(rng, n, n_nodes, tr) @ chol.T
-    neural = (neural / neural.std(0)).astype(f32)
+    neural = parcel_signals(chol, rng, n, tr).astype(f32)
     loading = np.where(gm, rng.uniform(0.5, 1.0, n_vox), 0.0).astype(f32)
     pct = neural[:, np.maximum(grid.node, 0)] * loading
 
@@ -289,6 +289,54 @@ def _save_nifti(path: Path, data: np.ndarray, affine: np.ndarray, tr: float | No
         nib.save(img, tmp)
 
 
+@dataclass(frozen=True)
+class PopulationModel:
+    """What every demo subject's fMRI is drawn from: the group correlation matrices (patients'
+    planted edges raised), the age and motion parcels and each site's component loadings."""
+
+    group: dict[str, np.ndarray]
+    age_idx: list[int]
+    motion_idx: list[int]
+    site_loadings: dict[str, np.ndarray]
+
+    def subject_cholesky(self, row: Any) -> np.ndarray:
+        """Cholesky factor of one participant's generating correlation (a participants row:
+        ``group``, ``age``, ``motion_level``, ``site``)."""
+        return np.linalg.cholesky(
+            subject_correlation(
+                self.group[row.group],
+                self.age_idx,
+                self.motion_idx,
+                float(row.age),
+                float(row.motion_level),
+                self.site_loadings[row.site],
+            )
+        )
+
+
+def population_model(
+    atlas: Atlas, parcels: list[str], confound_parcels: dict[str, list[str]], seed: int
+) -> PopulationModel:
+    """The demo's population model for ``seed`` (the study's seed: a corpus drawn from the same
+    population uses it too)."""
+    idx = [atlas.labels.index(p) for p in parcels]
+    c_ctl = network_correlation(atlas, seeded_rng(seed, S_FMRI_GROUP))
+    return PopulationModel(
+        group={"control": c_ctl, "patient": _patient_correlation(c_ctl, idx, FMRI_DELTA_R)},
+        age_idx=[atlas.labels.index(p) for p in confound_parcels["age"]],
+        motion_idx=[atlas.labels.index(p) for p in confound_parcels["motion"]],
+        site_loadings=site_loadings(atlas.n_nodes, idx, seed),
+    )
+
+
+def parcel_signals(
+    chol: np.ndarray, rng: np.random.Generator, n_volumes: int, tr: float
+) -> np.ndarray:
+    """(n_volumes, n_nodes) unit-variance neural parcel signals with correlation ``chol chol^T``."""
+    neural = _bold_band_noise(rng, n_volumes, chol.shape[0], tr) @ chol.T
+    return neural / neural.std(0)
+
+
 def simulate_fmri(
     root: Path,
     atlas: Atlas,
@@ -331,15 +379,12 @@ def simulate_fmri(
         },
     )
     grid = make_bold_grid(atlas, voxel_size)
+    population = population_model(atlas, parcels, confound_parcels, seed)
+    c_ctl, c_pat = population.group["control"], population.group["patient"]
     idx = [atlas.labels.index(p) for p in parcels]
-    c_ctl = network_correlation(atlas, seeded_rng(seed, S_FMRI_GROUP))
-    c_pat = _patient_correlation(c_ctl, idx, FMRI_DELTA_R)
     iu = np.triu_indices(len(idx), 1)
     delta_model = float(np.mean((c_pat - c_ctl)[np.ix_(idx, idx)][iu]))
-    c_group = {"control": c_ctl, "patient": c_pat}
-    age_idx = [atlas.labels.index(p) for p in confound_parcels["age"]]
-    motion_idx = [atlas.labels.index(p) for p in confound_parcels["motion"]]
-    loadings = site_loadings(atlas.n_nodes, idx, seed)
+    loadings = population.site_loadings
     upper = np.triu_indices_from(c_ctl, 1)
     site_shift = {
         site: round(
@@ -356,16 +401,7 @@ def simulate_fmri(
     for s, row in enumerate(participants.itertuples()):
         sub = row.participant_id
         mean_fd[sub] = {}
-        chol = np.linalg.cholesky(
-            subject_correlation(
-                c_group[row.group],
-                age_idx,
-                motion_idx,
-                float(row.age),
-                float(row.motion_level),
-                loadings[row.site],
-            )
-        )
+        chol = population.subject_cholesky(row)
         for run in row.runs:
             rng = seeded_rng(seed, S_FMRI_RUN, s, run)
             bold, conf, meta = simulate_bold_run(

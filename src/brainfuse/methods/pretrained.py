@@ -56,6 +56,9 @@ ENCODER = "encoder.bin"
 MANIFEST = "manifest.json"
 #: The stage a corpus replaces.
 STAGE = "pretrain"
+#: ``pretrain_on: demo_corpus``: the demo's unlabelled corpus (:mod:`brainfuse.demo.corpus`),
+#: made by the workflow before the pre-training that reads it.
+DEMO_CORPUS = "demo_corpus"
 
 
 def corpus_caches(source: str | os.PathLike, modalities: Iterable[str]) -> dict[str, str]:
@@ -87,8 +90,13 @@ def corpus_caches(source: str | os.PathLike, modalities: Iterable[str]) -> dict[
     raise ConfigError(f"pretrain_on: {source} is neither a cache file nor a folder")
 
 
-def method_corpus(spec: MethodSpec, source: str | os.PathLike) -> dict[str, str]:
+def method_corpus(
+    spec: MethodSpec, source: str | os.PathLike, demo_corpus: str | None = None
+) -> dict[str, str]:
     """The corpus caches of ``methods.<spec.name>.pretrain_on``: modality -> path.
+
+    ``source`` :data:`DEMO_CORPUS` is the demo's corpus, the fMRI cache ``demo_corpus`` (the
+    workflow's path for it, made by a rule, so it need not exist yet; None outside the demo).
 
     Raises
     ------
@@ -96,6 +104,12 @@ def method_corpus(spec: MethodSpec, source: str | os.PathLike) -> dict[str, str]
         ``source`` is missing or lacks a modality the method needs (naming the config key).
     """
     key = f"methods.{spec.name}.pretrain_on"
+    if str(source) == DEMO_CORPUS:
+        if demo_corpus is None:
+            raise ConfigError(f"{key}: {DEMO_CORPUS} is the demo's corpus (input.demo is false)")
+        if "fmri" not in spec.modalities:
+            raise ConfigError(f"{key}: {DEMO_CORPUS} holds fMRI; {spec.name} does not read it")
+        return {"fmri": demo_corpus}
     try:
         caches = corpus_caches(source, spec.modalities or MODALITY_PREFERENCE)
     except ConfigError as err:
@@ -182,6 +196,9 @@ class CorpusJob:
         The config's ``methods.<m>.params``.
     devices : int
         Processes/GPUs (``> 1``: DDP).
+    study_subjects : sequence of str
+        The study's subjects: pre-training refuses a corpus holding any of them (the planning
+        check does too, for corpora that exist when the run is planned).
     """
 
     method: str
@@ -193,6 +210,7 @@ class CorpusJob:
     checkpoint_dir: str
     params: Mapping[str, Any]
     devices: int = 1
+    study_subjects: Sequence[str] = ()
 
 
 def pretrain_on_corpus(job: CorpusJob, catalog: Any = None) -> dict[str, Any]:
@@ -226,6 +244,11 @@ def pretrain_on_corpus(job: CorpusJob, catalog: Any = None) -> dict[str, Any]:
     from brainfuse.provenance import file_record, subjects_in
 
     catalog = default_catalog() if catalog is None else catalog
+    if shared := overlapping_subjects(corpus_subjects(job.corpus), job.study_subjects):
+        raise ValueError(
+            f"methods.{job.method}.pretrain_on: {len(shared)} subjects of this study are in the "
+            f"corpus {job.source} (any may be a test subject): {', '.join(shared[:10])}"
+        )
     spec = catalog[job.method]
     plugin = plugin_for(spec, STAGE)
     if plugin.supervised:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from html import escape
 from pathlib import Path
 
@@ -99,9 +100,51 @@ def _few_shot_sentence(means: pd.DataFrame) -> str:
     )
 
 
-def curves_section(curves: pd.DataFrame | None, figure: str | Path | None = None) -> str:
+def _pretraining_sentences(
+    means: pd.DataFrame, origins: Mapping[str, str], pretraining: Mapping[str, str]
+) -> list[str]:
+    """For each method whose curves exist beside another configuration of it (a variant with
+    the same origin, pre-trained on something else): both at the smallest and the largest
+    fraction, with what each was pre-trained on."""
+    present = set(means["method"])
+    groups: dict[str, list[str]] = {}
+    for method in sorted(present):
+        groups.setdefault(origins.get(method, method), []).append(method)
+    sentences = []
+    for origin, methods in sorted(groups.items()):
+        if len(methods) < 2 or len({pretraining.get(m, "") for m in methods}) < 2:
+            continue
+        ends = []
+        for fraction in sorted({means["fraction"].min(), means["fraction"].max()}):
+            rows = means[(means["fraction"] == fraction) & means["method"].isin(methods)]
+            scores = "; ".join(
+                f"{r.method} {r.balanced_accuracy_mean:.2f} ± "
+                f"{np.nan_to_num(r.balanced_accuracy_sd):.2f}"
+                for r in rows.itertuples()
+            )
+            ends.append(f"with {fraction:.0%} of the training subjects: {scores}")
+        what = "; ".join(
+            f"{m} on {pretraining.get(m) or 'nothing (no pre-training stage)'}" for m in methods
+        )
+        sentences.append(
+            f"{origin} pre-trained on different data ({what}). Balanced accuracy, "
+            + ", and ".join(ends)
+            + ". Pre-training on more unlabelled subjects helps where the corpus-trained "
+            "configuration leads at the few-shot end by more than the folds' spread."
+        )
+    return sentences
+
+
+def curves_section(
+    curves: pd.DataFrame | None,
+    figure: str | Path | None = None,
+    origins: Mapping[str, str] | None = None,
+    pretraining: Mapping[str, str] | None = None,
+) -> str:
     """HTML: what the curves are, the figure (``figure``, a PNG, when it exists), a few-shot
-    reading and the mean ± SD of balanced accuracy per method and fraction.
+    reading, a comparison of the configurations of one method pre-trained on different data
+    (``origins``: method -> its catalog method; ``pretraining``: method -> what its encoder was
+    pre-trained on) and the mean ± SD of balanced accuracy per method and fraction.
 
     Empty when there is no table or it has no rows.
     """
@@ -123,6 +166,8 @@ def curves_section(curves: pd.DataFrame | None, figure: str | Path | None = None
     reading = _few_shot_sentence(means)
     if reading:
         parts.append(f"<p>{escape(reading)}</p>")
+    for sentence in _pretraining_sentences(means, origins or {}, pretraining or {}):
+        parts.append(f"<p>{escape(sentence)}</p>")
     uri = png_uri(figure)
     if uri:
         parts.append(

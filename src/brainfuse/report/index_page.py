@@ -241,6 +241,9 @@ class ReportInputs:
         The demo's ``ground_truth.json``; only its presence adds the recovery section.
     stages, families : mapping
         Stages of each method; ``baseline`` or ``deep`` per method.
+    origins : mapping, optional
+        Method -> the catalog method it is (a config variant's origin; itself otherwise): the
+        learning curves compare the pre-training of methods with one origin.
     pretraining : mapping, optional
         Method -> what its encoder was pre-trained on (each fold's training subjects, a corpus
         or an ``init`` file; :func:`brainfuse.methods.pretrained.pretraining_summary`), for
@@ -254,7 +257,7 @@ class ReportInputs:
         ``eval/diagnostics.tsv``: site, motion and label predictability of each feature set
         before and after in-fold ComBat (:mod:`brainfuse.diagnostics`).
     curves_path, curves_figure : str, optional
-        ``eval/curves.tsv`` and its figure (the opt-in learning curves, :mod:`brainfuse.curves`);
+        ``eval/curves.tsv`` and its figure (the learning curves, :mod:`brainfuse.curves`);
         the "Learning curves" section appears when the table exists.
     n_permutations, seed : int
         Label-permutation tests of every method.
@@ -277,6 +280,7 @@ class ReportInputs:
     truth_path: str | None = None
     stages: Mapping[str, Sequence[str]] = field(default_factory=dict)
     families: Mapping[str, str] = field(default_factory=dict)
+    origins: Mapping[str, str] = field(default_factory=dict)
     pretraining: Mapping[str, str] = field(default_factory=dict)
     positive: str | None = None
     deltas_path: str | None = None
@@ -341,7 +345,12 @@ def build_report(inputs: ReportInputs) -> None:
         *_pretraining_section(inputs.pretraining, page_links),
         *_per_site_section(per_site, embedded, _group_by(inputs.folds_summary_path)),
         diagnostics_section(read_diagnostics(inputs.diagnostics_path)),
-        curves_section(read_curves(inputs.curves_path), inputs.curves_figure),
+        curves_section(
+            read_curves(inputs.curves_path),
+            inputs.curves_figure,
+            origins=inputs.origins,
+            pretraining=inputs.pretraining,
+        ),
         _biomarker_overview(method_summaries, page_links),
     ]
     if inputs.truth_path and Path(inputs.truth_path).exists():
