@@ -240,3 +240,34 @@ def test_permutation_within_subjects_keeps_each_subject_labels():
     assert tests["permuted"] == "within subjects"
     assert tests["methods"]["m"]["auc"]["p"] < 0.01
     assert abs(tests["methods"]["m"]["auc"]["null_mean"] - 0.5) < 0.05
+
+
+def test_frozen_encoder_probes_are_rows_beside_the_fine_tuned_method(predictions, tmp_path):
+    """A pre-training stage's linear-probe predictions of a method are scored as
+    "<method> (frozen)", with its own metrics and delta to the best baseline."""
+    fine_tuned = predictions[predictions["method"] == "deep_better"]
+    rng = np.random.default_rng(5)
+    probe = fine_tuned.assign(y_score=rng.uniform(0, 1, len(fine_tuned)))  # no signal
+    probe["y_pred"] = (probe["y_score"] >= 0.5).astype(int)
+    files = {}
+    for name, frame in (("baseline", predictions[predictions["method"] == "logreg_fc"]),
+                        ("finetune", fine_tuned), ("pretrain", probe)):  # fmt: skip
+        files[name] = str(tmp_path / f"{name}.tsv")
+        frame.to_csv(files[name], sep="\t", index=False)
+    out = {k: str(tmp_path / f"out_{k}.tsv") for k in ("pred", "fold", "summary", "deltas")}
+    evaluate(
+        [files["baseline"], files["finetune"]],
+        out["pred"],
+        out["fold"],
+        out["summary"],
+        baselines=["logreg_fc"],
+        out_deltas=out["deltas"],
+        n_resamples=100,
+        probe_files=[files["pretrain"]],
+    )
+    summary = pd.read_csv(out["summary"], sep="\t").set_index("method")
+    assert set(summary.index) == {"logreg_fc", "deep_better", "deep_better (frozen)"}
+    assert summary.loc["deep_better", "auc_mean"] > 0.9
+    assert abs(summary.loc["deep_better (frozen)", "auc_mean"] - 0.5) < 0.15
+    deltas = pd.read_csv(out["deltas"], sep="\t")
+    assert "deep_better (frozen)" in set(deltas["method"])

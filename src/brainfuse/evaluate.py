@@ -21,6 +21,7 @@ from brainfuse.core.metrics import (
     binary_metrics,
     summarise,
 )
+from brainfuse.methods.pretrained import FROZEN_SUFFIX
 
 #: metrics whose difference to the best baseline is reported
 DELTA_METRICS = ("balanced_accuracy", "auc")
@@ -63,8 +64,14 @@ def evaluate(
     n_resamples: int = N_RESAMPLES,
     seed: int = 0,
     level: float = CI_LEVEL,
+    probe_files: Sequence[str] = (),
 ) -> None:
     """Write all predictions, metrics per method and fold, and ``summary.tsv``.
+
+    ``probe_files`` are the test predictions of self-supervised pre-training stages (a linear
+    probe on the frozen encoder, fitted on the fold's training subjects); each method's are
+    scored as the method ``<method> (frozen)`` (:data:`FROZEN_SUFFIX`), beside its fine-tuned
+    row.
 
     ``summary.tsv`` holds the mean and SD of each metric over folds and a percentile interval
     from a subject-level bootstrap of the pooled out-of-fold predictions (``n_resamples``
@@ -75,8 +82,10 @@ def evaluate(
     (whose ``site`` column gives each subject's site), ``per_site.tsv`` holds the metrics of
     each method on each site's test subjects (:func:`per_site_metrics`).
     """
+    probes = [pd.read_csv(p, sep="\t", dtype={"subject": str}) for p in probe_files]
     predictions = pd.concat(
-        [pd.read_csv(p, sep="\t", dtype={"subject": str}) for p in prediction_files],
+        [pd.read_csv(p, sep="\t", dtype={"subject": str}) for p in prediction_files]
+        + [probe.assign(method=probe["method"] + FROZEN_SUFFIX) for probe in probes],
         ignore_index=True,
     )
     rows = []

@@ -1,4 +1,5 @@
 # Evaluation over folds, biomarkers (attribution) per method, figures and the HTML report.
+from brainfuse.methods.pretrained import FROZEN_SUFFIX
 from brainfuse.modalities.base import modality_reference
 
 # Methods whose models are explained (the majority baseline has nothing to explain).
@@ -6,6 +7,13 @@ ATTRIBUTED = [m for m in RUN_METHODS if CATALOG[m].estimator != "majority"]
 # The classical baselines every method is compared with (the best of them, in eval/deltas.tsv).
 BASELINES = [m for m in ATTRIBUTED if CATALOG[m].family == "sklearn"]
 TRUTH = [GROUND_TRUTH] if CFG.input.demo else []
+# Methods pre-trained in each fold and then fine-tuned: their pre-training stage's linear probe
+# on the frozen encoder is scored too, as "<method> (frozen)" beside the fine-tuned row.
+PROBED = [
+    m
+    for m, stages in RUN_METHODS.items()
+    if CATALOG[m].family == "torch" and "pretrain" in stages[:-1]
+]
 
 
 rule evaluate:
@@ -14,6 +22,11 @@ rule evaluate:
             p
             for method in RUN_METHODS
             for p in final_stage_files("predictions", method)
+        ],
+        probes=[
+            stage_file("predictions", m, fold, "pretrain")
+            for m in PROBED
+            for fold in range(N_FOLDS)
         ],
         qc=QC_TABLE,  # the site of each subject
         # every stage's subjects, checked against the folds' test subjects before scoring
@@ -190,10 +203,19 @@ rule report:
             modality_reference(MODALITIES[m]) for m in MODALITIES if m in AVAILABLE
         ],
         skipped=SKIPPED,
-        descriptions={m: CATALOG[m].description for m in RUN_METHODS},
+        descriptions={
+            **{m: CATALOG[m].description for m in RUN_METHODS},
+            **{
+                m + FROZEN_SUFFIX: "linear probe on its frozen pre-trained encoder"
+                for m in PROBED
+            },
+        },
         families={
-            m: "baseline" if CATALOG[m].family == "sklearn" else "deep"
-            for m in RUN_METHODS
+            **{
+                m: "baseline" if CATALOG[m].family == "sklearn" else "deep"
+                for m in RUN_METHODS
+            },
+            **{m + FROZEN_SUFFIX: "deep" for m in PROBED},
         },
         stages=RUN_METHODS,
         # the catalog method of each (a config variant's: the method it copies)

@@ -15,4 +15,5 @@ evaluate(
     out_deltas=snakemake.output.deltas,
     out_per_site=snakemake.output.per_site,
     seed=snakemake.params.seed,
+    probe_files=list(snakemake.input.probes),
 )

@@ -56,6 +56,9 @@ ENCODER = "encoder.bin"
 MANIFEST = "manifest.json"
 #: The stage a corpus replaces.
 STAGE = "pretrain"
+#: A method's frozen-encoder evaluation (the linear probe its pre-training stage scores on each
+#: fold) is a row of the results of its own: the method's name with this suffix.
+FROZEN_SUFFIX = " (frozen)"
 #: ``pretrain_on: demo_corpus``: the demo's unlabelled corpus (:mod:`brainfuse.demo.corpus`),
 #: made by the workflow before the pre-training that reads it.
 DEMO_CORPUS = "demo_corpus"
