@@ -49,15 +49,18 @@ def _description(root: Path, name: str, derivative: bool) -> None:
 
 
 def make_tree(root: Path, n_subjects: int, runs: int = 1) -> dict[str, Path]:
-    """Write the placeholder fMRIPrep + BIDS EEG dataset; returns its input roots.
+    """Write the placeholder fMRIPrep + BIDS EEG + QSIRecon dataset; returns its input roots.
 
-    Layout: ``root/bids`` (raw BIDS with EEG and ``participants.tsv``) and
-    ``root/bids/derivatives/fmriprep``.
+    Layout: ``root/bids`` (raw BIDS with EEG and ``participants.tsv``),
+    ``root/bids/derivatives/fmriprep`` and ``root/bids/derivatives/qsirecon`` (one SC matrix
+    per subject): three modalities per subject.
     """
     bids = Path(root) / "bids"
     fmriprep = bids / "derivatives" / "fmriprep"
+    qsirecon = bids / "derivatives" / "qsirecon"
     _description(bids, "brainfuse-bench", derivative=False)
     _description(fmriprep, "fMRIPrep", derivative=True)
+    _description(qsirecon, "QSIRecon", derivative=True)
     width = max(3, len(str(n_subjects)))
     subjects = [f"{i:0{width}d}" for i in range(1, n_subjects + 1)]
     rows = ["participant_id\tgroup"] + [
@@ -88,7 +91,9 @@ def make_tree(root: Path, n_subjects: int, runs: int = 1) -> dict[str, Path]:
         _touch(eeg / f"sub-{s}_task-rest_eeg.json", eeg_sidecar)
         _touch(eeg / f"sub-{s}_task-rest_channels.tsv", channels)
         _touch(eeg / f"sub-{s}_electrodes.tsv", electrodes)
-    return {"bids": bids, "fmriprep": fmriprep}
+        dwi = qsirecon / f"sub-{s}" / "dwi"
+        _touch(dwi / f"sub-{s}_space-T1w_seg-Schaefer100_desc-sift2_relmat.tsv")
+    return {"bids": bids, "fmriprep": fmriprep, "qsirecon": qsirecon}
 
 
 def make_config(workdir: Path, roots: dict[str, Path]) -> Path:
@@ -98,7 +103,7 @@ def make_config(workdir: Path, roots: dict[str, Path]) -> Path:
         demo=False,
         fmriprep_dir=str(roots["fmriprep"]),
         eeg_dir=str(roots["bids"]),
-        sc_dir=None,
+        sc_dir=str(roots["qsirecon"]),
         xcpd_dir=None,
         participants=str(roots["bids"] / "participants.tsv"),
         pybids_db_dir=str(workdir / "results" / ".pybids"),
