@@ -242,3 +242,57 @@ def test_fc_computed_from_time_series_gets_the_fold_adjustment(data, tmp_path):
     stage = types.SimpleNamespace(window=30, step=5)
     adjusted_windows, _ = _DFCStage.dfc(stage, batch)
     torch.testing.assert_close(adjusted_windows, window_fc * edges[:, None, 0] + edges[:, None, 1])
+
+
+@pytest.mark.parametrize("method", ["logreg_fc", "gcn_fc"])
+def test_attribution_explains_the_adjusted_inputs_the_model_was_trained_on(data, tmp_path, method):
+    """With harmonise/confounds, the biomarkers of a fold are computed on its features after
+    the same in-fold adjustment (refitted on the same training subjects), not on raw ones."""
+    import dataclasses
+
+    from brainfuse.explain.method import explain_method
+    from brainfuse.methods.run import run_stage
+
+    params = _adjusted(data, ["age"])
+    if method == "logreg_fc":
+        params = {k: v for k, v in params.items() if k not in GCN}
+    request = dataclasses.replace(
+        _request(data, tmp_path, params, method=method), fold=0, stage="fit"
+    )
+    if method == "gcn_fc":
+        request = dataclasses.replace(request, stage="train")
+    run_stage(request, CATALOG)
+    adjustment = {k: params[k] for k in ("harmonise", "confounds", "participants")}
+    adjustment["participant_column"] = "participant_id"
+
+    def explain(adjust):
+        return explain_method(
+            method, [str(tmp_path / "model.bin")], [], [], {"fmri": data["fmri"]},
+            data["folds"], "patient", 0, n_steps=4, catalog=CATALOG, adjustment=adjust,
+        )  # fmt: skip
+
+    raw, adjusted = explain(None), explain(adjustment)
+    (name,) = adjusted.blocks
+    signed_raw, signed = raw.blocks[name][0].signed, adjusted.blocks[name][0].signed
+    assert np.isfinite(signed).all() and not np.allclose(signed, signed_raw)
+    if method == "logreg_fc":
+        import joblib
+
+        from brainfuse.core.cache import read_cache
+        from brainfuse.explain.linear import linear_blocks
+        from brainfuse.methods.baselines.features import feature_extractor
+        from brainfuse.methods.baselines.fit import adjust_features, joint_samples
+
+        caches = {"fmri": read_cache(data["fmri"])}
+        samples = joint_samples(caches, ("fmri",))
+        folds = read_folds(data["folds"])
+        subjects = samples["subject"].astype(str)
+        x, _, _ = adjust_features(
+            adjustment, ("fmri",), samples, feature_extractor("fc")(caches),
+            subjects.isin(subjects_of(folds, 0, "train")).to_numpy(), False,
+        )  # fmt: skip
+        fit = subjects.isin(subjects_of(folds, 0, "train") | subjects_of(folds, 0, "val"))
+        model = joblib.load(tmp_path / "model.bin")
+        expected = linear_blocks(model, x[fit.to_numpy()], "fc", signed.shape[-1])["fc"]
+        np.testing.assert_allclose(signed, expected.signed)
+        assert "after the fold's ComBat" in adjusted.notes[-1]

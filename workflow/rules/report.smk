@@ -62,6 +62,7 @@ rule attribution:
         caches=lambda w: caches_of_method(w.method),
         folds=FOLDS,
         truth=TRUTH,
+        participants=[INPUTS.participants] if ADJUSTED else [],
     output:
         importance=report(
             BIOMARKER_TABLES["importance"],
@@ -87,6 +88,9 @@ rule attribution:
         extensions=CFG.extensions,
         variants=CFG.variants,
         ig_steps=32,
+        harmonise=CFG.raw["harmonise"],
+        confounds=list(CFG.confounds),
+        participant_column=CFG.input.participant_column,
     script:
         "../scripts/attribution.py"
 

@@ -24,4 +24,11 @@ attribution_step(
     n_steps=snakemake.params.ig_steps,
     num_threads=snakemake.threads,
     catalog=catalog,
+    # the in-fold harmonisation and confounds the models were trained with
+    adjustment={
+        "harmonise": snakemake.params.harmonise,
+        "confounds": snakemake.params.confounds,
+        "participants": snakemake.input.participants[0] if snakemake.input.participants else None,
+        "participant_column": snakemake.params.participant_column,
+    },
 )

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from brainfuse.explain.blocks import FoldBlock
 from brainfuse.methods.catalog import Catalog, default_catalog
+
+if TYPE_CHECKING:
+    from brainfuse.methods.torch.harmonise_inputs import InputAdjustment
 
 
 def integrated_gradients(
@@ -129,6 +132,8 @@ def torch_fold_blocks(
     baseline: str = "zero",
     previous: str | None = None,
     catalog: Catalog | None = None,
+    adjustment: InputAdjustment | None = None,
+    val_subjects: set[str] | None = None,
 ) -> tuple[dict[str, FoldBlock] | None, dict[str, Any]]:
     """Integrated-gradients blocks of one fold's torch ``model.bin`` on its test samples.
 
@@ -140,7 +145,9 @@ def torch_fold_blocks(
 
     ``previous``: the previous stage's ``model.bin`` as its ``metrics.json`` records it (a
     plugin may read it while building the module). ``catalog``: where the method is looked up
-    (default: the built-in methods).
+    (default: the built-in methods). ``adjustment``: the run's in-fold harmonisation and
+    confounds, applied to the FC/SC matrices as in training (fitted on ``train_subjects``,
+    applied to them, ``val_subjects`` and the test subjects).
 
     Returns ``(None, info)`` with ``info["reason"]`` when the model cannot be explained (a
     self-supervised final stage predicts with a linear probe that ``model.bin`` does not hold).
@@ -148,6 +155,7 @@ def torch_fold_blocks(
     import torch
 
     from brainfuse.methods.torch.data import BrainDataset, eval_loader
+    from brainfuse.methods.torch.harmonise_inputs import adjust_matrices
     from brainfuse.methods.torch.trained import TrainedStage
     from brainfuse.methods.torch.weights import read_model
 
@@ -164,16 +172,28 @@ def torch_fold_blocks(
     keys = [k for k in saved["input_keys"] if k in ATTRIBUTED_KEYS]
     if not keys:
         return None, {"reason": f"no attributable inputs among {saved['input_keys']}"}
-    dataset = BrainDataset(
-        caches,
-        positive,
-        modalities=spec.present(caches),  # an optional modality's cache may be absent
-        fields=saved["input_keys"],
-        length=hp.get("length", 200),
-        eeg_length=hp.get("eeg_length", 200),
-        seed=seed,
-        standardize=hp.get("standardize", True),
-    )
+
+    def dataset_of(caches: Mapping[str, Any]) -> BrainDataset:
+        return BrainDataset(
+            caches,
+            positive,
+            modalities=spec.present(caches),  # an optional modality's cache may be absent
+            fields=saved["input_keys"],
+            length=hp.get("length", 200),
+            eeg_length=hp.get("eeg_length", 200),
+            seed=seed,
+            standardize=hp.get("standardize", True),
+        )
+
+    dataset = dataset_of(caches)
+    if adjustment is not None:
+        roles = {
+            "train": set(train_subjects or ()),
+            "val": set(val_subjects or ()),
+            "test": set(test_subjects),
+        }
+        adjusted, _ = adjust_matrices(caches, dataset.table, roles, adjustment)
+        dataset = dataset_of(adjusted)
     train_set = dataset.subset(train_subjects, train=False) if train_subjects else None
     lit = TrainedStage.load(
         model_path, dataset, train_set=train_set, previous=previous, seed=seed, catalog=catalog

@@ -52,6 +52,7 @@ def explain_method(
     n_steps: int = 32,
     baseline: str = "zero",
     catalog: Catalog | None = None,
+    adjustment: Mapping[str, Any] | None = None,
 ) -> MethodAttribution:
     """Attributions of ``method``'s final-stage models of every fold.
 
@@ -80,6 +81,11 @@ def explain_method(
         The integrated-gradients reference of torch models (see :func:`torch_fold_blocks`).
     catalog : Catalog, optional
         Where ``method`` is looked up (default: the built-in methods).
+    adjustment : mapping, optional
+        The run's in-fold harmonisation and confounds (``harmonise``, ``confounds``,
+        ``participants``, ``participant_column``, as the training jobs get them): each fold's
+        features are adjusted as its model saw them (fitted again on the same training
+        subjects, which gives the same fit) before they are explained.
 
     Returns
     -------
@@ -112,11 +118,23 @@ def explain_method(
             [f"no mapping of the features {spec.features!r} onto parcels or edges"],
         )
     if spec.family == "sklearn":
-        result = _linear_attribution(method, spec.features, model_paths, caches, infos, folds)
+        result = _linear_attribution(
+            method, spec.features, model_paths, caches, infos, folds, adjustment or {}
+        )
     else:
         previous = list(previous_paths) or [None] * len(model_paths)
         result = _torch_attribution(
-            method, model_paths, previous, caches, folds, positive, seed, n_steps, baseline, catalog
+            method,
+            model_paths,
+            previous,
+            caches,
+            folds,
+            positive,
+            seed,
+            n_steps,
+            baseline,
+            catalog,
+            adjustment or {},
         )
         routing = routing_summary(routing_paths)
         if routing is not None:
@@ -132,13 +150,16 @@ def _linear_attribution(
     caches: Mapping[str, Any],
     infos: Mapping[str, BlockInfo],
     folds: pd.DataFrame,
+    adjustment: Mapping[str, Any],
 ) -> MethodAttribution:
-    """Haufe patterns of the linear baseline of every fold."""
+    """Haufe patterns of the linear baseline of every fold (on its adjusted features, with
+    ``adjustment``)."""
     import joblib
+    from sklearn.pipeline import make_pipeline
 
     from brainfuse.folds import subjects_of
     from brainfuse.methods.baselines.features import SCALED_FEATURES, feature_extractor
-    from brainfuse.methods.baselines.fit import joint_samples
+    from brainfuse.methods.baselines.fit import adjust_features, joint_samples
 
     result = MethodAttribution(method, "haufe", list(range(len(model_paths))), {}, {})
     result.extra["folds"] = {}
@@ -147,11 +168,23 @@ def _linear_attribution(
     x_all = feature_extractor(features)(caches)[samples[f"row_{modalities[0]}"].to_numpy()]
     subjects = samples["subject"].astype(str)
     info = infos[modalities[0]]
+    adjusted = False
     for fold, path in zip(result.folds, model_paths, strict=True):
         fit_subjects = subjects_of(folds, fold, "train") | subjects_of(folds, fold, "val")
         rows = subjects.isin(fit_subjects).to_numpy()
         model = joblib.load(path)
-        fold_blocks = linear_blocks(model, x_all[rows], features, info.n_nodes, len(info.bands))
+        x_fold, record, tangent_step = adjust_features(
+            adjustment,
+            modalities,
+            samples,
+            x_all,
+            subjects.isin(subjects_of(folds, fold, "train")).to_numpy(),
+            features == "tangent",
+        )
+        adjusted = adjusted or "fit_subjects" in record
+        if tangent_step is not None:  # model.bin starts with that step; x_fold is after it
+            model = make_pipeline(*(step for _, step in model.steps[1:]))
+        fold_blocks = linear_blocks(model, x_fold[rows], features, info.n_nodes, len(info.bands))
         if fold_blocks is None:
             result.notes.append(f"fold {fold}: the model has no linear weights")
             continue
@@ -170,6 +203,12 @@ def _linear_attribution(
             if features in SCALED_FEATURES
             else ""
         )
+        + (
+            "; the features are those the model was fitted on, after the fold's ComBat and "
+            "confound regression"
+            if adjusted
+            else ""
+        )
     )
     return result
 
@@ -185,9 +224,12 @@ def _torch_attribution(
     n_steps: int,
     baseline: str,
     catalog: Catalog,
+    adjustment: Mapping[str, Any],
 ) -> MethodAttribution:
-    """Integrated gradients of the torch model of every fold."""
+    """Integrated gradients of the torch model of every fold (its FC/SC inputs adjusted as in
+    training, with ``adjustment``)."""
     from brainfuse.folds import subjects_of
+    from brainfuse.methods.torch.harmonise_inputs import input_adjustment
 
     result = MethodAttribution(
         method, "integrated_gradients", list(range(len(model_paths))), {}, {}
@@ -206,6 +248,8 @@ def _torch_attribution(
                 baseline=baseline,
                 previous=previous,
                 catalog=catalog,
+                adjustment=input_adjustment(adjustment),
+                val_subjects=subjects_of(folds, fold, "val"),
             )
         except Exception as err:  # one model the attribution cannot handle must not stop
             # the report; the reason is logged with its traceback and shown on the page

@@ -32,6 +32,7 @@ def attribution_step(
     n_steps: int = 32,
     num_threads: int | None = None,
     catalog: Catalog | None = None,
+    adjustment: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The ``attribution`` rule: explain every fold, aggregate, write the three outputs.
 
@@ -57,6 +58,7 @@ def attribution_step(
         seed,
         n_steps,
         catalog=catalog,
+        adjustment=adjustment,
     )
     summary = write_outputs(result, out_importance, out_edges, out_summary, truth, description)
     _log_recovery(method, summary.get("ground_truth") or {})

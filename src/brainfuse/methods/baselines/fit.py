@@ -8,6 +8,8 @@ been fixed on the training and validation subjects. Site harmonisation and confo
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import joblib
 import numpy as np
@@ -27,7 +29,7 @@ from brainfuse.methods.spec import MethodSpec
 from brainfuse.modalities import builtin_modalities
 from brainfuse.provenance import stage_manifest, subjects_in, write_manifest
 
-__all__ = ["fit_baseline", "joint_samples"]
+__all__ = ["adjust_features", "fit_baseline", "joint_samples"]
 
 
 def joint_samples(caches: dict[str, Cache], modalities: tuple[str, ...]) -> pd.DataFrame:
@@ -53,7 +55,9 @@ def fit_baseline(request: StageRequest, spec: MethodSpec) -> None:
         for r in ("train", "val", "test")
     }
     tangent = spec.features == "tangent"
-    x_all, adjusted, tangent_step = _adjust(request, samples, x_all, roles["train"], tangent)
+    x_all, adjusted, tangent_step = adjust_features(
+        request.params, tuple(request.cache_paths), samples, x_all, roles["train"], tangent
+    )
     model, c = fit_select(
         spec.estimator,
         x_all[roles["train"]],
@@ -122,18 +126,24 @@ def fit_baseline(request: StageRequest, spec: MethodSpec) -> None:
     atomic.write_json(outputs.metrics, metrics)
 
 
-def _adjust(
-    request: StageRequest,
+def adjust_features(
+    params: Mapping[str, Any],
+    modalities: Sequence[str],
     samples: pd.DataFrame,
     x_all: np.ndarray,
     train: np.ndarray,
     tangent: bool,
 ) -> tuple[np.ndarray, dict, object | None]:
-    """Features after the in-fold harmonisation and confound regression of ``request.params``
-    (``harmonise``, ``confounds``; none: unchanged), their record, and the tangent-space step
-    fitted on the training samples when the features are time series."""
-    harmonise = request.params.get("harmonise") or {"method": "none"}
-    confounds = tuple(request.params.get("confounds") or ())
+    """Features after the in-fold harmonisation and confound regression of ``params``
+    (``harmonise``, ``confounds``, ``participants``, ``participant_column``; none: unchanged),
+    their record, and the tangent-space step fitted on the training samples when the features
+    are time series (the adjustment then applies to the tangent vectors). Deterministic: the
+    attribution step recomputes a fold's features with it.
+
+    ``modalities`` are those the method reads: a QC field of another modality (``mean_fd``
+    for EEG or SC) is skipped as a confound."""
+    harmonise = params.get("harmonise") or {"method": "none"}
+    confounds = tuple(params.get("confounds") or ())
     if harmonise["method"] == "none" and not confounds:
         return x_all, {"harmonise": "none", "confounds": []}, None
     tangent_step = None
@@ -141,12 +151,10 @@ def _adjust(
         tangent_step = tangent_space().fit(list(x_all[train]))
         x_all = tangent_step.transform(list(x_all))
     participants = None
-    if request.params.get("participants"):
-        participants = read_participants(
-            request.params["participants"], request.params["participant_column"]
-        )
+    if params.get("participants"):
+        participants = read_participants(params["participants"], params["participant_column"])
     # a QC field of a modality this method does not read (mean_fd for EEG or SC) is skipped
-    read = set(request.cache_paths)
+    read = set(modalities)
     absent_ok = {
         field
         for name, m in builtin_modalities().items()

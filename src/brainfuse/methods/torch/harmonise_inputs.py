@@ -57,6 +57,7 @@ __all__ = [
     "InputAdjustment",
     "adjust_matrices",
     "adjustment_summary",
+    "input_adjustment",
     "split_request",
 ]
 
@@ -104,16 +105,21 @@ def split_request(request: StageRequest) -> tuple[StageRequest, InputAdjustment 
     ``harmonise.method`` is ``none`` and there are no confounds: the inputs are served as
     cached)."""
     params = {k: v for k, v in request.params.items() if k not in ADJUSTMENT_KEYS}
-    stripped = dataclasses.replace(request, params=params)
-    harmonise = dict(request.params.get("harmonise") or {"method": "none"})
-    confounds = tuple(request.params.get("confounds") or ())
+    return dataclasses.replace(request, params=params), input_adjustment(request.params)
+
+
+def input_adjustment(params: Mapping[str, Any]) -> InputAdjustment | None:
+    """The adjustment named by the :data:`ADJUSTMENT_KEYS` of ``params`` (None when
+    ``harmonise.method`` is ``none`` and there are no confounds)."""
+    harmonise = dict(params.get("harmonise") or {"method": "none"})
+    confounds = tuple(params.get("confounds") or ())
     if harmonise["method"] == "none" and not confounds:
-        return stripped, None
-    return stripped, InputAdjustment(
+        return None
+    return InputAdjustment(
         harmonise=harmonise,
         confounds=confounds,
-        participants=request.params.get("participants"),
-        participant_column=str(request.params.get("participant_column") or "participant_id"),
+        participants=params.get("participants"),
+        participant_column=str(params.get("participant_column") or "participant_id"),
     )
 
 
