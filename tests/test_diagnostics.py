@@ -15,7 +15,7 @@ from brainfuse.diagnostics import (
     probe_site,
 )
 from brainfuse.methods.baselines.features import FEATURES
-from brainfuse.report.diagnostics import diagnostics_section
+from brainfuse.report.diagnostics import adjustment_section, diagnostics_section
 
 HARMONISE = {"method": "none", "batch": "site", "covariates": ["age"], "min_site_size": 5}
 SITES = ("siteA", "siteB", "siteC")
@@ -143,3 +143,16 @@ def test_section_reads_in_plain_words():
     html = diagnostics_section(pd.DataFrame(rows, columns=COLUMNS))
     assert "site is predictable from fc at 0.90 (chance 0.33); after in-fold ComBat 0.36" in html
     assert diagnostics_section(pd.DataFrame(columns=COLUMNS)) == ""
+
+
+def test_the_report_says_what_the_models_were_trained_with():
+    combat = {"method": "combat", "batch": "site", "covariates": ["age", "sex"], "min_site_size": 5}
+    html = adjustment_section(combat, ["age", "mean_fd"])
+    assert "<h2>Harmonisation and confounds</h2>" in html
+    assert "ComBat (combatlearn, Fortin's model) by <code>site</code>, keeping age, sex" in html
+    assert "fewer than 5 training subjects are pooled" in html
+    assert "then regression of age, mean_fd" in html and "training subjects only" in html
+    off = adjustment_section({**combat, "method": "none"}, [])
+    assert "trained on unadjusted features" in off and "ComBat (" not in off
+    assert "regression of mean_fd" in adjustment_section({**combat, "method": "none"}, ["mean_fd"])
+    assert adjustment_section(None, []) == ""

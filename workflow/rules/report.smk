@@ -236,5 +236,7 @@ rule report:
         },
         positive=CFG.label.positive,
         seed=CFG.seed,
+        harmonise=CFG.raw["harmonise"],
+        confounds=list(CFG.confounds),
     script:
         "../scripts/report.py"

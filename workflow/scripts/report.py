@@ -38,6 +38,8 @@ build_report(
         stages={m: list(s) for m, s in snakemake.params.stages.items()},
         families=dict(snakemake.params.families),
         origins=dict(snakemake.params.origins),
+        harmonise=dict(snakemake.params.harmonise),
+        confounds=list(snakemake.params.confounds),
         pretraining={m: pretraining_summary(**p) for m, p in snakemake.params.pretraining.items()},
         positive=snakemake.params.positive,
         seed=snakemake.params.seed,

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from brainfuse.core.html import html_table
 from brainfuse.diagnostics import flags
 
-__all__ = ["diagnostics_section", "read_diagnostics"]
+__all__ = ["adjustment_section", "diagnostics_section", "read_diagnostics"]
 
 _WHAT = {
     "site": "site is predictable from {name} at {before:.2f} (chance {chance:.2f}); "
@@ -27,6 +29,45 @@ def read_diagnostics(path: str | Path | None) -> pd.DataFrame | None:
     if path is None or not Path(path).exists():
         return None
     return pd.read_csv(path, sep="\t")
+
+
+def adjustment_section(harmonise: Mapping[str, Any] | None, confounds: Sequence[str]) -> str:
+    """HTML: the in-fold harmonisation and confound regression the models were trained with
+    (config ``harmonise`` and ``confounds``), in plain words; empty without a config."""
+    if harmonise is None:
+        return ""
+    steps = []
+    if harmonise.get("method") == "combat":
+        kept = ", ".join(harmonise.get("covariates") or []) or "no covariates"
+        steps.append(
+            f"ComBat (combatlearn, Fortin's model) by <code>{escape(str(harmonise['batch']))}"
+            f"</code>, keeping {escape(kept)}; sites with fewer than "
+            f"{int(harmonise.get('min_site_size', 5))} training subjects are pooled into one "
+            "batch, and a validation or test subject from a site without training subjects is "
+            "left unharmonised"
+        )
+    if confounds:
+        steps.append(
+            "regression of " + escape(", ".join(confounds)) + " with coefficients fitted on "
+            "the training subjects"
+        )
+    if not steps:
+        text = (
+            "The models were trained on unadjusted features (<code>harmonise.method: none"
+            "</code>, no <code>confounds</code>). The diagnostics below show how much site "
+            "and motion the features carry, and what in-fold ComBat would remove."
+        )
+    else:
+        text = (
+            "Every method's inputs were adjusted in each fold: "
+            + "; then ".join(steps)
+            + ". Each fit saw the fold's training subjects only and was applied unchanged to "
+            "its validation and test subjects: the baselines' features, the torch methods' "
+            "FC/SC matrices and the FC they compute from time series (the time series and EEG "
+            "inputs themselves are not adjusted). Each stage's <code>provenance.json</code> "
+            "lists the subjects every fit saw, and the evaluate step checks them."
+        )
+    return "<h2>Harmonisation and confounds</h2>\n<p>" + text + "</p>"
 
 
 def diagnostics_section(table: pd.DataFrame | None) -> str:

@@ -24,7 +24,11 @@ import pandas as pd
 from brainfuse.core import atomic
 from brainfuse.evaluate import site_spread
 from brainfuse.report.curves import curves_section, read_curves
-from brainfuse.report.diagnostics import diagnostics_section, read_diagnostics
+from brainfuse.report.diagnostics import (
+    adjustment_section,
+    diagnostics_section,
+    read_diagnostics,
+)
 from brainfuse.report.html import (
     METRIC_NAMES,
     html_img,
@@ -241,6 +245,9 @@ class ReportInputs:
         The demo's ``ground_truth.json``; only its presence adds the recovery section.
     stages, families : mapping
         Stages of each method; ``baseline`` or ``deep`` per method.
+    harmonise, confounds : optional
+        The config's ``harmonise`` section and ``confounds``: what the models were trained
+        with (the "Harmonisation and confounds" section; none: no section).
     origins : mapping, optional
         Method -> the catalog method it is (a config variant's origin; itself otherwise): the
         learning curves compare the pre-training of methods with one origin.
@@ -281,6 +288,8 @@ class ReportInputs:
     stages: Mapping[str, Sequence[str]] = field(default_factory=dict)
     families: Mapping[str, str] = field(default_factory=dict)
     origins: Mapping[str, str] = field(default_factory=dict)
+    harmonise: Mapping[str, Any] | None = None
+    confounds: Sequence[str] = ()
     pretraining: Mapping[str, str] = field(default_factory=dict)
     positive: str | None = None
     deltas_path: str | None = None
@@ -344,6 +353,7 @@ def build_report(inputs: ReportInputs) -> None:
         ),
         *_pretraining_section(inputs.pretraining, page_links),
         *_per_site_section(per_site, embedded, _group_by(inputs.folds_summary_path)),
+        adjustment_section(inputs.harmonise, inputs.confounds),
         diagnostics_section(read_diagnostics(inputs.diagnostics_path)),
         curves_section(
             read_curves(inputs.curves_path),
