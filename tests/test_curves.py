@@ -242,11 +242,20 @@ def test_dry_run_plans_the_curve_jobs(tmp_path, atlas_data_dir):
     # curves.in_report: demo (the default): the demo's default target makes them for the
     # report, for curves.demo_methods when curves.methods is null
     config["curves"] = {"fractions": [0.25, 0.5, 1.0], "methods": None, "in_report": "demo"}
+    # and brainmass pre-trained once on the demo's corpus beside it, as the demo's config has
+    config["methods"]["brainmass_corpus"] = {
+        "variant_of": "brainmass",
+        "stages": ["pretrain", "finetune"],
+        "pretrain_on": "demo_corpus",
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     default = _dry_run_jobs(tmp_path)
     assert default["curves_evaluate"] == default["report"] == 1
     assert default["curve_fit_baseline"] == 2 * 2  # logreg_fc, not majority
-    assert default["curve_train_stage"] == 2 * 2 * 2  # brainmass
+    # brainmass's two stages and brainmass_corpus's fine-tuning, per fold and fraction
+    assert default["curve_train_stage"] == (2 + 1) * 2 * 2
+    # the corpus is made and pre-trained on once, for every fold and fraction
+    assert default["demo_corpus"] == default["pretrain_corpus"] == 1
 
 
 def test_report_shows_the_curves_once_made(curves, cohort, tmp_path):
