@@ -29,6 +29,7 @@ from brainfuse.methods.pretrained import (
     CorpusJob,
     corpus_subjects,
     list_encoders,
+    method_corpus,
     pretrain_on_corpus,
     pretraining_summary,
     read_manifest,
@@ -341,3 +342,20 @@ def test_the_demo_corpus_is_other_unlabelled_subjects_of_the_study_population(at
     catalog.add_variants({"brainmae_corpus": "brainmae"})
     plan = check_plan(read_config(raw), builtin_modalities(), catalog, scan_roots=False)
     assert not plan.errors and plan.run_methods["brainmae_corpus"] == ["finetune"]
+
+
+def test_a_method_on_the_demo_corpus_is_skipped_outside_the_demo(tmp_path):
+    """A config that extends the checkout's config.yaml keeps its brainmass_corpus: on the
+    user's own data it is skipped with the reason, not an error."""
+    from brainfuse.check import PlanCheck, _skip_demo_corpus_methods
+
+    method = {"stages": ["pretrain", "finetune"], "pretrain_on": "demo_corpus"}
+    raw = _demo_config(tmp_path, method)
+    raw["input"] = {"demo": False, "fmriprep_dir": str(tmp_path)}
+    check = PlanCheck()
+    check.run_methods = {"logreg_fc": ["fit"], "brainmae": ["finetune"]}
+    _skip_demo_corpus_methods(check, read_config(raw))
+    assert list(check.run_methods) == ["logreg_fc"]
+    assert "pre-trains on the demo's corpus" in check.skipped_methods["brainmae"]
+    with pytest.raises(ConfigError, match="demo_corpus is the demo's corpus"):
+        method_corpus(CATALOG["brainmae"], "demo_corpus", None)
