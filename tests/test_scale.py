@@ -35,13 +35,13 @@ def test_dry_run_200_subjects_reuses_pybids_index(tmp_path):
 
     _, out = dry_run(tmp_path, configfile, TIMEOUT)
     jobs = job_count(out)
-    # one job per chunk of `batching` fMRI runs and per chunk of EEG recordings
+    # one job per chunk of `batching` fMRI runs, EEG recordings and SC matrices
     chunk = yaml.safe_load(configfile.read_text())["batching"]["default"]
     # (the job table is printed twice: before the job list and at its end)
-    chunks = {line for line in out.splitlines() if re.fullmatch(r"(fmri|eeg)_run_\d+\s+1", line)}
-    assert len(chunks) == 2 * math.ceil(N_SUBJECTS / chunk) > 2, out[-3000:]
+    chunks = {line for line in out.splitlines() if re.fullmatch(r"(fmri|eeg|sc)_run_\d+\s+1", line)}
+    assert len(chunks) == 3 * math.ceil(N_SUBJECTS / chunk) > 3, out[-3000:]
     state = _index_state(db_dir)
-    assert {Path(name).parts[0] for name in state} == {"bold", "eeg"}, state
+    assert {Path(name).parts[0] for name in state} == {"bold", "eeg", "sc"}, state
 
     # A new subject after the index was built: the cached index does not know it.
     make_tree(tmp_path / "data", N_SUBJECTS + 1)
