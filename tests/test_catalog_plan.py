@@ -94,3 +94,18 @@ def test_a_variant_is_its_method_under_another_name():
         catalog.add_variants({"x": "nope"})
     with pytest.raises(ConfigError, match="is no catalog method"):
         catalog.add_variants({"y": "brainmass_corpus"})  # not a variant of a variant
+
+
+def test_declared_self_supervised_stages_are_those_of_the_plugins():
+    """Planning reads MethodSpec.self_supervised (torch-free); the plugins are the truth."""
+    from brainfuse.methods.torch.plugins import plugin_for
+
+    catalog = default_catalog()
+    for spec in catalog:
+        if spec.family != "torch":
+            continue
+        for stage in spec.stages:
+            unsupervised = not plugin_for(spec, stage).supervised
+            assert unsupervised == (stage in spec.self_supervised), (spec.name, stage)
+    assert catalog["brainmass"].self_supervised == ("pretrain",)
+    assert not catalog["m3d_bfs"].self_supervised  # its pretrain stage is supervised

@@ -313,8 +313,11 @@ def test_pre_training_refuses_a_corpus_holding_a_study_subject(corpus, tmp_path)
     assert not (tmp_path / "encoder.bin").exists()
 
 
-def test_the_demo_corpus_is_other_unlabelled_subjects_of_the_study_population(atlas, tmp_path):
+def test_the_demo_corpus_is_other_unlabelled_subjects_of_the_study_population(
+    atlas, atlas_data_dir, tmp_path
+):
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    config["atlas"]["data_dir"] = atlas_data_dir  # the tables are read with the run's atlas
     out = tmp_path / "demo_corpus"
     path = make_demo_corpus(out, atlas, config["fmri"], config["atlas"], n_subjects=12, seed=0)
     cache = read_cache(path)

@@ -12,7 +12,7 @@ TRUTH = [GROUND_TRUTH] if CFG.input.demo else []
 PROBED = [
     m
     for m, stages in RUN_METHODS.items()
-    if CATALOG[m].family == "torch" and "pretrain" in stages[:-1]
+    if "pretrain" in stages[:-1] and "pretrain" in CATALOG[m].self_supervised
 ]
 
 

@@ -52,6 +52,9 @@ class MethodSpec:
         Dotted name of the module providing the method's stage plugins through its
         ``stage_plugins(spec) -> dict[str, StagePlugin]``; imported when a stage runs. None: the
         generic classifier stage (the ``features`` encoder plus an MLP head).
+    self_supervised : tuple of str
+        The stages that read no label (self-supervised pre-training), declared here so that
+        planning knows them without importing the plugins; a test holds them to the plugins.
     variant_of : str or None
         For a variant the config adds (``methods.<name>.variant_of``): the method it is a copy
         of, under another name, with its own config entry (stages, params, ``pretrain_on``).
@@ -68,12 +71,15 @@ class MethodSpec:
     params: Mapping[str, Any] = field(default_factory=dict, hash=False)
     plugin: str | None = None
     variant_of: str | None = None
+    self_supervised: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ValueError(f"{self.name}: family {self.family!r}; expected one of {FAMILIES}")
         if not self.stages:
             raise ValueError(f"{self.name}: a method has at least one stage")
+        if not set(self.self_supervised) <= set(self.stages):
+            raise ValueError(f"{self.name}: self-supervised {self.self_supervised} not stages")
         if not set(self.optional) <= set(self.modalities):
             raise ValueError(f"{self.name}: optional {self.optional} not among its modalities")
         # A deep copy behind a read-only view: no caller can change another caller's defaults.

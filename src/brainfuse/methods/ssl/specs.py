@@ -155,6 +155,7 @@ SPECS = (
         features="mcsp",
         params=_MCSP,
         plugin="brainfuse.methods.ssl.mcsp",
+        self_supervised=("pretrain",),
     ),
     MethodSpec(
         name="mcsp_fmri_only",
@@ -166,6 +167,7 @@ SPECS = (
         features="mcsp",
         params=_MCSP,
         plugin="brainfuse.methods.ssl.mcsp",
+        self_supervised=("pretrain",),
     ),
     MethodSpec(
         name="brainmass",
@@ -176,6 +178,7 @@ SPECS = (
         features="brainmass",
         params=_BRAINMASS,
         plugin="brainfuse.methods.ssl.brainmass",
+        self_supervised=("pretrain",),
     ),
     MethodSpec(
         name="brainmae",
@@ -187,6 +190,7 @@ SPECS = (
         features="brainmae",
         params=_BRAINMAE,
         plugin="brainfuse.methods.ssl.brainmae",
+        self_supervised=("pretrain",),
     ),
     MethodSpec(
         name="dfc_generative",
@@ -197,6 +201,7 @@ SPECS = (
         features="dfc_generative",
         params=_DFC_GENERATIVE,
         plugin="brainfuse.methods.ssl.dfc_generative",
+        self_supervised=("pretrain",),
     ),
 )
 
