@@ -18,6 +18,7 @@ draw are in ``<outdir>/corpus_truth.json``, which the pipeline never reads.
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -103,15 +104,11 @@ def make_demo_corpus(
                 signal = parcel_signals(chol, rng, n_volumes, tr)
                 signal += PARCEL_NOISE_SD * rng.standard_normal(signal.shape)
                 table = _write_table(outdir, sub, run, signal, atlas, tr)
+                # the modality's own per-run outputs, but its QC figure
                 outputs = {
-                    name: str(derivatives / f"sub-{sub}_run-{run}_{name}.{ext}")
-                    for name, ext in (
-                        ("timeseries", "tsv"),
-                        ("sidecar", "json"),
-                        ("relmat", "tsv"),
-                        ("relmat_raw", "tsv"),
-                        ("coverage", "tsv"),
-                    )
+                    name: str(derivatives / f"sub-{sub}_run-{run}_{name}_{entities['suffix']}")
+                    for name, (_, entities) in modality.sample_outputs(atlas.name).items()
+                    if name != "figure"
                 }
                 modality.run_sample(
                     inputs={"table": str(table)},
@@ -150,7 +147,7 @@ def make_demo_corpus(
         },
         outputs={"cache": str(cache), "qc": str(outdir / "qc.tsv")},
     )
-    _remove_tree(derivatives)
+    shutil.rmtree(derivatives)
     sites = participants["site"].value_counts().reindex(SITES, fill_value=0).to_dict()
     log.info("demo corpus: %d subjects (sites %s) cached in %s", n_subjects, sites, cache)
     return cache
@@ -165,9 +162,3 @@ def _write_table(
     write_tsv(table, pd.DataFrame(signal.astype(np.float32), columns=list(atlas.labels)))
     write_json(table.with_suffix(".json"), {"RepetitionTime": float(tr)})
     return table
-
-
-def _remove_tree(path: Path) -> None:
-    for child in sorted(path.glob("*")):
-        child.unlink()
-    path.rmdir()

@@ -312,7 +312,9 @@ def fit_in_fold(
             "fitted": model.model_ is not None,
         }
         steps.append(partial(model.transform, sites=sites, covariates=covariates))
-        fitted = steps[-1](fitted)
+        # the confound regression is fitted on the harmonised training rows only
+        fitted = fitted.copy()
+        fitted[fit_rows] = model.transform(fitted[fit_rows], sites[fit_rows], covariates[fit_rows])
     if confounds:
         present = [
             c
