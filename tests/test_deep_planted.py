@@ -99,3 +99,23 @@ def test_bench_methods_smoke(capsys):
     pairs = dict(item.split("=") for item in last.split())
     assert set(pairs) == {"logreg_fc", "logreg_fc_min", "gcn_fc", "gcn_fc_min"}
     assert all(0.0 <= float(v) <= 1.0 for v in pairs.values())
+
+
+def test_bench_methods_reads_pipeline_results_folders(tmp_path, capsys):
+    """``--results``: each folder's cache/*.parquet and folds/folds.tsv, trained with the seed
+    given at its position."""
+    import shutil
+
+    from brainfuse.benchmarks.methods import main, write_caches
+
+    paths = write_caches(tmp_path / "made", 12, 20, 0.3, 2, 0.2, seed=0)
+    results = tmp_path / "results"
+    (results / "cache").mkdir(parents=True)
+    (results / "folds").mkdir()
+    shutil.copy(paths["fmri"], results / "cache" / "fmri.parquet")
+    shutil.copy(paths["folds"], results / "folds" / "folds.tsv")
+    argv = ["--methods", "logreg_fc", "--seeds", "3", "--results", str(results)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "seed 3 logreg_fc" in out and "of 2 folds" in out
+    assert float(out.strip().splitlines()[-1].split()[0].split("=")[1]) > 0.5

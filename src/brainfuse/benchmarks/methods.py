@@ -10,6 +10,10 @@ score is the mean over folds of the balanced accuracy of its last stage, as in t
 ``summary.tsv``. Prints one row per method and, as the last line, ``<method>=<mean over seeds>``
 pairs (plus ``<method>_min=<worst seed>``).
 
+``--results DIR [DIR ...]`` runs on pipeline results folders instead (e.g. the demo's, made
+with ``seed: 0``, ``1`` and ``2``): each folder's ``cache/*.parquet`` and ``folds/folds.tsv``,
+each trained with the seed at the same position of ``--seeds`` (the seed the folder was made with).
+
 Run with ``brainfuse bench methods [--methods gcn_fc logreg_fc] [--seeds 0 1 2]``.
 """
 
@@ -93,6 +97,20 @@ def write_caches(
     return paths
 
 
+def results_caches(results: Path) -> tuple[dict[str, str], int]:
+    """The caches and folds of a pipeline results folder, and its number of folds."""
+    paths = {
+        p.stem: str(p) for p in sorted((results / "cache").glob("*.parquet")) if p.stem != "qc"
+    }
+    folds = results / "folds" / "folds.tsv"
+    if not paths or not folds.exists():
+        raise SystemExit(
+            f"{results}: no cache/*.parquet or folds/folds.tsv (run the pipeline first)"
+        )
+    paths["folds"] = str(folds)
+    return paths, int(pd.read_csv(folds, sep="\t")["fold"].max()) + 1
+
+
 def cross_validate(
     method: str,
     paths: dict[str, str],
@@ -141,8 +159,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--results", nargs="+", type=Path, default=None, help="pipeline results folders"
+    )
     parser.add_argument("--subjects", type=int, default=24)
     parser.add_argument("--nodes", type=int, default=100)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep the runs' outputs here")
     parser.add_argument("--effect", type=float, default=0.2, help="planted variance share")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--val-fraction", type=float, default=0.2)
@@ -151,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--params", type=json.loads, default={}, help="JSON overrides of the deep methods' params"
     )
     args = parser.parse_args(argv)
+    if args.results is not None and len(args.results) != len(args.seeds):
+        parser.error("--results needs one --seeds value per folder")
     import torch
 
     torch.set_num_threads(1)
@@ -158,34 +182,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: dict[str, list[float]] = {m: [] for m in args.methods}
     seconds: dict[str, float] = dict.fromkeys(args.methods, 0.0)
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in args.seeds:
-            root = Path(tmp) / f"seed-{seed}"
-            paths = write_caches(
-                root / "caches",
-                args.subjects,
-                args.nodes,
-                args.effect,
-                args.folds,
-                args.val_fraction,
-                seed,
-            )
+        for i, seed in enumerate(args.seeds):
+            root = (args.workdir or Path(tmp)) / f"seed-{seed}"
+            if args.results is not None:
+                paths, n_folds = results_caches(args.results[i])
+            else:
+                n_folds = args.folds
+                paths = write_caches(
+                    root / "caches",
+                    args.subjects,
+                    args.nodes,
+                    args.effect,
+                    n_folds,
+                    args.val_fraction,
+                    seed,
+                )
             for method in args.methods:
                 start = time.perf_counter()
                 overrides = args.params if catalog[method].family == "torch" else {}
                 score, one_class = cross_validate(
-                    method, paths, args.folds, seed, root, args.epochs, overrides
+                    method, paths, n_folds, seed, root, args.epochs, overrides
                 )
                 seconds[method] += time.perf_counter() - start
                 results[method].append(score)
                 print(
                     f"seed {seed} {method:<22} balanced accuracy {score:.3f} "
-                    f"({one_class} of {args.folds} folds predicted one class)",
+                    f"({one_class} of {n_folds} folds predicted one class)",
                     flush=True,
                 )
-    print(
-        f"{args.subjects} subjects, {args.nodes} parcels, effect {args.effect}, "
-        f"{args.folds} folds, seeds {' '.join(map(str, args.seeds))}"
-    )
+    seeds = " ".join(map(str, args.seeds))
+    if args.results is not None:
+        print(f"results folders {' '.join(map(str, args.results))}, seeds {seeds}")
+    else:
+        print(
+            f"{args.subjects} subjects, {args.nodes} parcels, effect {args.effect}, "
+            f"{args.folds} folds, seeds {seeds}"
+        )
     print(f"{'method':<22}" + "".join(f"{f'seed {s}':>9}" for s in args.seeds) + f"{'s/run':>9}")
     for method, scores in results.items():
         per_run = seconds[method] / len(args.seeds)

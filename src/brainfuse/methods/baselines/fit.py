@@ -41,7 +41,8 @@ def joint_samples(caches: dict[str, Cache], modalities: tuple[str, ...]) -> pd.D
 
 
 def fit_baseline(request: StageRequest, spec: MethodSpec) -> None:
-    """Fit a scikit-learn baseline on ``request``'s fold (``C`` chosen on validation), predict
+    """Fit a scikit-learn baseline on ``request``'s fold (``C`` chosen by inner cross-validation
+    over its training and validation subjects), predict
     its test samples once and write the outputs."""
     start = time.perf_counter()
     modalities = tuple(request.cache_paths)
@@ -67,6 +68,8 @@ def fit_baseline(request: StageRequest, spec: MethodSpec) -> None:
         request.seed,
         tangent=tangent and tangent_step is None,
         scale=spec.features in SCALED_FEATURES,
+        groups_train=samples.loc[roles["train"], "subject"].to_numpy(),
+        groups_val=samples.loc[roles["val"], "subject"].to_numpy(),
     )
     saved = model
     if tangent_step is not None:  # model.bin maps time series to predictions, as without it

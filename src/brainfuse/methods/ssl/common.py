@@ -365,8 +365,9 @@ class HeadFinetune:
 
     ``head_init: probe`` starts fine-tuning from the linear probe (LP-FT, Kumar et al., 2022):
     before the first step of a fresh run, a standardised logistic regression is fitted to the
-    pre-trained embeddings of the training subjects (``C`` chosen on the validation subjects,
-    :func:`~brainfuse.methods.torch.plugins.fit_linear_probe`) and folded into the linear head.
+    pre-trained embeddings of the training and validation subjects (``C`` by inner
+    cross-validation, :func:`~brainfuse.methods.torch.plugins.fit_linear_probe`) and folded into
+    the linear head.
     With a
     random head, the first updates push large, noisy gradients into the pre-trained encoder;
     on a few dozen subjects this undid what pre-training had learnt (demo: fine-tuned models
@@ -394,10 +395,12 @@ class HeadFinetune:
         sets = [train] + ([self.val_set] if self.val_set is not None else [])
         x = [embeddings(self, data, self.batch_size, self.device) for data in sets]
         y = [data.labels for data in sets]
+        groups = [data.table["subject"].astype(str).to_numpy() for data in sets]
         if self.val_set is None:
             x.append(x[0][:0])
             y.append(y[0][:0])
-        probe, c = fit_linear_probe(x[0], y[0], x[1], y[1], self.seed)
+            groups.append(groups[0][:0])
+        probe, c = fit_linear_probe(x[0], y[0], x[1], y[1], self.seed, groups[0], groups[1])
         self.train()
         if probe is None:
             return None

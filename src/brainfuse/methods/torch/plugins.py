@@ -326,14 +326,28 @@ def fit_linear_probe(
     x_val: np.ndarray,
     y_val: np.ndarray,
     seed: int,
+    groups_train: np.ndarray | None = None,
+    groups_val: np.ndarray | None = None,
 ):
     """A logistic regression probe of embeddings, or None when the training labels have one
     class.
 
-    Standardised features, balanced class weights; fitted on the training samples, ``C`` chosen
-    on the validation samples among :data:`~brainfuse.methods.baselines.estimators.C_GRID`
-    (balanced accuracy, AUC
-    breaking ties; ``C = 1`` when the validation split lacks a class).
+    Standardised features, balanced class weights; ``C`` chosen among
+    :data:`~brainfuse.methods.baselines.estimators.C_GRID` by subject-grouped inner
+    cross-validation over the training and validation samples
+    (:func:`~brainfuse.methods.baselines.estimators.fit_select`, as the baselines), then fitted
+    on all of them.
+
+    Parameters
+    ----------
+    x_train, x_val : ndarray
+        (n, D) embeddings.
+    y_train, y_val : ndarray
+        0/1 labels.
+    seed : int
+        Seed of the inner splits and the estimator.
+    groups_train, groups_val : ndarray, optional
+        Subject of each sample (default: each sample its own subject).
 
     Returns
     -------
@@ -342,26 +356,20 @@ def fit_linear_probe(
     c : float
         The chosen ``C``.
     """
-    from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+    from brainfuse.methods.baselines.estimators import fit_select
 
-    from brainfuse.methods.baselines.estimators import C_GRID, make_estimator
-
-    if len(np.unique(y_train)) < 2:
+    if len(np.unique(np.concatenate([y_train, y_val]))) < 2:
         return None, 1.0
-    best_c, best, best_model = C_GRID[0], (-np.inf, -np.inf), None
-    if len(np.unique(y_val)) > 1:
-        for c in C_GRID:
-            model = make_estimator("logreg", c, seed).fit(x_train, y_train)
-            prob = model.predict_proba(x_val)[:, 1]
-            score = (
-                balanced_accuracy_score(y_val, (prob >= 0.5).astype(int)),
-                roc_auc_score(y_val, prob),
-            )
-            if score > best:
-                best_c, best, best_model = c, score, model
-    if best_model is None:
-        best_model = make_estimator("logreg", best_c, seed).fit(x_train, y_train)
-    return best_model, float(best_c)
+    return fit_select(
+        "logreg",
+        x_train,
+        y_train,
+        x_val,
+        y_val,
+        seed,
+        groups_train=groups_train,
+        groups_val=groups_val,
+    )
 
 
 def linear_probe(
@@ -371,6 +379,8 @@ def linear_probe(
     y_val: np.ndarray,
     x_test: np.ndarray,
     seed: int,
+    groups_train: np.ndarray | None = None,
+    groups_val: np.ndarray | None = None,
 ) -> tuple[np.ndarray, float]:
     """Positive-class probabilities of the test samples from :func:`fit_linear_probe`'s probe
     (the test samples are scored once, by the selected probe; without a second class in the
@@ -383,7 +393,7 @@ def linear_probe(
     c : float
         The chosen ``C``.
     """
-    model, c = fit_linear_probe(x_train, y_train, x_val, y_val, seed)
+    model, c = fit_linear_probe(x_train, y_train, x_val, y_val, seed, groups_train, groups_val)
     if model is None:
         return np.full(len(x_test), float(np.mean(y_train)) if len(y_train) else 0.5), c
     if len(x_test) == 0:

@@ -829,7 +829,14 @@ def _probe(
         for role, data in (("train", train_plain), ("val", val_set), ("test", test_set))
     }
     y_score, probe_c = linear_probe(
-        x["train"], train_labels, x["val"], val_set.labels, x["test"], seed
+        x["train"],
+        train_labels,
+        x["val"],
+        val_set.labels,
+        x["test"],
+        seed,
+        train_plain.table["subject"].astype(str).to_numpy(),
+        val_set.table["subject"].astype(str).to_numpy(),
     )
     return y_score, {
         "evaluation": "linear_probe",
