@@ -2,6 +2,7 @@
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -163,11 +164,24 @@ def test_pybids_index_written_once_and_reused(tmp_path, monkeypatch, caplog):
     pd.testing.assert_frame_equal(first, second)
     messages = [r.getMessage() for r in caplog.records]
     assert not any("Absolute path must be provided" in m for m in messages)
-    # the root has no derivatives/ folder: pybids' warning about it is one line per call, and
-    # only at debug level (the root is itself the derivative dataset)
+    # the root has no derivatives/ folder: pybids' warning about it is one line per query, and
+    # only at debug level (the root is itself the derivative dataset); the second call read the
+    # table kept beside the index and did not query pybids at all
     pybids = [r for r in caplog.records if r.getMessage().startswith("pybids (timeseries)")]
-    assert len(pybids) == 2 and "Derivative indexing" in pybids[0].getMessage()
+    assert len(pybids) == 1 and "Derivative indexing" in pybids[0].getMessage()
     assert {r.levelno for r in pybids} == {logging.DEBUG}
+    assert len(list(db.glob("brainfuse-table-*.tsv"))) == 1
+
+    # another query of the same index is its own table; deleting the folder re-indexes
+    config["input"]["participant_label"] = ["02"]
+    only = snakebids_table(root, "timeseries", config, derivatives=True)
+    assert only["subject"].tolist() == ["02"] and len(list(db.glob("brainfuse-table-*.tsv"))) == 2
+    config["input"]["participant_label"] = []
+    shutil.rmtree(tmp_path / "db")
+    shutil.rmtree(root / "sub-01")
+    assert snakebids_table(root, "timeseries", config, derivatives=True)["subject"].tolist() == [
+        "02"
+    ]
 
     other = _xcpd_tree(tmp_path / "other")
     assert pybids_db_path("db", "timeseries", other) != db  # another root, its own index

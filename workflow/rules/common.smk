@@ -2,6 +2,8 @@
 # methods and modalities (with the config's extensions), the discovered inputs, and which methods
 # run. Unknown methods or stages, invalid values and the planning check's errors (brainfuse.check)
 # stop here, before any job; its table and warnings are printed once.
+import functools
+import os
 import re
 import sys
 
@@ -66,6 +68,7 @@ def chunk_size(input_name):
     return CFG.raw["batching"].get(input_name, CFG.raw["batching"]["default"])
 
 
+@functools.cache  # the chunk rules, the cache rules and rule all each ask for them
 def sample_chunks(input_name):
     """The modality's samples (rows of its input table) in consecutive chunks, in table order."""
     table = INPUTS.tables[input_name]
@@ -77,6 +80,34 @@ def sample_chunks(input_name):
 def chunk_rule(input_name, index):
     """Name of the rule that runs chunk ``index`` of a modality's samples."""
     return f"{input_name}_run_{index}"
+
+
+def chunk_manifests(input_name):
+    """The manifest of every chunk job of a modality."""
+    return [
+        CHUNK_MANIFEST.format(rule=chunk_rule(input_name, index))
+        for index in range(len(sample_chunks(input_name)))
+    ]
+
+
+def missing_sample_outputs():
+    """Per-sample outputs missing from a chunk that has finished (its manifest exists).
+
+    The cache jobs wait for the chunks' manifests, not for every sample's files: Snakemake
+    resolves each requested file against every rule's outputs, which took most of the planning
+    time at a few thousand samples. A file deleted after its chunk ran is then no longer asked
+    for by anything, and Snakemake would not remake it; rule all asks for exactly those (a
+    stat per file), so the chunk reruns and the cache after it.
+    """
+    missing = []
+    for name in AVAILABLE:
+        for index, rows in enumerate(sample_chunks(name)):
+            if not os.path.exists(CHUNK_MANIFEST.format(rule=chunk_rule(name, index))):
+                continue
+            for row in rows:
+                paths = sample_paths(name, SAMPLE_OUTPUTS[name], row).values()
+                missing += [p for p in paths if not os.path.exists(p)]
+    return missing
 
 
 def sample_entities(input_name, row):

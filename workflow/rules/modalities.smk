@@ -1,6 +1,6 @@
 # Every modality (brainfuse.modalities): its samples in chunks of `batching` size, one
 # {name}_run_{chunk} job per chunk, and one {name}_cache job joining the samples into
-# cache/{name}.parquet. Nothing here names a modality.
+# cache/{name}.parquet once every chunk's manifest is written. Nothing here names a modality.
 #
 # A chunk job runs the modality's per-sample step for each of its samples in one Python process
 # (workflow/scripts/sample_run.py) and still writes every sample's own outputs, log and QC
@@ -27,6 +27,9 @@ for modality in MODALITIES.values():
                         m.name, SAMPLE_OUTPUTS[m.name], row
                     ),
                 ),
+                # first: Snakemake matches a requested file against a rule's outputs in order,
+                # and the manifest is the one the cache job requests
+                manifest=CHUNK_MANIFEST.format(rule=chunk_rule(modality.name, index)),
             log:
                 [
                     sample_path(modality.name, SAMPLE_LOG[modality.name], row)
@@ -62,12 +65,7 @@ for modality in MODALITIES.values():
         name:
             f"{modality.name}_cache"
         input:
-            **{
-                argument: expand_samples(
-                    modality.name, SAMPLE_OUTPUTS[modality.name][output]
-                )
-                for argument, output in modality.cache_inputs.items()
-            },
+            chunks=chunk_manifests(modality.name),
             participants=INPUTS.participants,
         output:
             cache=cache_of(modality.name),
@@ -89,5 +87,12 @@ for modality in MODALITIES.values():
             atlas=CFG.raw["atlas"],
             # the whole section: the cache records it in its metadata
             section=CFG.section(modality.config_section),
+            # every sample's files, written by the chunk jobs whose manifests are the input
+            sample_files={
+                argument: expand_samples(
+                    modality.name, SAMPLE_OUTPUTS[modality.name][output]
+                )
+                for argument, output in modality.cache_inputs.items()
+            },
         script:
             "../scripts/sample_cache.py"

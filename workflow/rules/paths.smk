@@ -17,16 +17,13 @@ SAMPLE_OUTPUTS = {
     }
     for name, modality in MODALITIES.items()
 }
-# the per-sample deliverable of each modality (rule all asks for it)
-PER_SAMPLE_OUTPUTS = {
-    name: SAMPLE_OUTPUTS[name][modality.cache_inputs["data"]]
-    for name, modality in MODALITIES.items()
-}
 SAMPLE_LOG = {
     name: out_pattern(name, "logs", suffix=f"{name}.log") for name in MODALITIES
 }
-# one per chunk job of a modality's samples (rule {name}_run_{chunk})
+# one per chunk job of a modality's samples (rule {name}_run_{chunk}); the manifest, written
+# when every sample of the chunk is done, is what the modality's cache job waits for
 CHUNK_BENCHMARK = f"{R}/benchmarks/{{rule}}.tsv"
+CHUNK_MANIFEST = f"{R}/chunks/{{rule}}.json"
 
 # dataset level
 CACHE = f"{R}/cache/{{modality}}.parquet"

@@ -4,6 +4,7 @@
 # mid-way leaves no half-written file; Snakemake reruns the whole chunk.
 import logging
 
+from brainfuse.core import atomic
 from brainfuse.core.logging import setup_logging
 from brainfuse.modalities.base import load_modality
 
@@ -29,3 +30,18 @@ for j, sample in enumerate(params.samples):
         # fails the whole chunk, so say which sample it was in that sample's log
         logging.getLogger("brainfuse").exception("sample %s failed", sample["entities"])
         raise
+
+# Last: the cache job starts from this file, so it exists only once every sample is done.
+atomic.write_json(
+    snakemake.output.manifest,
+    {
+        "rule": snakemake.rule,
+        "samples": [
+            {
+                "entities": sample["entities"],
+                "outputs": {k: str(v) for k, v in sample_files(snakemake.output, j).items()},
+            }
+            for j, sample in enumerate(params.samples)
+        ],
+    },
+)
