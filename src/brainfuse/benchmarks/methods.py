@@ -170,6 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--val-fraction", type=float, default=0.2)
     parser.add_argument("--epochs", type=int, default=None, help="override every stage's epochs")
     parser.add_argument(
+        "--adjust",
+        type=json.loads,
+        default={},
+        help="JSON in-fold adjustment for every method, as the pipeline passes it: harmonise, "
+        "confounds, participants (a participants.tsv), participant_column",
+    )
+    parser.add_argument(
         "--params", type=json.loads, default={}, help="JSON overrides of the deep methods' params"
     )
     args = parser.parse_args(argv)
@@ -200,6 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for method in args.methods:
                 start = time.perf_counter()
                 overrides = args.params if catalog[method].family == "torch" else {}
+                overrides = {**overrides, **args.adjust}
                 score, one_class = cross_validate(
                     method, paths, n_folds, seed, root, args.epochs, overrides
                 )
