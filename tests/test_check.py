@@ -250,3 +250,27 @@ def test_a_folder_of_roi_tables_lists_rows_and_files_that_do_not_meet(tmp_path):
     assert scan.lines() == ["1 files name no participants row (KKI_0000099_rois_cc200.1D)"]
     assert "1 participants have no inputs: 10" in plan.warnings
     assert plan.class_sizes == {"1": 4, "2": 5} and plan.sites == {"NYU", "PITT"}
+
+
+def test_methods_pretrained_once_say_where_their_encoder_comes_from():
+    from types import SimpleNamespace
+
+    from brainfuse.check import PlanCheck, _pretrained_once
+
+    methods = {
+        "brainmass": SimpleNamespace(pretrain_on=None, init=None),
+        "brainmass_corpus": SimpleNamespace(pretrain_on="demo_corpus", init=None),
+        "brainmae_init": SimpleNamespace(pretrain_on=None, init="enc/encoder.bin"),
+        "dfc_corpus": SimpleNamespace(pretrain_on="/data/cache", init=None),
+    }
+    run = {"brainmass": ["pretrain", "finetune"], "brainmass_corpus": ["finetune"]}
+    run["brainmae_init"] = ["finetune"]
+    once = _pretrained_once(methods, run)
+    assert once == {
+        "brainmass_corpus": "pretrain once on demo_corpus",
+        "brainmae_init": "encoder from enc/encoder.bin",
+    }  # dfc_corpus does not run
+    text = " ".join(PlanCheck(run_methods=run, pretrained_once=once).text().split())
+    assert "brainmass (pretrain, finetune)" in text
+    assert "brainmass_corpus (pretrain once on demo_corpus, then finetune per fold)" in text
+    assert "brainmae_init (encoder from enc/encoder.bin, then finetune per fold)" in text

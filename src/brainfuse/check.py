@@ -51,7 +51,10 @@ class PlanCheck:
     n_folds : int or None
         Planned outer folds; ``folds_note`` says how a number not given was chosen.
     run_methods, skipped_methods : dict
-        Method -> stages that run; method -> why it does not.
+        Method -> stages that run in every fold; method -> why it does not.
+    pretrained_once : dict
+        Method -> where its encoder comes from when it is pre-trained once (``pretrain_on``)
+        or given (``init``) instead of pre-trained in every fold.
     errors, warnings : list of str
         Errors stop planning; warnings are printed once.
     """
@@ -66,6 +69,7 @@ class PlanCheck:
     folds_note: str = ""
     run_methods: dict[str, list[str]] = field(default_factory=dict)
     skipped_methods: dict[str, str] = field(default_factory=dict)
+    pretrained_once: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -96,7 +100,11 @@ class PlanCheck:
             lines.append(f"  outer folds: {self.n_folds}{self.folds_note}")
         if self.run_methods or self.skipped_methods:
             names = [
-                m if len(stages) == 1 else f"{m} ({', '.join(stages)})"
+                f"{m} ({self.pretrained_once[m]}, then {', '.join(stages)} per fold)"
+                if m in self.pretrained_once
+                else m
+                if len(stages) == 1
+                else f"{m} ({', '.join(stages)})"
                 for m, stages in self.run_methods.items()
             ]
             lines += ["", f"Methods  {len(names)} run"]
@@ -159,6 +167,7 @@ def check_plan(
     available = {m for m, n in check.samples.items() if n}
     check.run_methods, check.skipped_methods = catalog.plan(config.methods, available)
     _skip_demo_corpus_methods(check, config)
+    check.pretrained_once = _pretrained_once(config.methods, check.run_methods)
     if subjects is not None and not check.errors:
         _folds_checks(check, raw["cv"], subjects)
     if subjects is not None:
@@ -252,6 +261,18 @@ def _adjustment_checks(check: PlanCheck, config: dict, modalities: Mapping[str, 
             check.errors.append(message)
     if absent := missing(list(config["confounds"])):
         check.errors.append(f"confounds {absent} are {where}")
+
+
+def _pretrained_once(methods: dict, run: dict[str, list[str]]) -> dict[str, str]:
+    """Where each running method's encoder comes from when it is not pre-trained per fold."""
+    out = {}
+    for name, cfg in methods.items():
+        corpus, init = getattr(cfg, "pretrain_on", None), getattr(cfg, "init", None)
+        if name in run and corpus:
+            out[name] = f"pretrain once on {corpus}"
+        elif name in run and init:
+            out[name] = f"encoder from {init}"
+    return out
 
 
 def _skip_demo_corpus_methods(check: PlanCheck, config: Config) -> None:
