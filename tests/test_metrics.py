@@ -53,3 +53,22 @@ def test_summary_columns():
     # the interval is a bootstrap of the pooled predictions, not of the fold means
     assert 0 <= s["auc_ci_low"].iloc[0] <= s["auc_ci_high"].iloc[0] <= 1
     assert s["ci_method"].iloc[0].startswith("subject bootstrap")
+
+
+def test_validation_threshold_moves_only_when_validation_says_so():
+    from brainfuse.core.metrics import validation_threshold
+
+    y = np.array([0, 0, 1, 1])
+    # ranked right, all above 0.5 (a network fitted to zero loss): the threshold moves between
+    # the classes
+    shifted = np.array([0.90, 0.93, 0.97, 0.99])
+    t = validation_threshold(y, shifted)
+    assert 0.93 < t < 0.97 and (shifted >= t).tolist() == [False, False, True, True]
+    # already separated at 0.5: unchanged
+    assert validation_threshold(y, np.array([0.2, 0.4, 0.6, 0.9])) == 0.5
+    # no threshold does better than 0.5 (ranking wrong): unchanged
+    assert validation_threshold(y, np.array([0.9, 0.6, 0.4, 0.2])) == 0.5
+    # one class among the validation subjects: unchanged
+    assert validation_threshold(np.array([1, 1]), np.array([0.9, 0.95])) == 0.5
+    # of the equally good thresholds, the one closest to 0.5
+    assert validation_threshold(y, np.array([0.05, 0.1, 0.3, 0.45])) == pytest.approx(0.2)

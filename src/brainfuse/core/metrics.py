@@ -34,6 +34,46 @@ def binary_metrics(y_true: np.ndarray, y_pred: np.ndarray, y_score: np.ndarray) 
     return {k: float(v) for k, v in out.items()}
 
 
+def validation_threshold(y_true: np.ndarray, y_score: np.ndarray, default: float = 0.5) -> float:
+    """The decision threshold on positive-class probabilities that validation subjects support.
+
+    A network trained to zero loss on a few dozen subjects often ranks new subjects well but
+    shifts all their scores to one side of 0.5 (demo: validation AUC 1.0 at balanced accuracy
+    0.5, every test subject predicted one class). The threshold moves from ``default`` only when
+    another one separates the validation samples strictly better (balanced accuracy) and better
+    than chance: then to the midpoint between adjacent validation scores that does so and lies
+    closest to ``default``. With one class among the validation samples it stays at
+    ``default``.
+
+    Parameters
+    ----------
+    y_true : ndarray
+        0/1 labels of the validation samples.
+    y_score : ndarray
+        Their positive-class probabilities.
+    default : float
+        The threshold kept unless the validation samples say otherwise.
+    """
+    y_true = np.asarray(y_true).astype(int)
+    y_score = np.asarray(y_score, dtype=float)
+    if len(np.unique(y_true)) < 2:
+        return float(default)
+
+    def score(t: float) -> float:
+        return balanced_accuracy_score(y_true, (y_score >= t).astype(int))
+
+    values = np.unique(y_score)
+    if len(values) < 2:
+        return float(default)
+    candidates = (values[:-1] + values[1:]) / 2  # each predicts both classes
+    scores = np.array([score(t) for t in candidates])
+    best = scores.max()
+    if best <= max(score(default), 0.5):  # a ranking no better than chance says nothing
+        return float(default)
+    winners = candidates[scores == best]
+    return float(winners[np.argmin(np.abs(winners - default))])
+
+
 def ci_method(n_resamples: int = N_RESAMPLES, level: float = CI_LEVEL) -> str:
     """The sentence that names the interval of :func:`bootstrap_intervals`."""
     return (

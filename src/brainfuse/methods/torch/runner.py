@@ -65,7 +65,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from brainfuse.core import atomic
 from brainfuse.core.cache import files_hash, read_cache
-from brainfuse.core.metrics import binary_metrics
+from brainfuse.core.metrics import binary_metrics, validation_threshold
 from brainfuse.folds import read_folds, subjects_of
 from brainfuse.methods.catalog import Catalog, default_catalog
 from brainfuse.methods.request import StageRequest
@@ -787,6 +787,9 @@ def evaluate_stage(
     if len(val_set) > 0:
         with torch.no_grad():
             selection = lit.to(device).eval().select_on_validation(val_set, batch_size, device)
+    threshold = 0.5
+    if plugin.supervised:
+        threshold = decision_threshold(hp, lit, val_set, batch_size, device)
     test_set = full.subset(roles["test"], train=False, transform=None)
     if plugin.supervised:
         y_score = predict_proba(lit, test_set, batch_size, device)
@@ -798,7 +801,7 @@ def evaluate_stage(
             lit, train_plain, train_set.labels, val_set, test_set, batch_size, device, request.seed
         )
     y_true = test_set.labels.astype(int)
-    y_pred = (y_score >= 0.5).astype(int)
+    y_pred = (y_score >= threshold).astype(int)
     with torch.no_grad():
         extra_metrics, extra_tables = (
             lit.to(device).eval().test_extras(test_set, batch_size, device)
@@ -806,10 +809,29 @@ def evaluate_stage(
     metrics = {
         **evaluation,
         **selection,
+        "decision_threshold": threshold,
         **_test_metrics(y_true, y_pred, y_score),
         **extra_metrics,
     }
     return Evaluation(test_set, y_score, metrics, extra_tables)
+
+
+def decision_threshold(
+    hp: dict[str, Any],
+    lit: StageModule,
+    val_set: BrainDataset,
+    batch_size: int,
+    device: torch.device,
+) -> float:
+    """The threshold of a classifier stage's test predictions: ``decision_threshold`` when it
+    is a number; with ``validation``, :func:`~brainfuse.core.metrics.validation_threshold` of
+    the selected model's scores on the validation subjects (0.5 without them)."""
+    setting = hp["decision_threshold"]
+    if setting != "validation":
+        return float(setting)
+    if len(val_set) == 0:
+        return 0.5
+    return validation_threshold(val_set.labels, predict_proba(lit, val_set, batch_size, device))
 
 
 def _probe(
@@ -861,7 +883,8 @@ def write_outputs(
     predictions.insert(0, "method", request.method)
     predictions.insert(1, "fold", request.fold)
     predictions["y_true"], predictions["y_score"] = test_set.labels.astype(int), y_score
-    predictions["y_pred"] = (y_score >= 0.5).astype(int)
+    threshold = float(evaluation.metrics.get("decision_threshold", 0.5))
+    predictions["y_pred"] = (y_score >= threshold).astype(int)
     saved = {
         "format": MODEL_FORMAT,
         "method": request.method,
@@ -871,6 +894,7 @@ def write_outputs(
         "n_nodes": full.n_nodes,
         "params": hp,
         "supervised": plugin.supervised,
+        "decision_threshold": threshold,
         "input_keys": list(lit.input_keys),
         "state_dict": lit.model.state_dict(),
     }

@@ -19,7 +19,7 @@ COMMON_PARAMS: dict[str, Any] = {
     "batch_size": 8,
     "lr": 1e-3,
     "weight_decay": 1e-4,
-    "optimizer": "adamw",  # adamw | adam
+    "optimizer": "adamw",  # adamw | adam | sgd (Nesterov momentum 0.9)
     "scheduler": "cosine",  # cosine | constant
     "warmup_epochs": 0,
     "min_lr_ratio": 0.01,  # cosine floor as a share of lr
@@ -31,6 +31,10 @@ COMMON_PARAMS: dict[str, Any] = {
     # noise); the whole schedule is trained and the last epoch kept.
     "min_val_subjects": 10,
     "min_epochs": 1,
+    # Test predictions are positive at or above this probability; "validation": 0.5 unless the
+    # validation subjects are separated strictly better by another threshold (a network fitted to
+    # zero loss on a few dozen subjects often shifts every new subject to one side of 0.5).
+    "decision_threshold": "validation",
     "checkpoint_every_n_steps": 20,  # last.ckpt cadence, the resume point after a SIGKILL
     "precision": "32-true",  # on GPU e.g. bf16-mixed or 16-mixed; CPU always trains in 32-true
     "num_workers": 0,
