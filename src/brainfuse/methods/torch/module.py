@@ -340,14 +340,8 @@ class StageModule(LightningModule):
             opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
         elif self.optimizer_name == "adam":
             opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        elif self.optimizer_name == "sgd":
-            opt = torch.optim.SGD(
-                params, lr=self.lr, momentum=0.9, weight_decay=self.weight_decay, nesterov=True
-            )
         else:
-            raise ValueError(
-                f"optimizer={self.optimizer_name!r}: expected 'adamw', 'adam' or 'sgd'"
-            )
+            raise ValueError(f"optimizer={self.optimizer_name!r}: expected 'adamw' or 'adam'")
         if self.scheduler_name == "constant":
             return {"optimizer": opt}
         if self.scheduler_name != "cosine":

@@ -19,7 +19,7 @@ COMMON_PARAMS: dict[str, Any] = {
     "batch_size": 8,
     "lr": 1e-3,
     "weight_decay": 1e-4,
-    "optimizer": "adamw",  # adamw | adam | sgd (Nesterov momentum 0.9)
+    "optimizer": "adamw",  # adamw | adam
     "scheduler": "cosine",  # cosine | constant
     "warmup_epochs": 0,
     "min_lr_ratio": 0.01,  # cosine floor as a share of lr
