@@ -119,3 +119,19 @@ def test_bench_methods_reads_pipeline_results_folders(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "seed 3 logreg_fc" in out and "of 2 folds" in out
     assert float(out.strip().splitlines()[-1].split()[0].split("=")[1]) > 0.5
+
+
+def test_test_predictions_use_the_stage_decision_threshold(caches, tmp_path):
+    """A fixed ``decision_threshold`` cuts the test scores there (the default reads the
+    validation subjects); the threshold is recorded; a misspelt setting names the key."""
+    import pandas as pd
+
+    fast = {"epochs": 1, "decision_threshold": 0.3}
+    metrics = _train(caches, "gcn_fc", tmp_path / "fixed", fast)
+    predictions = pd.read_csv(tmp_path / "fixed" / "predictions.tsv", sep="\t")
+    assert metrics["decision_threshold"] == 0.3
+    assert (predictions["y_pred"] == (predictions["y_score"] >= 0.3)).all()
+    default = _train(caches, "gcn_fc", tmp_path / "default", {"epochs": 1})
+    assert 0.0 < default["decision_threshold"] < 1.0
+    with pytest.raises(ValueError, match="decision_threshold='valid'"):
+        _train(caches, "gcn_fc", tmp_path / "bad", {"epochs": 1, "decision_threshold": "valid"})

@@ -787,9 +787,10 @@ def evaluate_stage(
     if len(val_set) > 0:
         with torch.no_grad():
             selection = lit.to(device).eval().select_on_validation(val_set, batch_size, device)
-    threshold = 0.5
-    if plugin.supervised:
-        threshold = decision_threshold(hp, lit, val_set, batch_size, device)
+    # from the validation subjects, before the test subjects are read
+    threshold = (
+        decision_threshold(hp, lit, val_set, batch_size, device) if plugin.supervised else 0.5
+    )
     test_set = full.subset(roles["test"], train=False, transform=None)
     if plugin.supervised:
         y_score = predict_proba(lit, test_set, batch_size, device)
@@ -828,6 +829,8 @@ def decision_threshold(
     the selected model's scores on the validation subjects (0.5 without them)."""
     setting = hp["decision_threshold"]
     if setting != "validation":
+        if isinstance(setting, str):
+            raise ValueError(f"decision_threshold={setting!r}: expected 'validation' or a number")
         return float(setting)
     if len(val_set) == 0:
         return 0.5
