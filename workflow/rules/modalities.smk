@@ -21,15 +21,19 @@ for modality in MODALITIES.values():
                     lambda row, m=modality: m.sample_inputs(row, CFG.raw),
                 ),
             output:
-                **chunk_files(
-                    rows,
-                    lambda row, m=modality: sample_paths(
-                        m.name, SAMPLE_OUTPUTS[m.name], row
+                # the manifest first: Snakemake matches a requested file against a rule's
+                # outputs in order, and the manifest is the one the cache job requests
+                **{
+                    "manifest": CHUNK_MANIFEST.format(
+                        rule=chunk_rule(modality.name, index)
                     ),
-                ),
-                # first: Snakemake matches a requested file against a rule's outputs in order,
-                # and the manifest is the one the cache job requests
-                manifest=CHUNK_MANIFEST.format(rule=chunk_rule(modality.name, index)),
+                    **chunk_files(
+                        rows,
+                        lambda row, m=modality: sample_paths(
+                            m.name, SAMPLE_OUTPUTS[m.name], row
+                        ),
+                    ),
+                },
             log:
                 [
                     sample_path(modality.name, SAMPLE_LOG[modality.name], row)

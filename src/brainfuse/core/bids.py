@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from brainfuse.core import atomic
+
 log = logging.getLogger("brainfuse")
 
 # Entities that can name a sample, in BIDS file-name order; others are fixed by the filters.
@@ -45,8 +47,6 @@ def snakebids_table(root: Path, name: str, config: dict, derivatives: bool) -> p
         return pd.read_csv(cached, sep="\t", dtype=str, keep_default_na=False)
     table = _query_table(root, name, filters, wildcards, db_dir, derivatives, inp)
     if cached is not None:
-        from brainfuse.core import atomic
-
         atomic.write_tsv(cached, table)
     return table
 

@@ -329,8 +329,8 @@ def fit_linear_probe(
     groups_train: np.ndarray | None = None,
     groups_val: np.ndarray | None = None,
 ):
-    """A logistic regression probe of embeddings, or None when the training labels have one
-    class.
+    """A logistic regression probe of embeddings, or None when the training and validation
+    labels have one class.
 
     Standardised features, balanced class weights; ``C`` chosen among
     :data:`~brainfuse.methods.baselines.estimators.C_GRID` by subject-grouped inner
