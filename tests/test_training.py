@@ -301,6 +301,42 @@ def test_dataset_applies_augmentations_per_epoch(fmri):
     assert not torch.equal(aug[3, 0]["fc"], aug[3, 1]["fc"])
 
 
+@pytest.mark.parametrize("train", [False, True])
+def test_a_batch_is_its_items_stacked(data, train):
+    """Batches are read, windowed and augmented at once (``__getitems__``, ``Compose.batch``);
+    every item must look as it does alone, whatever batch it is in."""
+    dataset = BrainDataset(
+        {"fmri": data["fmri"], "eeg": data["eeg"]},
+        "patient",
+        length=60,
+        eeg_length=40,
+        train=train,
+        optional=("eeg",),
+        transform=A.build_augmentations(
+            {"pseudo_fc": {"rate": 0.3, "p": 0.7}, "node_drop": {"rate": 0.2}, "time_crop": {}}
+        ),
+        seed=4,
+    )
+    keys = [(i, 3) for i in (5, 0, 17, 5, 2)]
+    batch = dataset.__getitems__(keys)
+    assert batch["fc"].shape == (5, N, N) and batch["envelopes"].shape[-1] == 40
+    for b, key in enumerate(keys):
+        item = dataset[key]
+        assert set(item) == set(batch)
+        for field, value in item.items():
+            torch.testing.assert_close(batch[field][b], value, rtol=0, atol=1e-6)
+    # the batched pseudo-FC view is a Pearson r of the kept time points
+    plain = dataset.subset(dataset.table["subject"], transform=None).__getitems__(keys)
+    changed = (batch["fc"] != plain["fc"]).any((1, 2))
+    assert changed.any() and (batch["fc"].diagonal(dim1=1, dim2=2).abs() <= 1).all()
+    if not train:  # no window draws: the batched augmentations match the item-wise ones
+        for b, (index, epoch) in enumerate(keys):
+            item = {k: v[b] for k, v in plain.items()}
+            expected = dataset.transform(item, dataset.generator(index, epoch))
+            torch.testing.assert_close(batch["fc"][b], expected["fc"], rtol=0, atol=1e-6)
+            assert torch.equal(batch["node_mask"][b], expected["node_mask"])
+
+
 # --------------------------------------------------------------------------- encoders
 
 

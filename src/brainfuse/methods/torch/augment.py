@@ -67,6 +67,12 @@ class Augmentation:
     def apply(self, sample: Sample, generator: torch.Generator) -> Sample:
         raise NotImplementedError
 
+    def batch(self, batch: Sample, generators: Sequence[torch.Generator]) -> Sample:
+        """Apply to a stacked batch, item ``b`` drawing from ``generators[b]``: the same result
+        as calling the augmentation on each item. Augmentations with heavy arithmetic override
+        it to do that arithmetic once for the batch."""
+        return _per_item(self, batch, generators)
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
         return f"{type(self).__name__}({args})"
@@ -93,11 +99,26 @@ class Compose:
             sample = aug(sample, generator)
         return sample
 
+    def batch(self, batch: Sample, generators: Sequence[torch.Generator]) -> Sample:
+        """Apply to a stacked batch (see :meth:`Augmentation.batch`); each item's generator
+        sees the same draws in the same order as with :meth:`__call__`."""
+        for aug in self.augmentations:
+            batch = aug.batch(batch, generators)
+        return batch
+
     def __len__(self) -> int:
         return len(self.augmentations)
 
     def __repr__(self) -> str:
         return f"Compose({self.augmentations!r})"
+
+
+def _per_item(
+    augmentation: Augmentation, batch: Sample, generators: Sequence[torch.Generator]
+) -> Sample:
+    items = [{k: v[b] for k, v in batch.items()} for b in range(len(generators))]
+    items = [augmentation(s, g) for s, g in zip(items, generators, strict=True)]
+    return {k: torch.stack([s[k] for s in items]) for k in items[0]} if items else batch
 
 
 # --------------------------------------------------------------------------- graph
@@ -281,15 +302,23 @@ def _valid_width(sample: Sample, key: str) -> int:
     return int(sample[TIME_MASK[key]].sum())
 
 
-def pearson(x: Tensor, node_mask: Tensor) -> Tensor:
-    """Pearson r between the rows of x (N, T): zero rows/columns for masked or flat nodes,
-    unit diagonal for the others."""
-    x = x - x.mean(-1, keepdim=True)
+def pearson(x: Tensor, node_mask: Tensor, time_weight: Tensor | None = None) -> Tensor:
+    """Pearson r between the rows of x (..., N, T) over the time points where ``time_weight``
+    (..., T) is 1 (all by default): zero rows/columns for masked or flat nodes, unit diagonal
+    for the others."""
+    if time_weight is None:
+        x = x - x.mean(-1, keepdim=True)
+    else:
+        weight = time_weight.to(x.dtype).unsqueeze(-2)
+        count = weight.sum(-1, keepdim=True).clamp(min=1.0)
+        x = (x - (x * weight).sum(-1, keepdim=True) / count) * weight
     norm = x.norm(dim=-1)
     valid = node_mask & (norm > 1e-8)
     z = x / torch.where(valid, norm, torch.ones_like(norm)).unsqueeze(-1)
-    r = (z @ z.T).clamp(-1.0, 1.0) * valid.unsqueeze(-1) * valid.unsqueeze(-2)
-    return r.fill_diagonal_(0.0) + torch.diag(valid.to(r.dtype))
+    pairs = valid.unsqueeze(-1) & valid.unsqueeze(-2)
+    r = (z @ z.transpose(-1, -2)).clamp(-1.0, 1.0) * pairs
+    eye = torch.eye(x.shape[-2], dtype=torch.bool)
+    return torch.where(eye, valid.unsqueeze(-1).to(r.dtype), r)
 
 
 class TimePointDrop(Augmentation):
@@ -322,6 +351,26 @@ class TimePointDrop(Augmentation):
         # the cached FC was harmonised in the fold; its view gets the same adjustment
         sample["fc"] = adjust_fc(pearson(x, _node_mask(sample)), sample).to(sample["fc"].dtype)
         return sample
+
+    def batch(self, batch: Sample, generators: Sequence[torch.Generator]) -> Sample:
+        """One batched Pearson over each item's kept time points (the per-item draws as in
+        :meth:`apply`)."""
+        widths = batch["time_mask"].sum(-1).tolist()
+        weight = torch.zeros(batch["time_mask"].shape)
+        applied = torch.zeros(len(generators), dtype=torch.bool)
+        for b, (generator, width) in enumerate(zip(generators, widths, strict=True)):
+            if float(_uniform(generator, 1)) >= self.p:
+                continue
+            n_keep = max(3, round((1.0 - self.rate) * width))
+            if n_keep < width:
+                weight[b, torch.randperm(width, generator=generator)[:n_keep]] = 1.0
+                applied[b] = True
+        if not applied.any():
+            return batch
+        out = dict(batch)
+        fc = adjust_fc(pearson(batch["timeseries"], _node_mask(batch), weight), batch)
+        out["fc"] = torch.where(applied[:, None, None], fc.to(batch["fc"].dtype), batch["fc"])
+        return out
 
 
 class _TimeAugmentation(Augmentation):

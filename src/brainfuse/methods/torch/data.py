@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, default_collate
 
 from brainfuse.core.cache import Cache, read_cache
 
@@ -185,30 +185,42 @@ def amplitude_spectrum(x: Tensor, time_mask: Tensor) -> Tensor:
     return torch.fft.rfft(x, dim=-1).abs() / n_valid.sqrt()
 
 
-def _standardize(x: np.ndarray) -> np.ndarray:
-    mean = x.mean(axis=-1, keepdims=True)
-    sd = x.std(axis=-1, keepdims=True)
-    return (x - mean) / np.where(sd > 0, sd, 1.0)
+def _series_stats(series: np.ndarray, n_valid: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and SD (1 where 0) over the first ``n_valid`` points of a (..., T) series, NaN read
+    as 0; mean 0 and SD 1 (no scaling) for fewer than two points."""
+    if n_valid <= 1:
+        return np.zeros(series.shape[:-1], np.float32), np.ones(series.shape[:-1], np.float32)
+    x = np.nan_to_num(series[..., :n_valid].astype(np.float32), nan=0.0)
+    sd = x.std(axis=-1)
+    return x.mean(axis=-1), np.where(sd > 0, sd, np.float32(1.0))
 
 
-def _window(
-    x: np.ndarray,
-    n_valid: int,
+def _windows(
+    series: np.ndarray,
+    rows: np.ndarray,
+    n_valid: np.ndarray,
     length: int,
     train: bool,
-    generator: torch.Generator | None,
-    standardize: bool,
+    generators: Sequence[torch.Generator | None],
+    stats: Sequence[tuple[np.ndarray, np.ndarray]] | None,
 ) -> tuple[Tensor, Tensor]:
-    """Cut the (..., T) series to the window; returns (values (..., L), time mask (L,))."""
-    x = np.nan_to_num(x[..., :n_valid].astype(np.float32), nan=0.0)
-    if standardize and n_valid > 1:
-        x = _standardize(x).astype(np.float32)
-    start, width = crop_window(n_valid, length, train, generator)
-    out = torch.zeros((*x.shape[:-1], length), dtype=torch.float32)
-    out[..., :width] = torch.from_numpy(np.ascontiguousarray(x[..., start : start + width]))
-    mask = torch.zeros(length, dtype=torch.bool)
-    mask[:width] = True
-    return out, mask
+    """Cut rows of a (n, ..., T) series array to their windows: values (B, ..., L), masks (B, L).
+
+    Only the window is read (NaN as 0) and, with ``stats`` (each row's mean and SD over its
+    valid points, see :func:`_series_stats`), standardised; its start comes from
+    :func:`crop_window` with the row's own generator.
+    """
+    out = np.zeros((len(rows), *series.shape[1:-1], length), np.float32)
+    mask = np.zeros((len(rows), length), bool)
+    for b, (row, n, gen) in enumerate(zip(rows, n_valid, generators, strict=True)):
+        start, width = crop_window(int(n), length, train, gen)
+        window = np.nan_to_num(series[row, ..., start : start + width].astype(np.float32), nan=0.0)
+        if stats is not None:
+            mean, sd = stats[b]
+            window = (window - mean[..., None]) / sd[..., None]
+        out[b, ..., :width] = window
+        mask[b, :width] = True
+    return torch.from_numpy(out), torch.from_numpy(mask)
 
 
 def _n_timepoints(table: pd.DataFrame, rows: np.ndarray, series: np.ndarray) -> np.ndarray:
@@ -303,6 +315,8 @@ class BrainDataset(Dataset):
         self.length, self.eeg_length = int(length), int(eeg_length)
         self.train, self.transform, self.seed = train, transform, int(seed)
         self.standardize = standardize
+        # per (modality, key): (cache row, valid points) -> mean, SD; shared by subsets and views
+        self._series_stats: dict[tuple[str, str], dict[tuple[int, int], tuple]] = {}
         self._set_table(table)
 
     def _set_table(self, table: pd.DataFrame) -> None:
@@ -365,82 +379,117 @@ class BrainDataset(Dataset):
         return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
     def __getitem__(self, key: int | tuple[int, int]) -> Sample:
-        index, epoch = (key, 0) if isinstance(key, (int, np.integer)) else key
-        index = int(index)
-        gen = self.generator(index, epoch) if (self.train or self.transform) else None
-        sample: Sample = {}
+        return {k: v[0] for k, v in self.__getitems__([key]).items()}
+
+    def __getitems__(self, keys: Sequence[int | tuple[int, int]]) -> Sample:
+        """A batch of items, stacked (``fc`` (B, N, N), ``y`` (B,), ...): what
+        :class:`~torch.utils.data.DataLoader` asks for; see :func:`collate_batch`.
+
+        Reading, masking and windowing run on the whole batch at once; each item's random draws
+        still come from its own generator, in the order the items are listed, so an item looks
+        the same whichever batch it is in.
+        """
+        pairs = [(k, 0) if isinstance(k, (int, np.integer)) else k for k in keys]
+        index = np.array([int(i) for i, _ in pairs], dtype=np.int64)
+        random = self.train or self.transform is not None
+        gens = [self.generator(i, e) if random else None for i, e in pairs]
+        batch: Sample = {}
         if "fmri" in self.modalities:
-            sample |= self._fmri_item(index, gen)
+            batch |= self._fmri_batch(index, gens)
         if "eeg" in self.modalities:
-            sample |= self._eeg_item(index, gen)
+            batch |= self._eeg_batch(index, gens)
         if "sc" in self.modalities and "sc" in self.fields:
             sc = self._arrays["sc"]["sc"][self._rows["sc"][index]]
-            sample["sc"] = torch.from_numpy(np.nan_to_num(sc.astype(np.float32), nan=0.0))
-        if self.transform is not None:
-            assert gen is not None
-            sample = self.transform(sample, gen)
+            batch["sc"] = torch.from_numpy(np.nan_to_num(sc.astype(np.float32), nan=0.0))
+        if self.transform is not None and len(index):
+            batch = _transform_batch(self.transform, batch, gens)  # type: ignore[arg-type]
         if "fft" in self.fields:
-            sample["fft"] = amplitude_spectrum(sample["timeseries"], sample["time_mask"])
-        sample["y"] = torch.tensor(self._y[index], dtype=torch.long)
-        sample["index"] = torch.tensor(index, dtype=torch.long)
-        return sample
+            batch["fft"] = amplitude_spectrum(batch["timeseries"], batch["time_mask"].unsqueeze(1))
+        batch["y"] = torch.from_numpy(self._y[index].astype(np.int64))
+        batch["index"] = torch.from_numpy(index)
+        return batch
 
-    def _fmri_item(self, index: int, gen: torch.Generator | None) -> Sample:
-        arrays, row, out = self._arrays["fmri"], self._rows["fmri"][index], {}
-        fc = arrays["fc"][row]
-        node_mask = np.isfinite(np.diagonal(fc))
+    def _fmri_batch(self, index: np.ndarray, gens: list[torch.Generator | None]) -> Sample:
+        arrays, rows, out = self._arrays["fmri"], self._rows["fmri"][index], {}
+        fc = arrays["fc"][rows]
+        node_mask = np.isfinite(np.diagonal(fc, axis1=-2, axis2=-1))
         if "node_mask" in arrays:
-            node_mask &= arrays["node_mask"][row].astype(bool)
+            node_mask &= arrays["node_mask"][rows].astype(bool)
         out["node_mask"] = torch.from_numpy(node_mask)
         if "fc" in self.fields:
-            fc = np.nan_to_num(fc.astype(np.float32), nan=0.0)
-            fc[~node_mask] = 0.0
-            fc[:, ~node_mask] = 0.0
+            pairs = node_mask[:, :, None] & node_mask[:, None, :]
+            fc = np.where(pairs, np.nan_to_num(fc.astype(np.float32), nan=0.0), np.float32(0.0))
             out["fc"] = torch.from_numpy(fc)
         if self.fields & {"timeseries", "fft"}:
-            series = arrays["timeseries"][row]
-            x, time_mask = _window(
-                series,
-                int(self._n_time["fmri"][index]),
+            n_valid = self._n_time["fmri"][index]
+            x, time_mask = _windows(
+                arrays["timeseries"],
+                rows,
+                n_valid,
                 self.length,
                 self.train,
-                gen,
-                self.standardize,
+                gens,
+                self._stats("fmri", "timeseries", rows, n_valid),
             )
-            x[~out["node_mask"]] = 0.0
-            out["timeseries"], out["time_mask"] = x, time_mask
+            out["timeseries"] = x * out["node_mask"].unsqueeze(-1)
+            out["time_mask"] = time_mask
             if FC_AFFINE in arrays:
-                out[FC_AFFINE] = torch.from_numpy(np.array(arrays[FC_AFFINE][row]))
+                out[FC_AFFINE] = torch.from_numpy(np.array(arrays[FC_AFFINE][rows]))
         return out
 
-    def _eeg_item(self, index: int, gen: torch.Generator | None) -> Sample:
-        arrays, row, out = self._arrays["eeg"], self._rows["eeg"][index], {}
-        if row < 0:  # a subject without EEG (optional modality)
-            return self._absent_eeg()
+    def _stats(
+        self, modality: str, key: str, rows: np.ndarray, n_valid: np.ndarray
+    ) -> list[tuple[np.ndarray, np.ndarray]] | None:
+        """Each row's standardisation statistics (None when not standardising), computed over
+        the whole run once and kept: every later epoch reads only its windows."""
+        if not self.standardize:
+            return None
+        known = self._series_stats.setdefault((modality, key), {})
+        series = self._arrays[modality][key]
+        for row, n in zip(rows.tolist(), n_valid.tolist(), strict=True):
+            if (row, n) not in known:
+                known[row, n] = _series_stats(series[row], n)
+        return [known[row, n] for row, n in zip(rows.tolist(), n_valid.tolist(), strict=True)]
+
+    def _eeg_batch(self, index: np.ndarray, gens: list[torch.Generator | None]) -> Sample:
+        arrays, rows, out = self._arrays["eeg"], self._rows["eeg"][index], {}
+        present = rows >= 0  # a subject may lack EEG (optional modality): zeros, masks False
+        rows = np.maximum(rows, 0)
         if "envelopes" in self.fields:
-            out["envelopes"], out["envelope_mask"] = _window(
-                arrays["envelopes"][row],
-                int(self._n_time["eeg"][index]),
+            n_valid = np.where(present, self._n_time["eeg"][index], 0)
+            out["envelopes"], out["envelope_mask"] = _windows(
+                arrays["envelopes"],
+                rows,
+                n_valid,
                 self.eeg_length,
                 self.train,
-                gen,
-                self.standardize,
+                gens,
+                self._stats("eeg", "envelopes", rows, n_valid),
             )
         for key in ("aec", "band_power"):
             if key in self.fields:
-                out[key] = torch.from_numpy(np.nan_to_num(arrays[key][row].astype(np.float32)))
+                values = np.nan_to_num(arrays[key][rows].astype(np.float32))
+                values[~present] = 0.0
+                out[key] = torch.from_numpy(values)
         return out
 
-    def _absent_eeg(self) -> Sample:
-        arrays, out = self._arrays["eeg"], {}
-        if "envelopes" in self.fields:
-            bands_nodes = arrays["envelopes"].shape[1:-1]
-            out["envelopes"] = torch.zeros((*bands_nodes, self.eeg_length))
-            out["envelope_mask"] = torch.zeros(self.eeg_length, dtype=torch.bool)
-        for key in ("aec", "band_power"):
-            if key in self.fields:
-                out[key] = torch.zeros(arrays[key].shape[1:])
-        return out
+
+def _transform_batch(
+    transform: Transform, batch: Sample, generators: list[torch.Generator]
+) -> Sample:
+    """A transform over a batch: its own ``batch`` method when it has one (see
+    :class:`~.augment.Compose`), else item by item."""
+    if hasattr(transform, "batch"):
+        return transform.batch(batch, generators)
+    items = [{k: v[b] for k, v in batch.items()} for b in range(len(generators))]
+    items = [transform(s, g) for s, g in zip(items, generators, strict=True)]
+    return {k: torch.stack([s[k] for s in items]) for k in items[0]}
+
+
+def collate_batch(batch: Sample | list[Sample]) -> Sample:
+    """The loaders' ``collate_fn``: a :class:`BrainDataset` hands over whole batches
+    (``__getitems__``), which pass through; lists of items are stacked as usual."""
+    return batch if isinstance(batch, dict) else default_collate(batch)
 
 
 # --------------------------------------------------------------------------- sampling
@@ -567,6 +616,7 @@ def train_loader(
         batch_size,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
+        collate_fn=collate_batch,
         generator=_own_generator(seed),
     )
 
@@ -580,6 +630,7 @@ def eval_loader(
         batch_size=batch_size,
         num_workers=num_workers,
         sampler=ShardSampler(len(dataset), rank, world_size),
+        collate_fn=collate_batch,
         generator=_own_generator(0),
     )
 
