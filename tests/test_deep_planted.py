@@ -121,6 +121,31 @@ def test_bench_methods_reads_pipeline_results_folders(tmp_path, capsys):
     assert float(out.strip().splitlines()[-1].split()[0].split("=")[1]) > 0.5
 
 
+def test_bench_methods_adjusts_in_the_fold(tmp_path, capsys):
+    """``--adjust``: the in-fold adjustment reaches every method as the pipeline passes it,
+    the harmonise keys it omits taking the config's defaults."""
+    import json
+
+    from brainfuse.benchmarks.methods import main
+
+    adjust = {"harmonise": {"method": "combat", "covariates": [], "min_site_size": 2}}
+    argv = ["--methods", "logreg_fc", "--seeds", "0", "--subjects", "16", "--nodes", "20"]
+    argv += ["--folds", "2", "--workdir", str(tmp_path), "--adjust", json.dumps(adjust)]
+    assert main(argv) == 0
+    for fold in (0, 1):
+        metrics = tmp_path / "seed-0" / "logreg_fc" / f"fold-{fold}" / "fit" / "metrics.json"
+        record = json.loads(metrics.read_text())["adjustment"]
+        assert record["harmonise"] == "combat" and record["combat"]["fitted"]
+        assert set(record["fit_subjects"]).isdisjoint(_test_subjects(tmp_path, fold))
+
+
+def _test_subjects(workdir, fold):
+    import pandas as pd
+
+    folds = pd.read_csv(workdir / "seed-0" / "caches" / "folds.tsv", sep="\t", dtype=str)
+    return set(folds.loc[(folds["fold"] == str(fold)) & (folds["role"] == "test"), "subject"])
+
+
 def test_test_predictions_use_the_stage_decision_threshold(caches, tmp_path):
     """A fixed ``decision_threshold`` cuts the test scores there (the default reads the
     validation subjects); the threshold is recorded; a misspelt setting names the key."""

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from brainfuse.config import section_defaults
 from brainfuse.core import atomic
 from brainfuse.core.cache import read_cache
 from brainfuse.core.metrics import binary_metrics
@@ -182,6 +183,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.results is not None and len(args.results) != len(args.seeds):
         parser.error("--results needs one --seeds value per folder")
+    if "harmonise" in args.adjust:  # the keys it omits take the config's defaults
+        args.adjust["harmonise"] = {**section_defaults("harmonise"), **args.adjust["harmonise"]}
     import torch
 
     torch.set_num_threads(1)
