@@ -31,7 +31,7 @@ from brainfuse.methods.torch.trained import TrainedStage
 torch.set_num_threads(1)
 
 #: The methods whose defaults were fixed for issue 19.
-FIXED = ("gcn_fc", "gat_fc", "graph_transformer_fc")
+FIXED = ("gcn_fc", "gat_fc", "graph_transformer_fc", "connex_fc_only")
 
 
 @pytest.fixture(scope="module")

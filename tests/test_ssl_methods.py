@@ -228,6 +228,39 @@ def test_brainmass_mask_rois_hides_rows_and_columns():
         assert torch.equal(out[b][~hidden][:, ~hidden], fc[b][~hidden][:, ~hidden])
 
 
+def test_zero_residual_init_starts_encoders_as_their_input_tokens():
+    """Issue 19: with ``residual_init: zero`` every residual branch starts as a constant (its
+    last weight matrix is zero, its bias kept), so BrainMass's encoder starts as the
+    layer-normed FC rows (plus the ROI embedding and that constant) and MCSP's graph
+    transformer as the mean of its layer-normed token embeddings; gradients still reach the
+    zeroed weights."""
+    from brainfuse.methods.torch.encoders import GraphTransformer, masked_mean
+
+    def branch_bias(transformer: torch.nn.TransformerEncoder) -> torch.Tensor:
+        return sum(
+            layer.linear2.bias + layer.self_attn.out_proj.bias for layer in transformer.layers
+        )
+
+    torch.manual_seed(0)
+    fc = torch.rand(3, 8, 8)
+    encoder = brainmass.BrainMassEncoder(8, n_heads=2, dropout=0.0, residual_init="zero").eval()
+    constant = branch_bias(encoder.transformer)
+    expected = encoder.norm(fc + encoder.node_embedding + constant)
+    assert torch.allclose(encoder.states(fc), expected, atol=1e-5)
+    default = brainmass.BrainMassEncoder(8, n_heads=2, dropout=0.0, residual_init="default")
+    constant = branch_bias(default.transformer)
+    unmixed = default.norm(fc + default.node_embedding + constant)
+    assert not torch.allclose(default.eval().states(fc), unmixed, atol=1e-3)
+    graph = GraphTransformer(8, d_model=16, dropout=0.0, readout="mean", residual_init="zero")
+    mask = torch.ones(3, 8, dtype=torch.bool)
+    tokens = graph.norm(graph.embed(fc) + graph.node_embedding + branch_bias(graph.transformer))
+    assert torch.allclose(graph.eval()(fc, mask), masked_mean(tokens, mask), atol=1e-5)
+    encoder.train()(fc).sum().backward()
+    assert encoder.transformer.layers[0].linear2.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="residual_init"):
+        brainmass.BrainMassEncoder(8, n_heads=2, residual_init="small")
+
+
 def test_mcsp_uses_fmri_alone_without_eeg(data):
     both = BrainDataset(
         {"fmri": data["fmri"], "eeg": data["eeg"]}, "patient", length=100, eeg_length=100

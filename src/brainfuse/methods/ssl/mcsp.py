@@ -182,6 +182,7 @@ def _domain_encoder(domain: str, n_nodes: int, length: int, hp: dict[str, Any]) 
         "n_layers": int(hp["n_layers"]),
         "dim_feedforward": int(hp["dim_feedforward"]),
         "dropout": float(hp["encoder_dropout"]),
+        "residual_init": str(hp["residual_init"]),
     }
     if domain == "spatial":
         return GraphTransformer(n_nodes, readout="mean", **size)

@@ -438,6 +438,31 @@ def _transformer(
     return nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
 
 
+RESIDUAL_INITS = ("default", "zero")
+
+
+def init_residual_branches(transformer: nn.TransformerEncoder, how: str) -> None:
+    """Initialise the residual branches of a transformer encoder.
+
+    ``zero`` sets the weights of the last linear map of every branch (attention output
+    projection, second feed-forward layer) to zero, so that the encoder starts as the identity
+    on its input tokens (plus the branches' constant biases) and the branches grow from there
+    during training (SkipInit, De and Smith 2020; ReZero,
+    Bachlechner et al. 2021). With PyTorch's default initialisation, a pre-norm branch adds
+    random values of order 1 computed from the layer-normed tokens, whatever the scale of the
+    input: FC rows (entries of about 0.25) or a linear embedding of them are then a small part
+    of the residual stream, and a few dozen subjects do not undo that (issue 19:
+    ``docs/methods_deep.md``). ``default`` keeps PyTorch's initialisation.
+    """
+    if how not in RESIDUAL_INITS:
+        raise ValueError(f"residual_init={how!r}: expected one of {RESIDUAL_INITS}")
+    if how == "default":
+        return
+    for layer in transformer.layers:
+        nn.init.zeros_(layer.self_attn.out_proj.weight)
+        nn.init.zeros_(layer.linear2.weight)
+
+
 class GraphTransformer(nn.Module):
     """Brain Network Transformer style encoder on FC.
 
@@ -457,6 +482,8 @@ class GraphTransformer(nn.Module):
         :class:`ClusterReadout` or the mean over valid nodes.
     n_clusters : int
         Clusters of the cluster readout.
+    residual_init : {"default", "zero"}
+        :func:`init_residual_branches`.
     """
 
     input_keys: tuple[str, ...] = ("fc", "node_mask")
@@ -471,12 +498,14 @@ class GraphTransformer(nn.Module):
         dropout: float = 0.1,
         readout: Literal["cluster", "mean"] = "cluster",
         n_clusters: int = 8,
+        residual_init: str = "default",
     ) -> None:
         super().__init__()
         self.embed = nn.Linear(n_nodes, d_model)
         self.node_embedding = nn.Parameter(torch.zeros(n_nodes, d_model))
         nn.init.normal_(self.node_embedding, std=0.02)
         self.transformer = _transformer(d_model, n_heads, n_layers, dim_feedforward, dropout)
+        init_residual_branches(self.transformer, residual_init)
         self.norm = nn.LayerNorm(d_model)
         if readout not in ("cluster", "mean"):
             raise ValueError(f"readout={readout!r}: expected 'cluster' or 'mean'")
@@ -531,6 +560,8 @@ class TemporalTransformer(nn.Module):
         Longest window the position table covers (time tokens).
     input_key : str
         Batch key of the (B, N, L) input: ``timeseries`` or ``fft``.
+    residual_init : {"default", "zero"}
+        :func:`init_residual_branches`.
     """
 
     def __init__(
@@ -545,6 +576,7 @@ class TemporalTransformer(nn.Module):
         dropout: float = 0.1,
         max_len: int = 2048,
         input_key: str = "timeseries",
+        residual_init: str = "default",
     ) -> None:
         super().__init__()
         if tokens not in ("time", "roi"):
@@ -566,6 +598,7 @@ class TemporalTransformer(nn.Module):
             nn.init.normal_(self.roi_embedding, std=0.02)
             self.input_keys = (input_key, "node_mask")
         self.transformer = _transformer(d_model, n_heads, n_layers, dim_feedforward, dropout)
+        init_residual_branches(self.transformer, residual_init)
         self.norm = nn.LayerNorm(d_model)
         self.out_dim = d_model
 
