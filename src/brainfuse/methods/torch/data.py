@@ -417,8 +417,9 @@ class BrainDataset(Dataset):
             node_mask &= arrays["node_mask"][rows].astype(bool)
         out["node_mask"] = torch.from_numpy(node_mask)
         if "fc" in self.fields:
-            pairs = node_mask[:, :, None] & node_mask[:, None, :]
-            fc = np.where(pairs, np.nan_to_num(fc.astype(np.float32), nan=0.0), np.float32(0.0))
+            fc = np.nan_to_num(fc.astype(np.float32, copy=False), nan=0.0, copy=False)
+            if not node_mask.all():  # masked parcels: zero rows and columns
+                fc = fc * (node_mask[:, :, None] & node_mask[:, None, :])
             out["fc"] = torch.from_numpy(fc)
         if self.fields & {"timeseries", "fft"}:
             n_valid = self._n_time["fmri"][index]
