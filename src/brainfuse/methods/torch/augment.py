@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from brainfuse.methods.torch.data import adjust_fc
+from brainfuse.methods.torch.data import adjust_fc, apply_per_item
 
 Sample = dict[str, Tensor]
 
@@ -71,7 +71,7 @@ class Augmentation:
         """Apply to a stacked batch, item ``b`` drawing from ``generators[b]``: the same result
         as calling the augmentation on each item. Augmentations with heavy arithmetic override
         it to do that arithmetic once for the batch."""
-        return _per_item(self, batch, generators)
+        return apply_per_item(self, batch, generators)
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
@@ -111,14 +111,6 @@ class Compose:
 
     def __repr__(self) -> str:
         return f"Compose({self.augmentations!r})"
-
-
-def _per_item(
-    augmentation: Augmentation, batch: Sample, generators: Sequence[torch.Generator]
-) -> Sample:
-    items = [{k: v[b] for k, v in batch.items()} for b in range(len(generators))]
-    items = [augmentation(s, g) for s, g in zip(items, generators, strict=True)]
-    return {k: torch.stack([s[k] for s in items]) for k in items[0]} if items else batch
 
 
 # --------------------------------------------------------------------------- graph

@@ -482,9 +482,17 @@ def _transform_batch(
     :class:`~.augment.Compose`), else item by item."""
     if hasattr(transform, "batch"):
         return transform.batch(batch, generators)
+    return apply_per_item(transform, batch, generators)
+
+
+def apply_per_item(
+    transform: Transform, batch: Sample, generators: Sequence[torch.Generator]
+) -> Sample:
+    """Apply an item-wise ``transform(sample, generator)`` to each item of a stacked batch, item
+    ``b`` with ``generators[b]``, and stack the results again."""
     items = [{k: v[b] for k, v in batch.items()} for b in range(len(generators))]
     items = [transform(s, g) for s, g in zip(items, generators, strict=True)]
-    return {k: torch.stack([s[k] for s in items]) for k in items[0]}
+    return {k: torch.stack([s[k] for s in items]) for k in items[0]} if items else batch
 
 
 def collate_batch(batch: Sample | list[Sample]) -> Sample:
