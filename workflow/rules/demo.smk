@@ -17,6 +17,7 @@ if CFG.input.demo:
             f"{LOGS}/demo_data.log",
         conda:
             ENV
+        threads: res("demo", "threads")
         resources:
             mem_mb=res("demo", "mem_mb"),
             runtime=res("demo", "runtime"),

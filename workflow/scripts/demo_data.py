@@ -10,5 +10,6 @@ make_demo_dataset(
     atlas,
     n_subjects=snakemake.params.n_subjects,
     seed=snakemake.params.seed,
+    n_jobs=snakemake.threads,
 )
 convert_to_xcpd(snakemake.params.outdir, snakemake.params.xcpd_subjects, atlas)

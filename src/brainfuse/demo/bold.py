@@ -9,9 +9,11 @@ non-steady-state first volume.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import nibabel as nib
@@ -29,6 +31,7 @@ from brainfuse.demo.common import (
     SITES,
     SPACE,
     TASK,
+    map_subjects,
     seeded_rng,
 )
 from brainfuse.demo.confounds import (
@@ -337,6 +340,52 @@ def parcel_signals(
     return neural / neural.std(0)
 
 
+def _write_subject_fmri(
+    item: tuple[int, SimpleNamespace],
+    root: Path,
+    grid: BoldGrid,
+    population: PopulationModel,
+    seed: int,
+    n_volumes: int,
+    tr: float,
+) -> dict[str, float]:
+    """Write one subject's runs (BOLD, sidecar, mask, confounds); return each run's mean FD."""
+    s, row = item
+    sub = row.participant_id
+    chol = population.subject_cholesky(row)
+    mask_u8 = grid.mask.astype(np.uint8)
+    mean_fd = {}
+    for run in row.runs:
+        rng = seeded_rng(seed, S_FMRI_RUN, s, run)
+        bold, conf, meta = simulate_bold_run(
+            grid, chol, rng, n_volumes, tr, float(row.motion_level), row.site
+        )
+        func = root / sub / "func"
+        stem = f"{sub}_task-{TASK}_run-{run}"
+        # NIfTI stores voxels in Fortran order: nibabel then writes this array without a
+        # transposing copy of every slice
+        vol = np.zeros(grid.shape + (n_volumes,), dtype=np.float32, order="F")
+        vol[grid.mask] = bold.T
+        _save_nifti(func / f"{stem}_space-{SPACE}_desc-preproc_bold.nii.gz", vol, grid.affine, tr)
+        write_json(
+            func / f"{stem}_space-{SPACE}_desc-preproc_bold.json",
+            {
+                "RepetitionTime": float(tr),
+                "SkullStripped": True,
+                "TaskName": TASK,
+                "Description": "Synthetic BOLD (brainfuse.demo)",
+            },
+        )
+        _save_nifti(
+            func / f"{stem}_space-{SPACE}_desc-brain_mask.nii.gz", mask_u8, grid.affine, None
+        )
+        write_tsv(func / f"{stem}_desc-confounds_timeseries.tsv", conf)
+        write_json(func / f"{stem}_desc-confounds_timeseries.json", meta["sidecar"])
+        mean_fd[str(run)] = round(meta["mean_fd"], 4)
+    logger.debug("fMRI %s done", sub)
+    return mean_fd
+
+
 def simulate_fmri(
     root: Path,
     atlas: Atlas,
@@ -347,8 +396,10 @@ def simulate_fmri(
     n_volumes: int,
     tr: float,
     voxel_size: float,
+    n_jobs: int = 1,
 ) -> dict[str, Any]:
-    """Write the fMRIPrep-like derivative dataset under ``root``.
+    """Write the fMRIPrep-like derivative dataset under ``root``, subjects in ``n_jobs``
+    processes.
 
     ``confound_parcels`` names the ``age`` and ``motion`` parcels (:func:`subject_correlation`).
 
@@ -395,41 +446,19 @@ def simulate_fmri(
         )
         for site, v in loadings.items()
     }
-    mask_u8 = grid.mask.astype(np.uint8)
 
-    mean_fd: dict[str, dict[str, float]] = {}
-    for s, row in enumerate(participants.itertuples()):
-        sub = row.participant_id
-        mean_fd[sub] = {}
-        chol = population.subject_cholesky(row)
-        for run in row.runs:
-            rng = seeded_rng(seed, S_FMRI_RUN, s, run)
-            bold, conf, meta = simulate_bold_run(
-                grid, chol, rng, n_volumes, tr, float(row.motion_level), row.site
-            )
-            func = root / sub / "func"
-            stem = f"{sub}_task-{TASK}_run-{run}"
-            vol = np.zeros(grid.shape + (n_volumes,), dtype=np.float32)
-            vol[grid.mask] = bold.T
-            _save_nifti(
-                func / f"{stem}_space-{SPACE}_desc-preproc_bold.nii.gz", vol, grid.affine, tr
-            )
-            write_json(
-                func / f"{stem}_space-{SPACE}_desc-preproc_bold.json",
-                {
-                    "RepetitionTime": float(tr),
-                    "SkullStripped": True,
-                    "TaskName": TASK,
-                    "Description": "Synthetic BOLD (brainfuse.demo)",
-                },
-            )
-            _save_nifti(
-                func / f"{stem}_space-{SPACE}_desc-brain_mask.nii.gz", mask_u8, grid.affine, None
-            )
-            write_tsv(func / f"{stem}_desc-confounds_timeseries.tsv", conf)
-            write_json(func / f"{stem}_desc-confounds_timeseries.json", meta["sidecar"])
-            mean_fd[sub][str(run)] = round(meta["mean_fd"], 4)
-        logger.debug("fMRI %s done", sub)
+    write_subject = functools.partial(
+        _write_subject_fmri,
+        root=root,
+        grid=grid,
+        population=population,
+        seed=seed,
+        n_volumes=n_volumes,
+        tr=tr,
+    )
+    rows = [(s, SimpleNamespace(**row)) for s, row in enumerate(participants.to_dict("records"))]
+    runs_fd = map_subjects(write_subject, rows, n_jobs)
+    mean_fd = {row.participant_id: fd for (_, row), fd in zip(rows, runs_fd, strict=True)}
     return {
         "mean_fd": mean_fd,
         "grid_shape": list(grid.shape),

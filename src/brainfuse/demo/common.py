@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -75,3 +76,23 @@ def hemispheres(atlas: Atlas) -> np.ndarray:
         else:
             out.append("L" if xyz[0] < 0 else "R")
     return np.array(out)
+
+
+def map_subjects(fn: Callable[[Any], Any], items: Sequence[Any], n_jobs: int) -> list[Any]:
+    """``fn`` over ``items`` (one per subject) in ``n_jobs`` processes, BLAS single-threaded.
+
+    Every subject draws from its own seeded stream, so the files written are the same for any
+    ``n_jobs``; ``fn`` and the items must pickle (a module-level function, plain values).
+    """
+    if n_jobs <= 1 or len(items) <= 1:
+        with single_threaded_blas():
+            return [fn(item) for item in items]
+    from joblib import Parallel, delayed
+
+    calls = (delayed(_single_threaded)(fn, item) for item in items)
+    return Parallel(n_jobs=min(n_jobs, len(items)))(calls)
+
+
+def _single_threaded(fn: Callable[[Any], Any], item: Any) -> Any:
+    with single_threaded_blas():
+        return fn(item)

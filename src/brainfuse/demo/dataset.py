@@ -81,6 +81,7 @@ def make_demo_dataset(
     eeg_seconds: float = 120.0,
     eeg_sfreq: float = 250.0,
     n_eeg_channels: int = 32,
+    n_jobs: int = 1,
 ) -> dict:
     """Write the synthetic demo dataset and return its ground truth.
 
@@ -105,6 +106,8 @@ def make_demo_dataset(
         EEG duration (s) and sampling frequency (Hz).
     n_eeg_channels : int
         EEG electrodes (8..64); 32 gives the classic 10-20 cap.
+    n_jobs : int
+        Processes that write subjects side by side (the files do not depend on it).
 
     Returns
     -------
@@ -139,6 +142,7 @@ def make_demo_dataset(
             n_volumes=n_volumes,
             tr=tr,
             voxel_size=voxel_size,
+            n_jobs=n_jobs,
         )
         t_fmri = time.perf_counter()
         eeg_info = simulate_eeg(
@@ -150,6 +154,7 @@ def make_demo_dataset(
             seconds=eeg_seconds,
             sfreq=eeg_sfreq,
             n_channels=n_eeg_channels,
+            n_jobs=n_jobs,
         )
         t_eeg = time.perf_counter()
         sc_info = simulate_sc(outdir / "derivatives" / "qsirecon", atlas, participants, seed)

@@ -8,7 +8,9 @@ solution; patients have more alpha in 6 parietal parcels.
 from __future__ import annotations
 
 import datetime
+import functools
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,14 @@ from scipy import fft, signal, sparse
 from brainfuse.core.atlas import Atlas
 from brainfuse.core.atomic import atomic_path, write_json, write_tsv
 from brainfuse.demo.bold import network_correlation
-from brainfuse.demo.common import S_EEG_GROUP, S_EEG_SUB, TASK, parcel_centroids, seeded_rng
+from brainfuse.demo.common import (
+    S_EEG_GROUP,
+    S_EEG_SUB,
+    TASK,
+    map_subjects,
+    parcel_centroids,
+    seeded_rng,
+)
 from brainfuse.demo.participants import EEG_ALPHA_RATIO
 
 #: EEG frequency bands (Hz), lower edge inclusive.
@@ -373,6 +382,47 @@ def _write_eeg_sidecars(
     )
 
 
+def _write_subject_eeg(
+    item: tuple[int, SimpleNamespace],
+    root: Path,
+    seed: int,
+    leadfield: np.ndarray,
+    electrodes: np.ndarray,
+    amplitudes: dict[str, np.ndarray],
+    env_chol: np.ndarray,
+    n_times: int,
+    sfreq: float,
+    seconds: float,
+    source_scale: float,
+    ch_names: list[str],
+) -> float:
+    """Write one subject's EDF recording and sidecars; return its individual alpha frequency."""
+    import mne
+
+    s, row = item
+    data, iaf = simulate_eeg_recording(
+        seeded_rng(seed, S_EEG_SUB, s),
+        leadfield,
+        electrodes,
+        amplitudes[row.group],
+        env_chol,
+        n_times,
+        sfreq,
+        row.site,
+        source_scale,
+    )
+    raw = mne.io.RawArray(data, _eeg_info(ch_names, sfreq), verbose="error")
+    raw.set_meas_date(datetime.datetime(2020, 1, 1, 9, 0, tzinfo=datetime.timezone.utc))
+    eeg_dir = root / row.participant_id / "eeg"
+    stem = f"{row.participant_id}_task-{TASK}"
+    with atomic_path(eeg_dir / f"{stem}_eeg.edf") as tmp:
+        mne.export.export_raw(
+            tmp, raw, fmt="edf", physical_range="channelwise", overwrite=True, verbose="error"
+        )
+    _write_eeg_sidecars(eeg_dir, stem, ch_names, electrodes, sfreq, seconds)
+    return iaf
+
+
 def simulate_eeg(
     root: Path,
     atlas: Atlas,
@@ -382,8 +432,10 @@ def simulate_eeg(
     seconds: float,
     sfreq: float,
     n_channels: int,
+    n_jobs: int = 1,
 ) -> dict[str, Any]:
-    """Write one resting EEG recording per subject into the raw BIDS dataset at ``root``.
+    """Write one resting EEG recording per subject into the raw BIDS dataset at ``root``,
+    subjects in ``n_jobs`` processes.
 
     Returns
     -------
@@ -391,8 +443,6 @@ def simulate_eeg(
         ``channels``, each subject's individual alpha frequency (``iaf``, Hz) and a description
         of the ``forward_model``.
     """
-    import mne
-
     ch_names = eeg_channel_names(n_channels)
     leadfield, electrodes = eeg_leadfield(atlas, ch_names)
     amp_ctl = source_amplitudes(atlas)
@@ -406,31 +456,23 @@ def simulate_eeg(
     source_scale = 15e-6 / typical_sd
     env_chol = np.linalg.cholesky(network_correlation(atlas, seeded_rng(seed, S_EEG_GROUP)))
     n_times = int(round(seconds * sfreq))
-    info = _eeg_info(ch_names, sfreq)
-    meas_date = datetime.datetime(2020, 1, 1, 9, 0, tzinfo=datetime.timezone.utc)
-    iaf: dict[str, float] = {}
-    for s, row in enumerate(participants.itertuples()):
-        sub = row.participant_id
-        data, iaf[sub] = simulate_eeg_recording(
-            seeded_rng(seed, S_EEG_SUB, s),
-            leadfield,
-            electrodes,
-            amp_pat if row.group == "patient" else amp_ctl,
-            env_chol,
-            n_times,
-            sfreq,
-            row.site,
-            source_scale,
-        )
-        raw = mne.io.RawArray(data, info, verbose="error")
-        raw.set_meas_date(meas_date)
-        eeg_dir = root / sub / "eeg"
-        stem = f"{sub}_task-{TASK}"
-        with atomic_path(eeg_dir / f"{stem}_eeg.edf") as tmp:
-            mne.export.export_raw(
-                tmp, raw, fmt="edf", physical_range="channelwise", overwrite=True, verbose="error"
-            )
-        _write_eeg_sidecars(eeg_dir, stem, ch_names, electrodes, sfreq, seconds)
+    write_subject = functools.partial(
+        _write_subject_eeg,
+        root=root,
+        seed=seed,
+        leadfield=leadfield,
+        electrodes=electrodes,
+        amplitudes={"control": amp_ctl, "patient": amp_pat},
+        env_chol=env_chol,
+        n_times=n_times,
+        sfreq=sfreq,
+        seconds=seconds,
+        source_scale=source_scale,
+        ch_names=ch_names,
+    )
+    rows = [(s, SimpleNamespace(**row)) for s, row in enumerate(participants.to_dict("records"))]
+    iafs = map_subjects(write_subject, rows, n_jobs)
+    iaf = {row.participant_id: f for (_, row), f in zip(rows, iafs, strict=True)}
     return {
         "channels": ch_names,
         "iaf": iaf,
