@@ -1,11 +1,12 @@
 """Batching (config ``batching``): a modality's samples run in chunks, one job per chunk.
 
 The real Snakefile runs the smallest demo dataset (8 subjects, read as real data) up to the
-caches twice: in chunks of 3 samples and in chunks of 1 (one job per sample, as before chunks),
-the latter without the per-run QC figures (``qc.run_figures: false``). One fMRI run has lost its
-confounds file, so a chunk holds an excluded sample. The chunked run must have one job per chunk,
-write every sample's own outputs and log, record the exclusion and give the same caches and QC
-table as the run with one job per sample, which writes every output but the figures.
+caches twice: in chunks of 3 samples, and with one job per fMRI run (as before chunks) and one
+job for all EEG and for all SC samples, the latter without the per-run QC figures
+(``qc.run_figures: false``). One fMRI run has lost its confounds file, so a chunk holds an
+excluded sample. The chunked run must have one job per chunk, write every sample's own outputs
+and log, record the exclusion and give the same caches and QC table as the other run, which
+writes every output but the figures.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from brainfuse.core.cache import read_cache
 
 CHUNK = 3
 MODALITIES = ("fmri", "eeg", "sc")
+# the second run's chunks: fMRI one run per job, EEG and SC all samples in one job each
+SINGLE = {"default": 1, "eeg": 100, "sc": 100}
 TARGETS = [f"results/cache/{m}.parquet" for m in MODALITIES] + ["results/qc/qc.tsv"]
 FIGURE = "desc-qc_bold.png"  # the per-run QC figure, under qc.run_figures
 # the files one fMRI run's step writes (besides its log), by the end of their names
@@ -50,7 +53,7 @@ def bids(tmp_path_factory, small_demo_bids) -> tuple[Path, str]:
 
 
 def write_run_config(
-    workdir: Path, root: Path, atlas_data_dir: str | None, chunk: int, run_figures: bool
+    workdir: Path, root: Path, atlas_data_dir: str | None, batching: dict, run_figures: bool
 ) -> None:
     config = reduced_config(
         atlas_data_dir,
@@ -61,7 +64,7 @@ def write_run_config(
         participants=str(root / "participants.tsv"),
     )
     config["methods"] = {"majority": {"stages": ["fit"]}}
-    config["batching"] = {"default": chunk}
+    config["batching"] = batching
     config["qc"] = {"run_figures": run_figures}
     write_config(workdir, config)
 
@@ -93,9 +96,9 @@ def runs(tmp_path_factory, bids, atlas_data_dir) -> dict[int, tuple[Path, dict[s
     """Chunk size -> the finished working directory and the jobs it ran per rule."""
     root, _ = bids
     done = {}
-    for chunk in (CHUNK, 1):
+    for chunk, batching in ((CHUNK, {"default": CHUNK}), (1, SINGLE)):
         workdir = tmp_path_factory.mktemp(f"chunk{chunk}") / "work"
-        write_run_config(workdir, root, atlas_data_dir, chunk, run_figures=chunk == CHUNK)
+        write_run_config(workdir, root, atlas_data_dir, batching, run_figures=chunk == CHUNK)
         done[chunk] = (workdir, job_counts(run_to_caches(workdir)))
     return done
 
@@ -112,8 +115,9 @@ def test_one_job_per_chunk_of_samples(runs, chunk):
     for modality in MODALITIES:
         n_samples = int((qc["modality"] == modality).sum())
         jobs = chunk_jobs(counts, modality)
+        size = chunk if chunk == CHUNK else SINGLE.get(modality, SINGLE["default"])
         assert n_samples > CHUNK
-        assert sum(jobs.values()) == len(jobs) == math.ceil(n_samples / chunk), modality
+        assert sum(jobs.values()) == len(jobs) == math.ceil(n_samples / size), modality
 
 
 @pytest.mark.slow

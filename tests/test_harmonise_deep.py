@@ -108,7 +108,7 @@ def test_combat_equalises_site_means_of_the_training_matrices(data, tmp_path):
     assert before > 0.8 * SITE_SHIFT
     assert after < 0.1 * before
     # the whole fold is adjusted, symmetric, with the diagonal and the node masks kept
-    for role in ("train", "val", "test"):
+    for role in ("train", "test"):  # the 4 validation subjects train (small_validation)
         a = adjusted.full.subset(adjusted.roles[role])
         r = raw.full.subset(raw.roles[role])
         fc_a, fc_r = _matrices(a), _matrices(r)
@@ -185,7 +185,9 @@ def test_gcn_fc_stage_with_combat_records_its_fit_in_provenance(
     adjustment = manifest["adjustment"]
     # fitted on exactly the training loader's subjects, none of the fold's test subjects
     assert adjustment["fit_subjects"] == manifest["subjects"]["fit"]
-    assert set(adjustment["fit_subjects"]) == subjects_of(folds, 1, "train")
+    # the fold's training subjects, with its 4 validation subjects (small_validation: train)
+    fit = subjects_of(folds, 1, "train") | subjects_of(folds, 1, "val")
+    assert set(adjustment["fit_subjects"]) == fit
     assert adjustment["harmonise"] == "combat" and adjustment["confounds"] == ["age"]
     assert manifest["inputs"]["participants"]["path"] == data["participants"]
     check_provenance(manifest, folds)

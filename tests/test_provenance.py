@@ -99,8 +99,10 @@ def test_torch_stage_manifest_lists_the_fold_roles(supervised, data, folds):
     role = {r: subjects_of(folds, 1, r) for r in ("train", "val", "test")}
     assert m["format"] == FORMAT and (m["method"], m["stage"], m["fold"]) == ("gcn_fc", "fit", 1)
     assert set(m["subjects"]) == set(ROLES)
-    assert set(m["subjects"]["fit"]) == role["train"]
-    assert set(m["subjects"]["validation"]) == role["val"]
+    # fewer validation subjects than min_val_subjects: they train with the training subjects
+    assert len(role["val"]) < CATALOG.params("gcn_fc", GCN, "fit")["min_val_subjects"]
+    assert set(m["subjects"]["fit"]) == role["train"] | role["val"]
+    assert m["subjects"]["validation"] == []
     assert set(m["subjects"]["test"]) == role["test"]
     assert m["subjects"]["unlabelled_pretraining"] == []
     assert not (set(m["subjects"]["fit"]) | set(m["subjects"]["validation"])) & role["test"]
@@ -118,7 +120,9 @@ def test_pretraining_manifest_lists_what_it_read(data, folds, tmp_path):
     out = tmp_path / "pretrain"
     run_torch_stage(_request(data, out, "brainmae", "pretrain", MAE), CATALOG)
     m = _manifest(out)
-    train, test = subjects_of(folds, 1, "train"), subjects_of(folds, 1, "test")
+    # the 4 validation subjects (< min_val_subjects) train with the training subjects
+    train = subjects_of(folds, 1, "train") | subjects_of(folds, 1, "val")
+    test = subjects_of(folds, 1, "test")
     assert set(m["subjects"]["unlabelled_pretraining"]) == train and not train & test
     assert set(m["subjects"]["fit"]) == train  # the linear probe
     metrics = json.loads((out / "metrics.json").read_text())

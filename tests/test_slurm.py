@@ -198,7 +198,7 @@ def demo_dataset(tmp_path: Path, atlas_data_dir: str | None) -> Path:
     config = reduced_config(atlas_data_dir, demo_subjects=N_SUBJECTS, demo_xcpd_subjects=0)
     write_config(workdir, config)
     target = "results/demo_bids/ground_truth.json"
-    result = snakemake(workdir, "--cores", "1", target, timeout=240)
+    result = snakemake(workdir, "--cores", "2", target, timeout=240)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     return workdir / "results" / "demo_bids"
 

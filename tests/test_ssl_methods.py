@@ -361,10 +361,14 @@ def test_frozen_embedding_metrics_on_separable_embeddings():
 
 
 def _run(
-    method: str, data: dict[str, str], out: Path, modalities: tuple[str, ...] | None = None
+    method: str,
+    data: dict[str, str],
+    out: Path,
+    modalities: tuple[str, ...] | None = None,
+    params: dict | None = None,
 ) -> dict[str, dict]:
     """Run the method's stages on fold 0 with the caches of ``modalities`` (default: all of the
-    method's)."""
+    method's), ``params`` over the tiny ones."""
     modalities = modalities or CATALOG[method].modalities
     previous, metrics = None, {}
     for stage in RUN_STAGES[method]:
@@ -382,7 +386,7 @@ def _run(
                 str(stage_dir / "metrics.json"),
                 str(stage_dir / "predictions.tsv"),
             ),
-            params={"num_threads": 1, **TINY[method]},
+            params={"num_threads": 1, **TINY[method], **(params or {})},
             previous=previous,
             checkpoint_dir=str(out / "checkpoints" / stage),
         )
@@ -414,13 +418,15 @@ def test_method_stages_run_and_finetuned_model_beats_chance(method, data, tmp_pa
     if method == "mcsp":
         # the subject without EEG is kept (fMRI alone), not left out
         assert metrics["pretrain"]["missing_modalities"] == {"eeg": [f"{NO_EEG:02d}"]}
-        assert metrics["pretrain"]["n_train"] == _fmri_only_counts(data)["train"]
+        counts = _fmri_only_counts(data)  # 4 validation subjects: they train too
+        assert metrics["pretrain"]["n_train"] == counts["train"] + counts["val"]
     if method == "mcsp":
         distill = metrics["distill"]
         assert set(distill["distillation_auc"]) == {*mcsp.DOMAINS, "teacher"}
-        # student_readout: auto - chosen on the validation subjects, then used for the test ones
+        # student_readout: auto - chosen on the validation subjects, then used for the test
+        # ones; here the 4 validation subjects train (small_validation): the students' mean
         selected = distill["student_readout_selected"]
-        assert set(distill["student_readout_val_auc"]) == {"mean", *mcsp.DOMAINS}
+        assert selected == "mean" and distill["student_readout_val_auc"] == {}
         if selected != "mean":
             assert distill["auc"] == pytest.approx(distill["distillation_auc"][selected])
         assert distill["distillation_auc"]["teacher"] == pytest.approx(metrics["finetune"]["auc"])
@@ -428,6 +434,16 @@ def test_method_stages_run_and_finetuned_model_beats_chance(method, data, tmp_pa
         frozen = pretrain["frozen_embeddings"]
         assert {"svm", "logreg", "few_shot"} <= set(frozen)
         assert frozen["few_shot"]["svm"]["k=4"]["draws"] == 3
+
+
+def test_mcsp_chooses_its_student_readout_on_validation_subjects(data, tmp_path):
+    """``student_readout: auto`` with the validation subjects kept apart: the readout of the
+    best validation AUC scores the test subjects."""
+    distill = _run("mcsp", data, tmp_path, params={"small_validation": "threshold"})["distill"]
+    selected = distill["student_readout_selected"]
+    assert set(distill["student_readout_val_auc"]) == {"mean", *mcsp.DOMAINS}
+    if selected != "mean":
+        assert distill["auc"] == pytest.approx(distill["distillation_auc"][selected])
 
 
 @pytest.mark.parametrize("modality", ["eeg", "fmri"])
@@ -440,7 +456,8 @@ def test_mcsp_trains_one_branch_alone_on_single_modality_data(modality, data, tm
         assert (tmp_path / stage / "model.bin").stat().st_size > 0
     alone = BrainDataset({modality: data[modality]}, "patient")
     folds = read_folds(data["folds"])
-    assert metrics["pretrain"]["n_train"] == len(alone.subset(subjects_of(folds, 0, "train")))
+    fit = subjects_of(folds, 0, "train") | subjects_of(folds, 0, "val")  # 4 val subjects train
+    assert metrics["pretrain"]["n_train"] == len(alone.subset(fit))
     assert metrics["pretrain"]["missing_modalities"] == {}
     assert metrics["finetune"]["previous_keys"]["missing"] == []
     assert metrics["finetune"]["auc"] > 0.7

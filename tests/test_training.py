@@ -468,7 +468,8 @@ def test_stage_outputs(data, stage_run):
     out, metrics = stage_run
     assert metrics["method"] == "gcn_fc" and metrics["resumed_from_step"] == 0
     assert metrics["steps"] > 0 and 1 <= metrics["epochs"] <= FAST["epochs"]
-    # 4 validation subjects (< min_val_subjects): the whole schedule, the last epoch
+    # 4 validation subjects (< min_val_subjects): they train too, the whole schedule, the last
+    # epoch
     assert metrics["monitor"] == "val_loss" and metrics["model_selection"] == "last_epoch"
     assert metrics["best_val"] is None and metrics["best_step"] == metrics["steps"]
     predictions = pd.read_csv(out / "predictions.tsv", sep="\t", dtype={"subject": str})
@@ -509,6 +510,23 @@ def test_stage_is_deterministic(data, stage_run, tmp_path):
     first.pop("seconds"), second.pop("seconds")
     assert first == second
     assert (out / "predictions.tsv").read_text() == (tmp_path / "predictions.tsv").read_text()
+
+
+def test_small_validation_split_trains_with_the_training_subjects(data, stage_run, tmp_path):
+    """``small_validation: train`` (the default): the 4 validation subjects (< min_val_subjects)
+    join the training subjects and the threshold is 0.5; ``threshold`` keeps them apart to
+    choose the threshold. The test subjects are those of the fold either way."""
+    _, merged = stage_run
+    kept_apart = _run(data, tmp_path, params={"small_validation": "threshold"})
+    folds = read_folds(data["folds"])
+    assert len(subjects_of(folds, 0, "val")) == 4
+    assert merged["n_val"] == 0 and merged["decision_threshold"] == 0.5
+    assert kept_apart["n_val"] > 0
+    assert merged["n_train"] == kept_apart["n_train"] + kept_apart["n_val"]
+    predictions = pd.read_csv(tmp_path / "predictions.tsv", sep="\t", dtype={"subject": str})
+    assert set(predictions["subject"]) == subjects_of(folds, 0, "test")
+    with pytest.raises(ValueError, match="small_validation"):
+        _run(data, tmp_path / "bad", params={"small_validation": "merge"})
 
 
 def test_next_stage_starts_from_previous(data, stage_run, tmp_path):

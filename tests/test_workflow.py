@@ -61,6 +61,7 @@ def demo_run(tmp_path_factory, atlas_data_dir):
     # the demo's learning curves (curves.in_report: demo) of its methods among demo_methods,
     # at one fraction to keep the run short
     config["curves"]["fractions"] = [0.5, 1.0]
+    config["curves"]["demo_methods"] = ["logreg_fc", "gcn_fc"]
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
     result = snakemake(workdir, "--cores", "2")
     assert result.returncode == 0, result.stderr[-4000:]

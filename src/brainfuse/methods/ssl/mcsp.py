@@ -504,9 +504,11 @@ class MCSPDistill(_MCSPStage):
     ) -> dict[str, Any]:
         """With ``student_readout: auto``, predict with the readout (the students' mean or one
         student) of the highest validation AUC, balanced accuracy breaking ties, the mean
-        winning remaining ties."""
+        winning remaining ties; without validation subjects, the mean."""
         if not self.auto:
             return {}
+        if len(val_set) == 0:
+            return {"student_readout_selected": self.readout, "student_readout_val_auc": {}}
         from brainfuse.methods.torch.module import binary_scores
 
         options = ("mean", *DOMAINS)

@@ -199,8 +199,9 @@ class StageModule(LightningModule):
         self, val_set: BrainDataset, batch_size: int, device: torch.device
     ) -> dict[str, Any]:
         """Choices left to the validation subjects after training (the selected model is loaded;
-        called in eval mode, without gradients, before the test subjects are read). Returns
-        JSON-serialisable entries for ``metrics.json``; the default chooses nothing."""
+        called in eval mode, without gradients, before the test subjects are read; ``val_set``
+        may be empty). Returns JSON-serialisable entries for ``metrics.json``; the default
+        chooses nothing."""
         return {}
 
     def test_extras(

@@ -199,6 +199,10 @@ def check_params(
     unknown = sorted(set(hp) - known)
     if unknown:
         raise ValueError(f"methods.{method}.params: unknown keys {unknown}")
+    if hp["small_validation"] not in ("train", "threshold"):
+        raise ValueError(
+            f"small_validation={hp['small_validation']!r}; expected 'train' or 'threshold'"
+        )
     if hp["monitor"] not in MONITORS:
         raise ValueError(f"monitor={hp['monitor']!r}; expected one of {sorted(MONITORS)}")
     if not supervised and hp["monitor"] != "val_loss":
@@ -404,10 +408,6 @@ def run_torch_stage(
         built = build_stage(request, spec, plugin, hp, adjustment)
         data, fingerprint, lit = built.data, built.fingerprint, built.lit
         full, train_set, val_set = built.full, built.train_set, built.val_set
-        if len(val_set) == 0:
-            log.warning(
-                "fold %d: no validation samples; the last epoch's model is used", request.fold
-            )
         fit = fit_stage(request, hp, lit, train_set, val_set, ckpt_dir, fingerprint, callbacks)
         if fit.trainer.global_rank != 0:
             return
@@ -573,6 +573,7 @@ def prepare_data(
     if roles is None:
         folds = read_folds(request.folds_path)
         roles = {r: subjects_of(folds, request.fold, r) for r in ("train", "val", "test")}
+    roles = training_roles(roles, hp, request)
     record = None
     if adjustment is not None:
         # the cache rows the samples use are known once the modalities are joined
@@ -586,6 +587,34 @@ def prepare_data(
         (counts.sum() / (2 * np.maximum(counts, 1))).tolist() if hp["class_weighted"] else None
     )
     return FoldData(full, roles, train_plain, augment, weights, record)
+
+
+def training_roles(
+    roles: dict[str, set[str]], hp: dict[str, Any], request: StageRequest
+) -> dict[str, set[str]]:
+    """``roles`` with a validation split too small to select on (fewer than
+    ``min_val_subjects``) merged into the training subjects, under ``small_validation: train``.
+
+    Such a split selects nothing (:func:`selects_on_validation`); kept apart it would only move
+    the decision threshold, on four subjects on the demo, while costing a fifth of the
+    training subjects. The test subjects are untouched.
+    """
+    n_val = len(roles["val"])
+    if n_val == 0:
+        log.warning("fold %d: no validation samples; the last epoch's model is used", request.fold)
+    if hp["small_validation"] != "train" or not 0 < n_val < int(hp["min_val_subjects"]):
+        return roles
+    log.info(
+        "%s/%s fold %d: %d validation subjects (< min_val_subjects=%d) train with the %d "
+        "training subjects (small_validation: train)",
+        request.method,
+        request.stage,
+        request.fold,
+        n_val,
+        int(hp["min_val_subjects"]),
+        len(roles["train"]),
+    )
+    return {**roles, "train": roles["train"] | roles["val"], "val": set()}
 
 
 def build_module(
@@ -783,10 +812,8 @@ def evaluate_stage(
 ) -> Evaluation:
     """Select on the validation subjects, then score the test subjects once."""
     batch_size = int(hp["batch_size"])
-    selection: dict[str, Any] = {}
-    if len(val_set) > 0:
-        with torch.no_grad():
-            selection = lit.to(device).eval().select_on_validation(val_set, batch_size, device)
+    with torch.no_grad():
+        selection = lit.to(device).eval().select_on_validation(val_set, batch_size, device)
     # from the validation subjects, before the test subjects are read
     threshold = (
         decision_threshold(hp, lit, val_set, batch_size, device) if plugin.supervised else 0.5
@@ -851,8 +878,14 @@ def _probe(
     embeddings."""
     x = {
         role: embeddings(lit, data, batch_size, device)
-        for role, data in (("train", train_plain), ("val", val_set), ("test", test_set))
+        for role, data in (("train", train_plain), ("test", test_set))
     }
+    # without validation subjects (small_validation: train) C is chosen on the training ones
+    x["val"] = (
+        embeddings(lit, val_set, batch_size, device)
+        if len(val_set)
+        else np.zeros((0, x["train"].shape[1]), dtype=x["train"].dtype)
+    )
     y_score, probe_c = linear_probe(
         x["train"],
         train_labels,
