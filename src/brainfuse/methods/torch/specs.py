@@ -32,8 +32,8 @@ COMMON_PARAMS: dict[str, Any] = {
     "min_val_subjects": 10,
     # What such a validation split is then for: "train": its subjects join the training subjects
     # (nothing is selected on them; the threshold is 0.5); "threshold": they only choose the
-    # decision threshold. Demo, 3 seeds: "train" lifted 9 of the 14 seed x method scores of the
-    # methods below 0.80 by 0.05-0.19 (docs/methods_deep.md, fifth pass).
+    # decision threshold. Demo, 3 seeds: of 21 seed x method scores of the 7 methods then below
+    # 0.80, 18 rose with "train" (13 by 0.05-0.19), 3 fell (docs/methods_deep.md, fifth pass).
     "small_validation": "train",
     "min_epochs": 1,
     # Test predictions are positive at or above this probability; "validation": 0.5 unless the
