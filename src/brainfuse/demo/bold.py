@@ -456,11 +456,8 @@ def simulate_fmri(
         n_volumes=n_volumes,
         tr=tr,
     )
-    rows = [(s, SimpleNamespace(**row)) for s, row in enumerate(participants.to_dict("records"))]
-    runs_fd = map_subjects(write_subject, rows, n_jobs)
-    mean_fd = {row.participant_id: fd for (_, row), fd in zip(rows, runs_fd, strict=True)}
     return {
-        "mean_fd": mean_fd,
+        "mean_fd": map_subjects(write_subject, participants, n_jobs),
         "grid_shape": list(grid.shape),
         "delta_r_model": delta_model,
         "site_delta_r_model": site_shift,

@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from brainfuse.core.atlas import Atlas
 
@@ -78,19 +80,27 @@ def hemispheres(atlas: Atlas) -> np.ndarray:
     return np.array(out)
 
 
-def map_subjects(fn: Callable[[Any], Any], items: Sequence[Any], n_jobs: int) -> list[Any]:
-    """``fn`` over ``items`` (one per subject) in ``n_jobs`` processes, BLAS single-threaded.
+def map_subjects(
+    fn: Callable[[tuple[int, SimpleNamespace]], Any], participants: pd.DataFrame, n_jobs: int
+) -> dict[str, Any]:
+    """``fn((index, row))`` for every participants row, in ``n_jobs`` processes, BLAS
+    single-threaded; the results by ``participant_id``.
 
-    Every subject draws from its own seeded stream, so the files written are the same for any
-    ``n_jobs``; ``fn`` and the items must pickle (a module-level function, plain values).
+    Every subject draws from its own seeded stream (keyed by its index), so the files written
+    are the same for any ``n_jobs``; ``fn`` must pickle (a module-level function or a partial of
+    one), and each row comes as a namespace of plain values.
     """
+    records = participants.to_dict("records")
+    items = [(s, SimpleNamespace(**row)) for s, row in enumerate(records)]
     if n_jobs <= 1 or len(items) <= 1:
         with single_threaded_blas():
-            return [fn(item) for item in items]
-    from joblib import Parallel, delayed
+            results = [fn(item) for item in items]
+    else:
+        from joblib import Parallel, delayed
 
-    calls = (delayed(_single_threaded)(fn, item) for item in items)
-    return Parallel(n_jobs=min(n_jobs, len(items)))(calls)
+        calls = (delayed(_single_threaded)(fn, item) for item in items)
+        results = Parallel(n_jobs=min(n_jobs, len(items)))(calls)
+    return {row.participant_id: r for (_, row), r in zip(items, results, strict=True)}
 
 
 def _single_threaded(fn: Callable[[Any], Any], item: Any) -> Any:

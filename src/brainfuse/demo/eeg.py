@@ -470,12 +470,9 @@ def simulate_eeg(
         source_scale=source_scale,
         ch_names=ch_names,
     )
-    rows = [(s, SimpleNamespace(**row)) for s, row in enumerate(participants.to_dict("records"))]
-    iafs = map_subjects(write_subject, rows, n_jobs)
-    iaf = {row.participant_id: f for (_, row), f in zip(rows, iafs, strict=True)}
     return {
         "channels": ch_names,
-        "iaf": iaf,
+        "iaf": map_subjects(write_subject, participants, n_jobs),
         "forward_model": "MNE 3-shell sphere model fitted to the 10-05 electrode positions; one "
         "dipole per parcel centroid (MNI mm taken as fsaverage MRI, mapped with MNE's "
         "fsaverage-trans.fif), radial orientation with a fixed tangential tilt; EEG average "
